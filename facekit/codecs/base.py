@@ -1,0 +1,93 @@
+"""One interface for every codec, classical or learned.
+
+As in CompressAI's evaluation, the rate is counted from the real bytes a codec writes,
+headers included, the same way for every codec::
+
+    bpp = 8 * len(data) / (H * W)
+
+Images are RGB ``uint8`` arrays of shape ``(H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ImageError
+
+
+def bits_per_pixel(data: bytes, height: int, width: int) -> float:
+    """``8 * len(data) / (height * width)``: the whole file, headers included."""
+    return 8.0 * len(data) / float(height * width)
+
+
+def check_image(image: Any, *, min_size: int = 8) -> np.ndarray:
+    """Validate an RGB image: a ``uint8`` array ``(H, W, 3)``; a clear error otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"expected a numpy array (H, W, 3) uint8, got {type(image).__name__}")
+    if image.ndim == 2:
+        raise ImageError(
+            f"grayscale image of shape {image.shape}: facekit codecs take RGB (H, W, 3); "
+            "convert it with np.stack([img]*3, -1) or PIL's .convert('RGB')"
+        )
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"expected an RGB image of shape (H, W, 3), got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"expected dtype uint8, got {image.dtype}")
+    if image.shape[0] < min_size or image.shape[1] < min_size:
+        raise ImageError(f"image {image.shape[1]}x{image.shape[0]} is smaller than {min_size}x{min_size}")
+    return np.ascontiguousarray(image)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Bytes plus what was asked for and what it costs."""
+
+    data: bytes
+    setting: Any
+    height: int
+    width: int
+
+    @property
+    def bpp(self) -> float:
+        return bits_per_pixel(self.data, self.height, self.width)
+
+
+class Codec(ABC):
+    """A lossy image codec: ``encode(image, setting) -> bytes``, ``decode(bytes) -> image``.
+
+    ``settings`` is the default sweep, ordered from lowest to highest quality (so bpp
+    grows along it). ``setting_range`` is the interval a rate search may explore.
+    """
+
+    name: str = "codec"
+    settings: Sequence[Any] = ()
+    #: (low, high) of a numeric quality setting for rate search, or None if discrete
+    setting_range: tuple[float, float] | None = None
+    #: whether the setting is an integer
+    integer_setting: bool = True
+
+    @abstractmethod
+    def encode(self, image: np.ndarray, setting: Any) -> bytes:
+        """Compress an RGB uint8 image at ``setting``."""
+
+    @abstractmethod
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decompress bytes to an RGB uint8 ``(H, W, 3)`` image."""
+
+    def roundtrip(self, image: np.ndarray, setting: Any) -> tuple[np.ndarray, float]:
+        """Encode and decode; returns the decoded image and its bpp."""
+        image = check_image(image)
+        data = self.encode(image, setting)
+        return self.decode(data), bits_per_pixel(data, image.shape[0], image.shape[1])
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version of the library behind it, and the default settings."""
+        return {"name": self.name, "settings": list(self.settings)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``facekit`` CLI; each module defines ``register(subparsers)``."""

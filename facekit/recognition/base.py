@@ -1,0 +1,44 @@
+"""The recogniser interface shared by dlib's ResNet and facenet-pytorch.
+
+A recogniser is a frozen ``torch.nn.Module`` that maps aligned face chips to
+embeddings, plus the alignment that makes those chips:
+
+* ``find_transform(image)``: landmarks on an *original* image (uint8 ``(H, W, 3)``)
+  and the 2x3 affine map (in normalised ``affine_grid`` coordinates) to the chip.
+* ``align(images, theta)``: ``grid_sample`` of a float batch ``(B, 3, H, W)`` in
+  ``[0, 1]`` with those maps, differentiable with respect to the pixels, so a
+  reconstruction is aligned with the transform found on its original (Bian et al.
+  2019 train the codec through the recogniser this way).
+* ``forward(chips)``: embeddings ``(B, D)``.
+
+``distance`` is ``"euclidean"`` or ``"cosine"``; ``threshold`` is the recogniser's
+usual same-person threshold on that distance.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Recognizer(nn.Module):
+    name: str = "recognizer"
+    chip_size: int = 150
+    embedding_dim: int = 128
+    distance: str = "euclidean"
+    threshold: float = 0.6
+
+    @abstractmethod
+    def find_transform(self, image: np.ndarray) -> np.ndarray:
+        """2x3 float32 ``affine_grid`` matrix mapping the chip to ``image`` (found on originals)."""
+
+    @abstractmethod
+    def align(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Differentiable crop: ``(B, 3, H, W)`` in [0, 1] and ``(B, 2, 3)`` -> chips ``(B, 3, S, S)``."""
+
+    def embed(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        """Align then embed: ``(B, 3, H, W)`` in [0, 1] -> ``(B, D)``."""
+        return self(self.align(images, theta))
