@@ -1,0 +1,71 @@
+"""Codecs by name: ``get_codec('jpeg2000')``, ``available_codecs()``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CodecError
+from .base import Codec
+
+
+def _classic(cls_name: str, **kw: Any) -> Callable[..., Codec]:
+    def make(**more: Any) -> Codec:
+        mod = importlib.import_module("facekit.codecs.classic")
+        return getattr(mod, cls_name)(**{**kw, **more})
+
+    return make
+
+
+def _learned(variant: str, entropy: bool = False) -> Callable[..., Codec]:
+    def make(**more: Any) -> Codec:
+        try:
+            mod = importlib.import_module("facekit.codecs.learned")
+        except ModuleNotFoundError as e:
+            raise CodecError("the learned codec is not part of this installation") from e
+        if entropy:
+            more.setdefault("entropy", True)
+        return mod.LearnedCodec(variant=variant, **more)
+
+    return make
+
+
+#: name -> factory; learned codecs import torch only when asked for
+CODECS: dict[str, Callable[..., Codec]] = {
+    "png": _classic("UncompressedCodec"),
+    "jpeg": _classic("JPEGCodec"),
+    "jpeg2000": _classic("JPEG2000Codec"),
+    "jpeg2000-pillow": _classic("JPEG2000Codec", backend="pillow"),
+    "webp": _classic("WebPCodec"),
+    "avif": _classic("AVIFCodec"),
+    "facekit-mse": _learned("mse"),
+    "facekit-joint": _learned("joint"),
+    "facekit-mse-entropy": _learned("mse", entropy=True),
+    "facekit-joint-entropy": _learned("joint", entropy=True),
+}
+
+CLASSIC = ("jpeg", "jpeg2000", "webp", "avif")
+
+
+def codec_names() -> list[str]:
+    return list(CODECS)
+
+
+def get_codec(name: str, **kwargs: Any) -> Codec:
+    """Build the codec called ``name``; an unknown or unavailable one is a clear CodecError."""
+    if name not in CODECS:
+        raise CodecError(f"unknown codec {name!r}; known codecs: {', '.join(CODECS)}")
+    return CODECS[name](**kwargs)
+
+
+def available_codecs() -> dict[str, dict[str, Any]]:
+    """``{name: {"available": bool, ...describe() or "reason"}}`` for every known codec."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in CODECS:
+        try:
+            codec = get_codec(name)
+            out[name] = {"available": True, **codec.describe()}
+        except Exception as e:  # report, never hide: the reason is shown to the user
+            out[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    return out
