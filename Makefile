@@ -1,0 +1,23 @@
+# The two commands of the README:
+#   make reproduce   set up a fresh machine and run the main job
+#   make test        set up what the tests need and run them
+PRESET ?= quick
+export FACEKIT_LFW ?= $(abspath ../shared/data/lfw)
+
+.PHONY: setup setup-test reproduce test lint clean-notebooks
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+reproduce: setup
+	.venv/bin/facekit reproduce --preset $(PRESET) --out results/$(PRESET)
+
+test: setup-test
+	.venv/bin/ruff check facekit tests benchmarks
+	.venv/bin/python -m pytest -q --durations=15
+
+lint:
+	.venv/bin/ruff check facekit tests benchmarks

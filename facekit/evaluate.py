@@ -1,0 +1,349 @@
+"""Rate-accuracy evaluation: compress, decode, align, embed, run the 10-fold protocol.
+
+The paper's measure (Bian et al. 2019, Sec. 4): LFW verification accuracy on
+compressed images against the bits per pixel that made them. For each codec and
+setting, every image of the pairs file is encoded (bpp from the real bytes), decoded,
+aligned with the transform found on its *original* (so the codec is judged, not the
+detector), embedded, and the pairs are scored with the 10-fold protocol of
+:mod:`facekit.protocol`. ``end_to_end=True`` instead detects and aligns on the decoded
+image itself and reports detection failures.
+
+Images are streamed in batches, so peak memory stays small whatever the data set; the
+embeddings of each (recogniser, codec, setting) are cached on disk, so a sweep that is
+stopped resumes where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codecs import get_codec
+from .codecs.base import Codec, bits_per_pixel
+from .config import cache_dir
+from .data.lfw import LFW, Pair, open_lfw, sha256_file
+from .errors import DataError
+from .protocol import evaluate_pairs, pair_distances
+from .provenance import provenance
+
+#: default sweep: every codec, settings spanning ~0.05 to ~1.5 bpp on 250x250 LFW
+DEFAULT_SWEEP: dict[str, tuple[Any, ...]] = {
+    "uncompressed": (None,),
+    "jpeg": (1, 3, 5, 8, 12, 20, 30, 50),
+    "jpeg2000": (0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 1.5),
+    "webp": (0, 5, 10, 20, 30, 50, 70, 90),
+    "avif": (0, 5, 10, 20, 30, 40, 50, 70),
+    "facekit-mse": (),  # () means: the codec's own settings
+    "facekit-joint": (),
+}
+
+
+def subset_pairs(pairs: Sequence[Pair], per_fold: int | None) -> list[Pair]:
+    """The first ``per_fold/2`` matched and mismatched pairs of each fold (all if None)."""
+    if per_fold is None:
+        return list(pairs)
+    if per_fold < 2:
+        raise ValueError("per_fold must be at least 2")
+    out, counts = [], {}
+    for p in pairs:
+        key = (p.fold, p.same)
+        if counts.get(key, 0) < per_fold // 2:
+            out.append(p)
+            counts[key] = counts.get(key, 0) + 1
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 images (capped at 100 for identical images)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def _batched(items: Sequence[str], n: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield list(items[i : i + n])
+
+
+@dataclass
+class Context:
+    """What every codec run of one evaluation shares."""
+
+    lfw: LFW
+    pairs: list[Pair]
+    names: list[str]
+    recognizer: Any
+    device: Any
+    thetas: dict[str, np.ndarray]
+    batch_size: int
+    data_key: str
+    progress: bool
+    end_to_end: bool = False
+    use_cache: bool = True
+
+
+def _embed_batch(ctx: Context, images: list[np.ndarray], thetas: list[np.ndarray]) -> np.ndarray:
+    import torch
+
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255.0).to(ctx.device)
+    th = torch.from_numpy(np.stack(thetas).astype(np.float32)).to(ctx.device)
+    with torch.inference_mode():
+        return ctx.recognizer.embed(x, th).float().cpu().numpy()
+
+
+def _cache_path(ctx: Context, codec_id: str, setting: Any) -> Path:
+    key = json.dumps([ctx.recognizer.name, codec_id, repr(setting), ctx.data_key, ctx.end_to_end])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return cache_dir() / "embeddings" / f"{digest}.npz"
+
+
+def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) -> dict[str, Any]:
+    """Embed every image after ``codec`` at ``setting`` (None: the original files)."""
+    path = _cache_path(ctx, codec_id, setting)
+    if ctx.use_cache and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            if list(z["names"]) == ctx.names:
+                return {k: z[k] for k in z.files}
+    from tqdm.auto import tqdm
+
+    embs, bpps, psnrs, failed = [], [], [], []
+    label = f"{codec_id}@{setting}" if codec is not None else "uncompressed"
+    bar = tqdm(total=len(ctx.names), desc=label, disable=not ctx.progress, leave=False)
+    for names in _batched(ctx.names, ctx.batch_size):
+        decoded, thetas = [], []
+        for n in names:
+            orig = ctx.lfw.load(n)
+            if codec is None:
+                dec = orig
+                bpps.append(bits_per_pixel(ctx.lfw.path(n).read_bytes(), *orig.shape[:2]))
+                psnrs.append(np.inf)
+            else:
+                data = codec.encode(orig, setting)
+                dec = codec.decode(data)
+                if dec.shape != orig.shape:
+                    raise DataError(f"{codec_id} decoded {n} to {dec.shape}, expected {orig.shape}")
+                bpps.append(bits_per_pixel(data, *orig.shape[:2]))
+                psnrs.append(psnr(orig, dec))
+            if ctx.end_to_end:
+                theta, ok = _detect(ctx.recognizer, dec, ctx.thetas[n])
+                if not ok:
+                    failed.append(n)
+            else:
+                theta = ctx.thetas[n]
+            decoded.append(dec)
+            thetas.append(theta)
+        embs.append(_embed_batch(ctx, decoded, thetas))
+        bar.update(len(names))
+    bar.close()
+    result = {
+        "names": np.array(ctx.names),
+        "embeddings": np.concatenate(embs),
+        "bpp": np.array(bpps),
+        "psnr": np.array(psnrs),
+        "failed": np.array(failed, dtype=str),
+    }
+    if ctx.use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **result)
+        os.replace(tmp, path)
+    return result
+
+
+def _detect(recognizer: Any, image: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Detect on a decoded image; on failure use the original's transform and say so."""
+    try:
+        theta = recognizer.find_transform(image, fallback=False)
+    except TypeError:
+        theta = recognizer.find_transform(image)
+    except Exception:  # any detection failure counts as one, and is reported
+        return fallback, False
+    if theta is None:
+        return fallback, False
+    return np.asarray(theta), True
+
+
+def score(ctx: Context, run: dict[str, Any]) -> dict[str, Any]:
+    """Protocol figures for one run's embeddings."""
+    index = {n: i for i, n in enumerate(ctx.names)}
+    emb = run["embeddings"]
+    a = emb[[index[p.a] for p in ctx.pairs]]
+    b = emb[[index[p.b] for p in ctx.pairs]]
+    d = pair_distances(a, b, ctx.recognizer.distance)
+    same = np.array([p.same for p in ctx.pairs])
+    folds = np.array([p.fold for p in ctx.pairs])
+    r = evaluate_pairs(d, same, folds)
+    finite = np.isfinite(run["psnr"])
+    r.update(
+        bpp=float(np.mean(run["bpp"])),
+        psnr=float(np.mean(run["psnr"][finite])) if finite.any() else None,
+        n_images=len(ctx.names),
+    )
+    if ctx.end_to_end:
+        r["detection_failures"] = len(run["failed"])
+    return r
+
+
+def make_context(
+    root: str | os.PathLike[str] | None = None,
+    pairs: str = "pairs.txt",
+    recognizer: str | Any = "dlib-resnet",
+    device: Any = None,
+    per_fold: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    end_to_end: bool = False,
+    use_cache: bool = True,
+) -> Context:
+    """Open the data, build the recogniser, find (or load cached) transforms on the originals."""
+    from .recognition import find_transforms, get_recognizer
+
+    lfw = open_lfw(root)
+    pair_list = subset_pairs(read_pairs_any(lfw, pairs), per_fold)
+    names = sorted({p.a for p in pair_list} | {p.b for p in pair_list})
+    missing = [n for n in names if not lfw.path(n).exists()]
+    if missing:
+        raise DataError(f"{len(missing)} images named in {pairs} are missing, e.g. {missing[:3]}")
+    rec = get_recognizer(recognizer, device=device) if isinstance(recognizer, str) else recognizer
+    dev = next(rec.parameters()).device
+    thetas = find_transforms(rec, lfw, names, progress=progress)
+    pairs_sha = sha256_file(lfw.pairs_file(pairs))
+    data_key = hashlib.sha256(f"{lfw.images.resolve()}|{pairs_sha}|{len(names)}".encode()).hexdigest()
+    return Context(lfw, pair_list, names, rec, dev, thetas, batch_size, data_key, progress, end_to_end, use_cache)
+
+
+def read_pairs_any(lfw: LFW, pairs: str) -> list[Pair]:
+    return lfw.pairs(pairs)
+
+
+def _codec_id(codec: Codec) -> str:
+    d = codec.describe()
+    return json.dumps({k: d[k] for k in sorted(d) if k != "settings"}, sort_keys=True, default=str)
+
+
+def evaluate(
+    root: str | os.PathLike[str] | None = None,
+    *,
+    pairs: str = "pairs.txt",
+    codecs: Sequence[str] | dict[str, Sequence[Any]] | None = None,
+    recognizer: str | Any = "dlib-resnet",
+    device: Any = None,
+    per_fold: int | None = None,
+    batch_size: int = 64,
+    end_to_end: bool = False,
+    progress: bool = True,
+    use_cache: bool = True,
+    seed: int = 0,
+    on_point: Callable[[str, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Sweep codecs over their settings and return the results dict (see :func:`save_results`).
+
+    ``codecs`` is a list of names (each with its default sweep) or ``{name: settings}``;
+    ``None`` sweeps every available codec. ``per_fold`` limits each fold to that many
+    pairs (half matched, half mismatched) for quick runs.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    sweep = _resolve_sweep(codecs)
+    t0 = time.time()
+    ctx = make_context(root, pairs, recognizer, device, per_fold, batch_size, progress, end_to_end, use_cache)
+    results: dict[str, list[dict]] = {}
+    for name, settings in sweep.items():
+        points = []
+        if name == "uncompressed":
+            run = run_setting(ctx, None, None, "uncompressed")
+            pts = [(None, run)]
+        else:
+            codec = get_codec(name, **({"device": ctx.device} if name.startswith("facekit") else {}))
+            cid = _codec_id(codec)
+            pts = [(s, run_setting(ctx, codec, s, cid)) for s in (settings or codec.settings)]
+        for s, run in pts:
+            p = {"setting": s, **score(ctx, run)}
+            points.append(p)
+            if on_point:
+                on_point(name, p)
+        results[name] = points
+    lfw = ctx.lfw
+    data_sha = {}
+    if lfw.archive is not None:
+        data_sha[lfw.archive.name] = sha256_file(lfw.archive)
+    data_sha[pairs] = sha256_file(lfw.pairs_file(pairs))
+    return {
+        "codecs": results,
+        "recognizer": {
+            "name": ctx.recognizer.name,
+            "distance": ctx.recognizer.distance,
+            "threshold": ctx.recognizer.threshold,
+        },
+        "protocol": {
+            "pairs_file": pairs,
+            "n_pairs": len(ctx.pairs),
+            "n_images": len(ctx.names),
+            "folds": len({p.fold for p in ctx.pairs}),
+            "per_fold": per_fold,
+            "threshold": "chosen on the other folds",
+            "alignment": "detected on the decoded image" if end_to_end else "found on the original image",
+            "accuracy": "fraction; mean and population std over folds",
+            "bpp": "8 * len(bytes) / (H * W), whole files",
+        },
+        "data_sha256": data_sha,
+        "provenance": provenance(ctx.device, seed, seconds=round(time.time() - t0, 1)),
+    }
+
+
+def _resolve_sweep(codecs: Sequence[str] | dict[str, Sequence[Any]] | None) -> dict[str, Sequence[Any]]:
+    if codecs is None:
+        from .codecs.registry import available_codecs
+
+        avail = available_codecs()
+        return {k: v for k, v in DEFAULT_SWEEP.items() if k == "uncompressed" or avail.get(k, {}).get("available")}
+    if isinstance(codecs, dict):
+        return dict(codecs)
+    out = {}
+    for name in codecs:
+        if name != "uncompressed":
+            get_codec(name)  # unknown names fail here, before any work
+        out[name] = DEFAULT_SWEEP.get(name, ())
+    return out
+
+
+def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a results JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"results file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path} is not valid JSON: {e}") from e
+    if "codecs" not in data:
+        raise DataError(f"{path} is not a facekit results file (no 'codecs')")
+    return data
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)

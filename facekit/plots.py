@@ -1,0 +1,106 @@
+"""The figures the notebooks and the report share, drawn from a results JSON.
+
+As in CompressAI's plots, the figures read only the saved results, never a live run:
+accuracy against bpp (log axis, as in Bian et al. 2019, Fig. 5) and PSNR against bpp.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bdrate import bd_rate, quality_at
+
+STYLE = {
+    "uncompressed": dict(color="black", marker="*", ls="none", ms=12),
+    "jpeg": dict(color="tab:red", marker="o"),
+    "jpeg2000": dict(color="tab:orange", marker="s"),
+    "webp": dict(color="tab:green", marker="^"),
+    "avif": dict(color="tab:purple", marker="v"),
+    "facekit-mse": dict(color="tab:blue", marker="D", ls="--"),
+    "facekit-joint": dict(color="tab:blue", marker="D", lw=2.5),
+    "facekit-mse-entropy": dict(color="tab:cyan", marker="P", ls="--"),
+    "facekit-joint-entropy": dict(color="tab:cyan", marker="P", lw=2.5),
+}
+
+LEARNED_PREFIX = "facekit"
+
+
+def _xy(points: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [p for p in points if p.get(key) is not None and p.get("bpp")]
+    pts.sort(key=lambda p: p["bpp"])
+    return np.array([p["bpp"] for p in pts]), np.array([p[key] for p in pts], dtype=float)
+
+
+def rate_accuracy_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = None, title: str | None = None):
+    """Accuracy (%) and PSNR (dB) against bpp (log axis); saved to ``path`` when given."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for name, points in results["codecs"].items():
+        style = {"lw": 1.5, "ms": 5, **STYLE.get(name, {})}
+        x, y = _xy(points, "acc_mean")
+        if len(x):
+            ax1.plot(x, 100 * y, label=name, **style)
+        if name != "uncompressed":
+            x, y = _xy(points, "psnr")
+            if len(x):
+                ax2.plot(x, y, label=name, **style)
+    rec = results.get("recognizer", {}).get("name", "")
+    n = results.get("protocol", {}).get("n_pairs", "")
+    ax1.set(xscale="log", xlabel="bits per pixel", ylabel="LFW verification accuracy (%)",
+            title=title or f"rate-accuracy ({rec}, {n} pairs, 10-fold)")
+    ax2.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR (dB)", title="rate-distortion")
+    for ax in (ax1, ax2):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    lo = min([100 * p["acc_mean"] for pts in results["codecs"].values() for p in pts] + [90])
+    ax1.set_ylim(max(50, lo - 2), 100)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15, 0.2, 0.3, 0.5)) -> str:
+    """Markdown: each codec's measured points, accuracy interpolated at fixed rates, BD savings."""
+    codecs = results["codecs"]
+    lines = ["| codec | points (bpp → accuracy %, PSNR dB) |", "| --- | --- |"]
+    for name, pts in codecs.items():
+        cells = []
+        for p in sorted(pts, key=lambda p: p["bpp"]):
+            ps = f", {p['psnr']:.1f} dB" if p.get("psnr") is not None else ""
+            cells.append(f"{p['bpp']:.3f} → {100 * p['acc_mean']:.2f} ± {100 * p['acc_std']:.2f}{ps}")
+        lines.append(f"| {name} | {'; '.join(cells)} |")
+    lines += ["", "| codec | " + " | ".join(f"acc @ {r} bpp" for r in rates) + " |",
+              "| --- |" + " --- |" * len(rates)]
+    for name, pts in codecs.items():
+        if name == "uncompressed":
+            continue
+        x, y = _xy(pts, "acc_mean")
+        vals = [quality_at(x, y, r) for r in rates]
+        lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{100 * v:.2f}" for v in vals) + " |")
+    learned = [n for n in codecs if n.startswith(LEARNED_PREFIX)]
+    classic = [n for n in codecs if not n.startswith(LEARNED_PREFIX) and n != "uncompressed"]
+    if learned and classic:
+        lines += ["", "Bitrate saving at equal accuracy (Bjøntegaard-style, over the common accuracy range):", "",
+                  "| facekit | " + " | ".join(f"vs {c}" for c in classic) + " |", "| --- |" + " --- |" * len(classic)]
+        for ln in learned:
+            xl, yl = _xy(codecs[ln], "acc_mean")
+            cells = []
+            for c in classic:
+                xc, yc = _xy(codecs[c], "acc_mean")
+                r = bd_rate(xl, yl, xc, yc)
+                cells.append("no overlap" if r["saving"] is None else
+                             f"{100 * r['saving']:.0f}% ({100 * r['range'][0]:.1f}–{100 * r['range'][1]:.1f}%)")
+            lines.append(f"| {ln} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
