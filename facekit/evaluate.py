@@ -339,6 +339,25 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def merge_results(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Add ``new``'s codecs to ``old`` (replacing codecs of the same name).
+
+    Both must come from the same protocol, recogniser and data; otherwise a DataError.
+    """
+    for key in ("recognizer", "data_sha256"):
+        if old.get(key) != new.get(key):
+            raise DataError(f"cannot merge results with a different {key}: {old.get(key)} vs {new.get(key)}")
+    keep = ("pairs_file", "n_pairs", "per_fold", "alignment")
+    if any(old["protocol"].get(k) != new["protocol"].get(k) for k in keep):
+        raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
+    merged = dict(old)
+    merged["codecs"] = {**old["codecs"], **new["codecs"]}
+    runs = list(old.get("runs", [old.get("provenance")]))
+    merged["runs"] = [r for r in runs if r] + [new["provenance"]]
+    merged["provenance"] = new["provenance"]
+    return merged
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, np.generic):
         return o.item()

@@ -30,13 +30,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute cached embeddings")
     p.add_argument("--out", type=Path, default=Path("rate_accuracy.json"))
     p.add_argument("--figure", type=Path, help="also draw the figure here (default: beside --out)")
+    p.add_argument("--merge", action="store_true",
+                   help="add these codecs to an existing --out file (same protocol) instead of replacing it")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..errors import CodecError
-    from ..evaluate import evaluate, save_results
+    from ..evaluate import evaluate, load_results, merge_results, save_results
     from ..plots import rate_accuracy_figure, summary_table
 
     codecs = args.codecs
@@ -56,6 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         per_fold=args.per_fold, batch_size=args.batch_size, end_to_end=args.end_to_end,
         progress=not args.quiet, use_cache=not args.no_cache, on_point=show,
     )
+    if args.merge and args.out.exists():
+        res = merge_results(load_results(args.out), res)
     save_results(res, args.out)
     fig = args.figure or args.out.with_suffix(".png")
     rate_accuracy_figure(res, fig)

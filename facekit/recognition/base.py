@@ -13,27 +13,50 @@ embeddings, plus the alignment that makes those chips:
 
 ``distance`` is ``"euclidean"`` or ``"cosine"``; ``threshold`` is the recogniser's
 usual same-person threshold on that distance.
+
+``locate(image)`` returns the full :class:`~facekit.recognition.align.FaceLocation`
+(landmarks, box, which detector found the face, whether it was a fallback, and the
+transform); ``alignment_id`` names the alignment method, so that cached locations of
+one recogniser are never reused by another.
 """
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+if TYPE_CHECKING:
+    from .align import FaceLocation
+
 
 class Recognizer(nn.Module):
+    """A frozen face recogniser with its own alignment (see the module docstring)."""
+
     name: str = "recognizer"
     chip_size: int = 150
     embedding_dim: int = 128
     distance: str = "euclidean"
     threshold: float = 0.6
+    alignment_id: str = "none"
 
     @abstractmethod
+    def locate(self, image: np.ndarray) -> FaceLocation:
+        """Face, landmarks and chip transform of an original uint8 ``(H, W, 3)`` RGB image."""
+
     def find_transform(self, image: np.ndarray) -> np.ndarray:
         """2x3 float32 ``affine_grid`` matrix mapping the chip to ``image`` (found on originals)."""
+        return self.locate(image).theta
+
+    def read_original(self, path: str | os.PathLike[str]) -> np.ndarray:
+        """Read an original image file for :meth:`locate` (RGB uint8; PIL unless overridden)."""
+        from .align import read_image
+
+        return read_image(path, "pil")
 
     @abstractmethod
     def align(self, images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

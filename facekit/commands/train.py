@@ -1,0 +1,84 @@
+"""``facekit train``: distortion training of one rate point of the learned codec."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import TrainingError
+
+
+def _parse_arch(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise TrainingError(f"--arch takes KEY=VALUE (JSON value), got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train the learned codec for distortion (one rate point)",
+        description=(
+            "Train one rate point of the learned codec for distortion on the identity-disjoint "
+            "split of LFW (people in no pair of pairs.txt) or a folder of images. Runs on CPU or "
+            "CUDA (bf16 autocast); launch with torchrun for DDP. Resuming is bit-identical on CPU."
+        ),
+    )
+    p.add_argument("--rate", default="q3", help="rate point name (q1..q5)")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW)")
+    data.add_argument("--images", help="train on every image in this folder instead of LFW")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--out", required=True, help="output folder (checkpoint, history, model.pt)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch size (default 32)")
+    p.add_argument("--crop", type=int, default=None, help="training crop size (default 128)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--loss", choices=["mse", "mse+ms-ssim"], default="mse")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--log-every", type=int, default=None)
+    p.add_argument("--val-every", type=int, default=None)
+    p.add_argument("--val-images", type=int, default=None)
+    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in total")
+    p.add_argument("--arch", nargs="*", metavar="KEY=VALUE", help="override rate-point fields")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import TrainConfig, train
+
+    cfg = TrainConfig(rate=args.rate, steps=args.steps, seed=args.seed, loss=args.loss, amp=not args.no_amp)
+    for attr in ("batch_size", "crop", "lr", "checkpoint_every", "log_every", "val_every", "val_images"):
+        value = getattr(args, attr)
+        if value is not None:
+            setattr(cfg, attr, value)
+    cfg.arch = _parse_arch(args.arch)
+    try:
+        cfg.rate_point()
+    except (KeyError, ValueError, TypeError) as e:
+        raise TrainingError(f"bad rate point / --arch: {e}") from e
+    summary = train(
+        cfg,
+        args.out,
+        root=args.root,
+        images_dir=args.images,
+        resume=args.resume,
+        device=args.device,
+        stop_after=args.stop_after,
+        threads=args.threads,
+    )
+    if summary:
+        print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    return 0

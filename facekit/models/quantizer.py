@@ -1,0 +1,282 @@
+"""Quantisation of the compact representation, and its lossless storage as PNG.
+
+Bian et al. (arXiv:1907.01714, Sec. 3) quantise the compact representation made by the
+compression network to 8 bits and store it losslessly as a PNG; the rate is the size of
+that PNG. facekit does the same, with the bit depth ``bits`` of each rate point (1..8):
+
+* :class:`Quantizer` maps the encoder's bounded output ``y`` in ``(0, 1)`` to the
+  integers ``q = round(y * (2**bits - 1))``. In training the rounding passes the
+  gradient straight through (``mode="ste"``, Bengio et al. 2013; the decoder then sees
+  exactly the values it sees at inference) or is replaced by additive uniform noise
+  (``mode="noise"``, Ballé et al. 2017). In ``eval`` mode it always rounds, so the
+  decoder at inference sees exactly the integers that are stored.
+* :func:`pack_png` writes the integers ``(C, h, w)`` as the smallest *valid, lossless*
+  PNG it can find: it tries the channel layouts (interleaved gray/gray+alpha/RGB/RGBA
+  samples, or the channels tiled into one grayscale image), bit depth 8 or the packed
+  PNG bit depths 1/2/4, the five PNG row filters plus the usual per-row adaptive
+  choice, and zlib strategies at level 9, and keeps the shortest file. Only the
+  mandatory chunks are written (IHDR, IDAT, IEND), so the header overhead is 57 bytes.
+  Any PNG decoder reads the result; :func:`unpack_png` checks its header against the
+  shape it expects *before* decompressing anything.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from ..errors import BitstreamError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG colour type -> samples per pixel (grayscale, gray+alpha, RGB, RGBA)
+_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
+_SAMPLES = {0: 1, 4: 2, 2: 3, 6: 4}
+
+
+def levels(bits: int) -> int:
+    """Number of quantisation levels for a bit depth: ``2**bits``."""
+    if not 1 <= int(bits) <= 8:
+        raise ValueError(f"bit depth must be 1..8, got {bits}")
+    return 1 << int(bits)
+
+
+class Quantizer(nn.Module):
+    """Uniform scalar quantiser of ``y`` in ``[0, 1]`` to ``2**bits`` levels.
+
+    ``forward(y)`` returns ``y_hat`` in ``[0, 1]`` (the dequantised value the decoder
+    sees); :meth:`quantize` returns the integer codes stored in the bitstream and
+    :meth:`dequantize` maps them back, exactly as ``forward`` does in ``eval`` mode.
+    """
+
+    def __init__(self, bits: int, mode: str = "ste") -> None:
+        super().__init__()
+        if mode not in ("ste", "noise"):
+            raise ValueError(f"quantiser mode must be 'ste' or 'noise', got {mode!r}")
+        self.bits = int(bits)
+        self.scale = float(levels(bits) - 1)
+        self.mode = mode
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, mode={self.mode!r}"
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        y = y.clamp(0.0, 1.0)
+        if not self.training:
+            return torch.round(y * self.scale) / self.scale
+        if self.mode == "noise":
+            noise = torch.empty_like(y).uniform_(-0.5, 0.5)
+            return (y * self.scale + noise).clamp(0.0, self.scale) / self.scale
+        y_q = torch.round(y * self.scale) / self.scale
+        return y + (y_q - y).detach()
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        """Integer codes ``round(clamp(y, 0, 1) * (2**bits - 1))`` as ``uint8``."""
+        return torch.round(y.detach().float().clamp(0.0, 1.0) * self.scale).to(torch.uint8)
+
+    def dequantize(self, q: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Codes back to ``[0, 1]``: ``q / (2**bits - 1)``."""
+        return q.to(dtype) / self.scale
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _paeth(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    p = a + b - c
+    pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+    return np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+
+
+def _filter_rows(raw: np.ndarray, bpp: int) -> list[np.ndarray]:
+    """All five PNG filters of every row: ``out[f][row]`` (uint8, without the type byte)."""
+    x = raw.astype(np.int16)
+    h, n = x.shape
+    left = np.zeros_like(x)
+    left[:, bpp:] = x[:, :-bpp]
+    up = np.zeros_like(x)
+    up[1:] = x[:-1]
+    upleft = np.zeros_like(x)
+    upleft[1:, bpp:] = x[:-1, :-bpp]
+    return [
+        x.astype(np.uint8),
+        ((x - left) & 0xFF).astype(np.uint8),
+        ((x - up) & 0xFF).astype(np.uint8),
+        ((x - ((left + up) >> 1)) & 0xFF).astype(np.uint8),
+        ((x - _paeth(left, up, upleft)) & 0xFF).astype(np.uint8),
+    ]
+
+
+def _scanline_candidates(raw: np.ndarray, bpp: int) -> list[bytes]:
+    """Filtered scanline streams: each fixed filter, and the per-row minimum-sum heuristic."""
+    filtered = _filter_rows(raw, bpp)
+    out = []
+    for f, rows in enumerate(filtered):
+        lines = np.concatenate([np.full((rows.shape[0], 1), f, np.uint8), rows], axis=1)
+        out.append(lines.tobytes())
+    # adaptive: per row, the filter whose bytes (as signed) have the smallest absolute sum
+    scores = np.stack([np.abs(r.astype(np.int8).astype(np.int32)).sum(axis=1) for r in filtered])
+    best = scores.argmin(axis=0)
+    lines = np.stack([filtered[f][i] for i, f in enumerate(best)])
+    lines = np.concatenate([best.astype(np.uint8)[:, None], lines], axis=1)
+    out.append(lines.tobytes())
+    return out
+
+
+def _pack_bits(img: np.ndarray, depth: int) -> np.ndarray:
+    """Pack rows of small integers (< 2**depth) MSB-first at ``depth`` bits per sample."""
+    h, w = img.shape
+    per = 8 // depth
+    wp = -(-w // per) * per
+    padded = np.zeros((h, wp), np.uint8)
+    padded[:, :w] = img
+    grouped = padded.reshape(h, wp // per, per).astype(np.uint16)
+    shifts = np.array([depth * (per - 1 - i) for i in range(per)], np.uint16)
+    return (grouped << shifts).sum(axis=2).astype(np.uint8)
+
+
+def _layouts(q: np.ndarray) -> list[tuple[str, np.ndarray, int]]:
+    """Ways to lay ``(C, h, w)`` codes out as a PNG image: ``(name, pixels, colour type)``."""
+    c, h, w = q.shape
+    out: list[tuple[str, np.ndarray, int]] = []
+    if c == 1:
+        out.append(("gray", q.reshape(h, w), 0))
+    elif c in _COLOR_TYPES:
+        out.append(("interleaved", np.ascontiguousarray(q.transpose(1, 2, 0)), _COLOR_TYPES[c]))
+    if c > 1:
+        out.append(("rows", q.reshape(c * h, w), 0))
+    return out
+
+
+def tile_shape(channels: int, height: int, width: int) -> tuple[int, int]:
+    """Width and height of the grayscale tile that stacks ``channels`` maps vertically."""
+    return width, channels * height
+
+
+def pack_png(q: np.ndarray, bits: int, *, effort: int = 2) -> bytes:
+    """The smallest valid lossless PNG holding the codes ``q`` (``(C, h, w)``, values < 2**bits).
+
+    ``effort`` 0 writes one PNG (interleaved or tiled, bit depth 8, adaptive filters,
+    level 9); 1 tries every layout, bit depth and filter; 2 also tries zlib strategies.
+    """
+    q = np.asarray(q)
+    if q.ndim != 3 or q.dtype != np.uint8:
+        raise ValueError(f"expected uint8 codes (C, h, w), got {q.dtype} {q.shape}")
+    if q.size and int(q.max()) >= levels(bits):
+        raise ValueError(f"codes exceed {bits} bits")
+    strategies = [zlib.Z_DEFAULT_STRATEGY]
+    if effort >= 2:
+        strategies += [zlib.Z_FILTERED, zlib.Z_RLE, zlib.Z_HUFFMAN_ONLY]
+    best: bytes | None = None
+    layouts = _layouts(q)
+    if effort == 0:
+        layouts = layouts[:1]
+    for _name, pixels, ctype in layouts:
+        samples = _SAMPLES[ctype]
+        ih, iw = pixels.shape[0], pixels.shape[1]
+        depths = [8]
+        if effort >= 1 and ctype == 0 and bits <= 4:
+            depths.append(1 if bits == 1 else 2 if bits == 2 else 4)
+        for depth in depths:
+            rows = pixels.reshape(ih, iw * samples) if depth == 8 else _pack_bits(pixels, depth)
+            bpp = samples if depth == 8 else 1
+            streams = _scanline_candidates(rows, bpp)
+            if effort == 0:
+                streams = streams[-1:]
+            ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", iw, ih, depth, ctype, 0, 0, 0))
+            for stream in streams:
+                for strategy in strategies:
+                    comp = zlib.compressobj(9, zlib.DEFLATED, 15, 9, strategy)
+                    idat = comp.compress(stream) + comp.flush()
+                    png = PNG_SIGNATURE + ihdr + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+                    if best is None or len(png) < len(best):
+                        best = png
+    assert best is not None
+    return best
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """The fields of a PNG's IHDR chunk."""
+
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+    interlace: int
+
+
+def read_png_header(data: bytes) -> PngHeader:
+    """Parse and check the signature and IHDR of a PNG without decompressing anything."""
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE:
+        raise BitstreamError("payload is not a PNG (bad signature or shorter than a PNG header)")
+    length, kind = struct.unpack(">I4s", data[8:16])
+    if kind != b"IHDR" or length != 13:
+        raise BitstreamError("payload PNG does not start with a valid IHDR chunk")
+    body = data[16:29]
+    (crc,) = struct.unpack(">I", data[29:33])
+    if zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF != crc:
+        raise BitstreamError("payload PNG header fails its CRC")
+    w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", body)
+    if comp != 0 or filt != 0 or interlace not in (0, 1):
+        raise BitstreamError("payload PNG uses an unknown compression, filter or interlace method")
+    return PngHeader(w, h, depth, ctype, interlace)
+
+
+def unpack_png(data: bytes, channels: int, height: int, width: int, bits: int) -> np.ndarray:
+    """Read codes ``(channels, height, width)`` back from a PNG written by :func:`pack_png`.
+
+    The PNG's dimensions, bit depth and colour type are checked against the expected
+    shape before anything is decompressed (a bitstream cannot make the decoder allocate
+    more than the header it was checked against promises).
+    """
+    head = read_png_header(data)
+    candidates = {}
+    if channels in _COLOR_TYPES:
+        candidates[_COLOR_TYPES[channels]] = (width, height)
+    if channels > 1:
+        candidates[0] = tile_shape(channels, height, width)
+    if head.color_type not in candidates:
+        raise BitstreamError(
+            f"payload PNG has colour type {head.color_type}, which cannot hold {channels} channels"
+        )
+    if (head.width, head.height) != candidates[head.color_type]:
+        ew, eh = candidates[head.color_type]
+        raise BitstreamError(
+            f"payload PNG is {head.width}x{head.height}, the header promises {ew}x{eh}"
+        )
+    if head.bit_depth not in (1, 2, 4, 8) or (head.color_type != 0 and head.bit_depth != 8):
+        raise BitstreamError(f"payload PNG has unsupported bit depth {head.bit_depth}")
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            im.load()
+            arr = np.asarray(im)
+    except (OSError, SyntaxError, ValueError, zlib.error) as e:
+        raise BitstreamError(f"payload PNG cannot be decoded (damaged): {e}") from e
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif head.bit_depth in (2, 4):
+        arr = arr // np.uint8(255 // ((1 << head.bit_depth) - 1))  # Pillow scales L;2 / L;4 to 0..255
+    if arr.dtype != np.uint8:
+        raise BitstreamError(f"payload PNG decodes to {arr.dtype}, expected 8-bit codes")
+    if head.color_type == 0:
+        if arr.shape != (channels * height, width):
+            raise BitstreamError(f"payload PNG decodes to shape {arr.shape}")
+        q = arr.reshape(channels, height, width)
+    else:
+        if arr.shape != (height, width, channels):
+            raise BitstreamError(f"payload PNG decodes to shape {arr.shape}")
+        q = arr.transpose(2, 0, 1)
+    if q.size and int(q.max()) >= levels(bits):
+        raise BitstreamError(f"payload holds codes above the {bits}-bit range of this model")
+    return np.ascontiguousarray(q)

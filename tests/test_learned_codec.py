@@ -1,0 +1,245 @@
+"""LearnedCodec (the Codec interface), its weights and manifest, and the compress CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facekit import container
+from facekit.cli import main
+from facekit.codecs.base import bits_per_pixel
+from facekit.codecs.learned import LearnedCodec, install_weights, read_manifest, weights_dir
+from facekit.errors import BitstreamError, CodecError, ImageError, WeightsError
+from facekit.models import RATE_POINTS, build_model
+
+SHIPPED = read_manifest()["models"]
+needs_shipped = pytest.mark.skipif(not any(k.startswith("mse-") for k in SHIPPED), reason="no shipped mse weights")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(rate: str, seed: int = 0):
+    torch.manual_seed(seed)
+    k = RATE_POINTS[rate].stages
+    return build_model(rate, enc_widths=(8,) * k, dec_widths=(8,) * k, dec_blocks=1)
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    """A weights folder with tiny random models for q1, q3 and q5 of both variants."""
+    folder = tmp_path / "weights"
+    for variant, seed in (("mse", 0), ("joint", 1)):
+        for rate in ("q5", "q1", "q3"):
+            install_weights(tiny(rate, seed), variant, folder=folder, info={"note": "test"})
+    return folder
+
+
+def test_settings_and_name(weights):
+    codec = LearnedCodec("mse", folder=weights)
+    assert codec.name == "facekit-mse"
+    assert codec.settings == ("q1", "q3", "q5")  # ordered low -> high
+    assert LearnedCodec("joint", folder=weights).name == "facekit-joint"
+    with pytest.raises(CodecError):
+        LearnedCodec("bogus", folder=weights)
+    with pytest.raises(WeightsError, match="no weights"):
+        LearnedCodec("mse", folder=weights.parent / "empty")
+
+
+def test_roundtrip_matches_model_and_counts_every_byte(weights, smooth_image):
+    codec = LearnedCodec("mse", folder=weights)
+    for rate in codec.settings:
+        data = codec.encode(smooth_image, rate)
+        out = codec.decode(data)
+        assert out.shape == smooth_image.shape and out.dtype == np.uint8
+        c = container.parse(data)
+        assert (c.height, c.width, c.model) == (96, 128, f"mse-{rate}")
+        decoded, bpp = codec.roundtrip(smooth_image, rate)
+        assert bpp == bits_per_pixel(data, 96, 128) == 8 * len(data) / (96 * 128)
+        assert np.array_equal(decoded, out)
+        model = codec.model(rate)
+        x = torch.from_numpy(smooth_image).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            ref = torch.round(model(x)["x_hat"] * 255)[0].permute(1, 2, 0).numpy()
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_batch_api_matches_single(weights, smooth_image):
+    codec = LearnedCodec("mse", folder=weights)
+    imgs = [smooth_image, smooth_image[:50, :70].copy(), smooth_image[::-1].copy()]
+    datas = codec.encode_batch(imgs, "q3")
+    assert datas[1] == codec.encode(imgs[1], "q3")
+    outs = codec.decode_batch(datas)
+    for d, o in zip(datas, outs, strict=True):
+        assert np.array_equal(codec.decode(d), o)
+
+
+def test_rejects_foreign_and_damaged_bytes(weights, smooth_image):
+    mse = LearnedCodec("mse", folder=weights)
+    joint = LearnedCodec("joint", folder=weights)
+    data = mse.encode(smooth_image, "q1")
+    with pytest.raises(BitstreamError, match="made by model 'mse-q1'"):
+        joint.decode(data)
+    bad = bytearray(data)
+    bad[len(bad) // 2] ^= 4
+    with pytest.raises(BitstreamError, match="CRC32"):
+        mse.decode(bytes(bad))
+    with pytest.raises(BitstreamError, match="truncated"):
+        mse.decode(data[:-3])
+    # same name, other weights: refused by the weights hash
+    other = weights.parent / "other"
+    install_weights(tiny("q1", seed=7), "mse", folder=other)
+    with pytest.raises(BitstreamError, match="other weights"):
+        LearnedCodec("mse", folder=other).decode(data)
+    # a container whose PNG disagrees with its header (size swapped, CRC re-sealed)
+    c = container.parse(data)
+    forged = container.pack(c.model, mse._load("q1")[1]["fingerprint"], 250, 250, c.payload)
+    with pytest.raises(BitstreamError, match="promises"):
+        mse.decode(forged)
+    with pytest.raises(ImageError):
+        mse.encode(smooth_image[..., 0], "q1")
+    with pytest.raises(CodecError):
+        mse.encode(smooth_image, "q9")
+
+
+def test_tampered_weights_refused(weights, smooth_image):
+    path = weights / "mse-q3.pt"
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 1
+    path.write_bytes(bytes(raw))
+    codec = LearnedCodec("mse", folder=weights)
+    with pytest.raises(WeightsError, match="modified or damaged"):
+        codec.encode(smooth_image, "q3")
+    (weights / "mse-q5.pt").unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        codec.encode(smooth_image, "q5")
+    (weights / "manifest.json").write_text("{not json")
+    with pytest.raises(WeightsError, match="manifest"):
+        LearnedCodec("mse", folder=weights)
+
+
+def test_cli_compress_decompress_roundtrip(weights, tmp_path, smooth_image, capsys):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(smooth_image).save(src / "a.png")
+    Image.fromarray(smooth_image[:64, :80]).save(src / "sub" / "b.jpg", quality=95)
+    enc, dec = tmp_path / "enc", tmp_path / "dec"
+    w = ["--weights", str(weights)]
+    assert main(["compress", str(src), "-o", str(enc), "--rate", "q3", "--quiet", *w]) == 0
+    files = sorted(p.relative_to(enc).as_posix() for p in enc.rglob("*") if p.is_file())
+    assert files == ["in/a.fkc", "in/sub/b.fkc"]
+    assert main(["decompress", str(enc), "-o", str(dec), "--quiet", *w]) == 0
+    out = sorted(p.relative_to(dec).as_posix() for p in dec.rglob("*") if p.is_file())
+    assert out == ["enc/in/a.png", "enc/in/sub/b.png"]  # a folder input keeps its name under OUT
+    codec = LearnedCodec("mse", folder=weights)
+    with Image.open(dec / "enc" / "in" / "a.png") as im:
+        assert np.array_equal(np.asarray(im), codec.decode((enc / "in" / "a.fkc").read_bytes()))
+    # single file to a named .fkc, and back to a named .png
+    assert main(["compress", str(src / "a.png"), "-o", str(tmp_path / "one.fkc"), "--rate", "q1", "--quiet", *w]) == 0
+    assert main(["decompress", str(tmp_path / "one.fkc"), "-o", str(tmp_path / "one.png"), "--quiet", *w]) == 0
+    assert Image.open(tmp_path / "one.png").size == (128, 96)
+    # no temporary files left behind
+    assert not [p for p in tmp_path.rglob(".*partial*")]
+
+
+def test_cli_errors(weights, tmp_path, capsys):
+    w = ["--weights", str(weights)]
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "fake.png").write_text("not an image")
+    assert main(["compress", str(tmp_path / "fake.png"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
+    assert "not an image" in capsys.readouterr().err
+    assert main(["compress", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["decompress", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
+    assert "magic" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.fkc"))
+
+
+def test_cli_interrupted_run_leaves_no_partial_outputs(weights, tmp_path, smooth_image, monkeypatch):
+    from facekit.commands import compress as cmd
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(smooth_image).save(src / f"{i}.png")
+    real_write = cmd.atomic_write
+    calls = {"n": 0}
+
+    def flaky(path, data):
+        calls["n"] += 1
+        if calls["n"] == 2:  # die in the middle of writing the second file
+            tmp = path.with_name(f".{path.name}.partial-x")
+            tmp.write_bytes(data[: len(data) // 2])
+            tmp.unlink()
+            raise KeyboardInterrupt
+        real_write(path, data)
+
+    monkeypatch.setattr(cmd, "atomic_write", flaky)
+    assert main(["compress", str(src), "-o", str(tmp_path / "o"), "--quiet", "--weights", str(weights)]) == 130
+    written = sorted(p.name for p in (tmp_path / "o").rglob("*") if p.is_file())
+    assert written == ["0.fkc"]
+    container.parse((tmp_path / "o" / "in" / "0.fkc").read_bytes())
+
+
+def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
+    from facekit.commands import compress as cmd
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cmd.os, "replace", boom)
+    with pytest.raises(OSError):
+        cmd.atomic_write(tmp_path / "x.fkc", b"data")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- shipped weights
+
+
+@needs_shipped
+def test_shipped_manifest_records_how_weights_were_made():
+    for name, entry in SHIPPED.items():
+        path = weights_dir() / entry["file"]
+        assert path.exists() and path.stat().st_size < 2.5e6, name
+        for key in ("sha256", "fingerprint", "training", "metrics"):
+            assert key in entry, (name, key)
+    total = sum((weights_dir() / e["file"]).stat().st_size for e in SHIPPED.values())
+    assert total < 10e6
+
+
+@needs_shipped
+def test_shipped_rate_points_ordered_and_exact(smooth_image, request):
+    codec = LearnedCodec("mse")
+    assert len(codec.settings) >= 5
+    try:
+        image = request.getfixturevalue("face_image")
+    except pytest.skip.Exception:
+        image = np.asarray(Image.fromarray(smooth_image).resize((250, 250)))
+    bpps = []
+    for rate in codec.settings:
+        data = codec.encode(image, rate)
+        bpps.append(bits_per_pixel(data, *image.shape[:2]))
+        out = codec.decode(data)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        with torch.no_grad():
+            ref = torch.round(codec.model(rate)(x)["x_hat"] * 255)[0].permute(1, 2, 0).numpy()
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
+    assert bpps == sorted(bpps), bpps
+    assert bpps[0] < 0.1 and bpps[-1] > 0.6, bpps
+
+
+def test_manifest_json_is_valid():
+    path = weights_dir() / "manifest.json"
+    if path.exists():
+        data = json.loads(path.read_text())
+        assert isinstance(data["models"], dict)

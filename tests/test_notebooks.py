@@ -1,0 +1,203 @@
+"""The notebooks: committed clean, regenerated from one script, and run top to bottom (papermill).
+
+The runs use each notebook's quick setting on the CPU in a temporary folder and check
+what the notebook wrote into ``out_dir`` (figures and ``summary.json``), never widget
+output. Each run's time is printed. They need the real LFW (``FACEKIT_LFW``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+
+REPO = Path(__file__).resolve().parents[1]
+NB_DIR = REPO / "notebooks"
+NAMES = (
+    "01_build_autoencoder",
+    "02_train_on_gpu",
+    "03_joint_finetune",
+    "04_codec_comparison",
+    "05_interactive_explorer",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+def test_every_notebook_is_committed_without_outputs():
+    found = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert found == list(NAMES)
+    for name in NAMES:
+        nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+        nbformat.validate(nb)
+        assert nb.metadata.kernelspec.name == "python3", name
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                assert cell.outputs == [], f"{name} cell {i} has outputs"
+                assert cell.execution_count is None, f"{name} cell {i} has an execution count"
+            assert "execution" not in cell.metadata, f"{name} cell {i} has execution metadata"
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+        params = tagged[0].source
+        for p in ("lfw_root = None", 'device = "auto"', "quick = True", "out_dir ="):
+            assert p in params, f"{name}: parameters cell lacks {p!r}"
+        first = nb.cells[1].source
+        assert '"google.colab" in sys.modules' in first and "pip install" in first, name
+
+
+def test_notebooks_match_their_generator():
+    r = subprocess.run([sys.executable, str(NB_DIR / "_make_notebooks.py"), "--check"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --------------------------------------------------------------------------- runs
+
+
+@pytest.fixture(scope="module")
+def run_notebook(lfw_root, tmp_path_factory, capsys_module):
+    pm = pytest.importorskip("papermill")
+    base = tmp_path_factory.mktemp("notebooks")
+
+    def run(name: str, **params) -> tuple[Path, dict]:
+        out = base / name
+        out.mkdir()
+        parameters = {"lfw_root": str(lfw_root), "device": "cpu", "quick": True, "out_dir": str(out), **params}
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(NB_DIR / f"{name}.ipynb"), str(base / f"{name}.ipynb"), parameters=parameters,
+                kernel_name="python3", cwd=str(out), progress_bar=False,
+            )
+        finally:
+            with capsys_module.disabled():
+                print(f"\n[notebook] {name}: {time.perf_counter() - t0:.1f} s (quick, CPU)", flush=True)
+        summary = json.loads((out / "summary.json").read_text())
+        for fig in summary["figures"]:
+            data = (out / fig).read_bytes()
+            assert data.startswith(PNG_MAGIC) and len(data) > 2000, f"{name}: figure {fig} is not a real PNG"
+        return out, summary
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def capsys_module(request):
+    """Print past pytest's capture from a module-scoped fixture."""
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+
+    class _Disabled:
+        def disabled(self):
+            return capman.global_and_fixture_disabled()
+
+    return _Disabled()
+
+
+def _learned_available() -> tuple[bool, str]:
+    from facekit.codecs.registry import available_codecs
+
+    d = available_codecs().get("facekit-mse", {})
+    return bool(d.get("available")), d.get("reason", "")
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.lfw
+def test_01_build_autoencoder(run_notebook):
+    ok, why = _learned_available()
+    if not ok:
+        pytest.skip(f"no shipped weights: {why}")
+    out, s = run_notebook("01_build_autoencoder")
+    assert {"pipeline.png", "code.png", "reconstruction.png"} <= set(s["figures"])
+    png = (out / f"code_{s['rate_point']}.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) == s["png_bytes"]
+    assert s["png_bpp"] == pytest.approx(8 * len(png) / (250 * 250))
+    assert s["png_bpp"] < s["bpp"] < s["raw_bpp"] * 1.5
+    assert s["file_bytes"] > s["png_bytes"]
+    assert s["params_encoder"] > 0 and s["params_decoder"] > s["params_encoder"]
+    assert s["psnr"] > 24, "the shipped weights should reconstruct a face well"
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.lfw
+def test_02_train_on_gpu(run_notebook):
+    out, s = run_notebook("02_train_on_gpu", steps=12, chunks=3, n_train_images=12)
+    assert {"loss.png", "reconstructions.png"} <= set(s["figures"])
+    run = out / f"run_{s['rate_point']}"
+    for f in ("checkpoint.pt", "model.pt", "history.jsonl", "summary.json", "config.json"):
+        assert (run / f).exists(), f
+    assert s["steps"] == 12 and s["device"] == "cpu"
+    assert s["final_loss"] < s["first_loss"], "a dozen steps should already lower the loss"
+    for r in s["reconstructions"]:
+        assert r["trained_bpp"] > 0 and r["trained_psnr"] > 5
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.lfw
+def test_03_joint_finetune(run_notebook):
+    ok, why = _learned_available()
+    if not ok:
+        pytest.skip(f"no shipped weights: {why}")
+    out, s = run_notebook("03_joint_finetune")
+    assert {"before_after.png", "tradeoff.png"} <= set(s["figures"])
+    before = s["before"]
+    assert before["bpp"] > 0 and before["psnr"] > 15 and before["identity_distance"] > 0
+    sweep = s["mse_sweep"]
+    rates = list(sweep)
+    assert sweep[rates[-1]]["bpp"] > sweep[rates[0]]["bpp"]
+    assert sweep[rates[-1]]["identity_distance"] < sweep[rates[0]]["identity_distance"]
+    if s["joint_available"]:
+        assert len(s["runs"]) >= 2
+        for m in s["runs"].values():
+            assert m["bpp"] > 0 and m["identity_distance"] > 0
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.lfw
+def test_04_codec_comparison(run_notebook):
+    out, s = run_notebook("04_codec_comparison")
+    assert {"rate_accuracy.png", "equal_bpp.png"} <= set(s["figures"])
+    from facekit.evaluate import load_results
+
+    res = load_results(out / "rate_accuracy.json")
+    assert s["source"] == "evaluated" and res["protocol"]["per_fold"] == s["per_fold"]
+    assert s["n_pairs"] == 10 * s["per_fold"]
+    for name in ("uncompressed", "jpeg", "jpeg2000", "webp"):
+        assert name in s["codecs"], name
+    for name, pts in s["codecs"].items():
+        if name == "uncompressed":
+            assert pts[0]["acc_mean"] > 0.85
+            continue
+        bpps = [p["bpp"] for p in pts]
+        assert bpps == sorted(bpps), f"{name}: bpp must grow with the setting"
+        assert all(0.5 <= p["acc_mean"] <= 1 for p in pts)
+    for name, v in s["equal_bpp"].items():
+        assert v["bpp"] <= s["target_bpp"] * 1.05 or name.startswith("facekit"), (name, v)
+
+
+@pytest.mark.notebook
+@pytest.mark.slow
+@pytest.mark.lfw
+def test_05_interactive_explorer(run_notebook):
+    out, s = run_notebook("05_interactive_explorer")
+    assert "sweep.png" in s["figures"]
+    assert s["codecs"] and s["codec"] == s["codecs"][0]
+    views = s["views"]
+    bpps = [v["bpp"] for v in views]
+    assert len(views) >= 3 and bpps == sorted(bpps)
+    assert views[-1]["psnr"] > views[0]["psnr"]
+    if s["recognizer"] is not None:
+        assert all(v["distance"] is not None for v in views)
+        assert views[-1]["distance"] < views[0]["distance"]
+        assert views[-1]["same"] is True
