@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "embed",
     "compress",
     "train",
+    "joint",
     "evaluate",
     "reproduce",
 )

@@ -119,7 +119,7 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
     for names in _batched(ctx.names, ctx.batch_size):
         decoded, thetas = [], []
         for n in names:
-            orig = ctx.lfw.load(n)
+            orig = _load_original(ctx, n)
             if codec is None:
                 dec = orig
                 bpps.append(bits_per_pixel(ctx.lfw.path(n).read_bytes(), *orig.shape[:2]))
@@ -132,9 +132,9 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
                 bpps.append(bits_per_pixel(data, *orig.shape[:2]))
                 psnrs.append(psnr(orig, dec))
             if ctx.end_to_end:
-                theta, ok = _detect(ctx.recognizer, dec, ctx.thetas[n])
-                if not ok:
-                    failed.append(n)
+                theta, method = _detect(ctx.recognizer, dec, ctx.thetas[n])
+                if method != "hog":
+                    failed.append(f"{n}:{method}")
             else:
                 theta = ctx.thetas[n]
             decoded.append(dec)
@@ -157,17 +157,33 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
     return result
 
 
-def _detect(recognizer: Any, image: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Detect on a decoded image; on failure use the original's transform and say so."""
+def _load_original(ctx: Context, name: str) -> np.ndarray:
+    """An original image, decoded the way the recogniser's reference pipeline decodes it."""
+    reader = getattr(ctx.recognizer, "read_original", None)
+    if reader is None:
+        return ctx.lfw.load(name)
+    path = ctx.lfw.path(name)
+    if not path.exists():
+        raise DataError(f"image {name} is missing from {ctx.lfw.images}")
+    return reader(path)
+
+
+def _detect(recognizer: Any, image: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, str]:
+    """Detect and align on a decoded image; returns the transform and how it was found.
+
+    The method is the recogniser's (``"hog"`` for dlib's detector; ``"mtcnn"`` or
+    ``"centre"`` are fallbacks and count as detection failures). A recogniser without
+    ``locate`` uses ``find_transform``; an exception there is reported as ``"failed"`` and
+    the original's transform is used, so the pair is still scored.
+    """
+    locate = getattr(recognizer, "locate", None)
     try:
-        theta = recognizer.find_transform(image, fallback=False)
-    except TypeError:
-        theta = recognizer.find_transform(image)
+        if locate is not None:
+            loc = locate(image)
+            return np.asarray(loc.theta), str(getattr(loc, "method", "hog"))
+        return np.asarray(recognizer.find_transform(image)), "hog"
     except Exception:  # any detection failure counts as one, and is reported
-        return fallback, False
-    if theta is None:
-        return fallback, False
-    return np.asarray(theta), True
+        return fallback, "failed"
 
 
 def score(ctx: Context, run: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +204,7 @@ def score(ctx: Context, run: dict[str, Any]) -> dict[str, Any]:
     )
     if ctx.end_to_end:
         r["detection_failures"] = len(run["failed"])
+        r["detection_failure_examples"] = [str(f) for f in run["failed"][:10]]
     return r
 
 
@@ -203,7 +220,7 @@ def make_context(
     use_cache: bool = True,
 ) -> Context:
     """Open the data, build the recogniser, find (or load cached) transforms on the originals."""
-    from .recognition import find_transforms, get_recognizer
+    from .recognition import find_alignments, get_recognizer
 
     lfw = open_lfw(root)
     pair_list = subset_pairs(read_pairs_any(lfw, pairs), per_fold)
@@ -213,7 +230,7 @@ def make_context(
         raise DataError(f"{len(missing)} images named in {pairs} are missing, e.g. {missing[:3]}")
     rec = get_recognizer(recognizer, device=device) if isinstance(recognizer, str) else recognizer
     dev = next(rec.parameters()).device
-    thetas = find_transforms(rec, lfw, names, progress=progress)
+    thetas = {n: loc.theta for n, loc in find_alignments(rec, lfw, names, progress=progress).items()}
     pairs_sha = sha256_file(lfw.pairs_file(pairs))
     data_key = hashlib.sha256(f"{lfw.images.resolve()}|{pairs_sha}|{len(names)}".encode()).hexdigest()
     return Context(lfw, pair_list, names, rec, dev, thetas, batch_size, data_key, progress, end_to_end, use_cache)

@@ -1,0 +1,328 @@
+"""Joint fine-tuning of the codec with a face recogniser (phase two of the method).
+
+Bian et al. (2019, Sec. 3.2) first train the compression and reconstruction networks for
+distortion, then optimise them jointly with a face recognition network so that the
+reconstruction keeps its identity. Here the loss is
+
+    L = lambda_mse * MSE(x, x_hat) + lambda_id * D(f(A(x, T)), f(A(x_hat, T)))
+
+where ``f`` is a frozen recogniser (dlib's ResNet by default, :mod:`facekit.recognition`),
+``A(., T)`` its differentiable face alignment with the transform ``T`` found once on the
+*original* image, and ``D`` the squared Euclidean (or cosine) distance of the
+embeddings. The gradient reaches the codec's pixels through ``grid_sample``; the
+recogniser itself may be fine-tuned too (``finetune_recognizer``), but is frozen by
+default so that evaluation judges the codec with an unchanged recogniser.
+
+Training images are whole 250x250 faces of the identity-disjoint LFW split (people who
+appear in no evaluation pair), each with its transform; augmentation is a horizontal
+flip (with the transform mirrored to match) and a mild colour jitter. Runs are seeded,
+checkpointed atomically and resume to the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import TrainingError
+from .losses import JointLoss
+from .models.autoencoder import FaceCodecNet
+from .train import _mix, atomic_save, hardware_description, seed_everything
+
+CHECKPOINT_VERSION = 1
+
+
+class IdentityLoss(nn.Module):
+    """Distance between the recogniser's embeddings of an original and its reconstruction.
+
+    ``forward(x, x_hat, theta)``: images ``(B, 3, H, W)`` in [0, 1] and the transforms
+    ``(B, 2, 3)`` found on the originals; returns the mean over the batch of the squared
+    Euclidean (``"squared"``), Euclidean (``"euclidean"``) or cosine (``"cosine"``) distance.
+    The original's embedding is computed without gradient.
+    """
+
+    def __init__(self, recognizer: nn.Module, kind: str = "squared") -> None:
+        super().__init__()
+        if kind not in ("squared", "euclidean", "cosine"):
+            raise ValueError(f"unknown identity distance {kind!r}")
+        self.recognizer = recognizer
+        self.kind = kind
+
+    def distances(self, x: torch.Tensor, x_hat: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            e = self.recognizer.embed(x.float(), theta)
+        e_hat = self.recognizer.embed(x_hat.float(), theta)
+        if self.kind == "cosine":
+            return 1 - torch.nn.functional.cosine_similarity(e, e_hat, dim=1)
+        sq = ((e - e_hat) ** 2).sum(dim=1)
+        return sq if self.kind == "squared" else torch.sqrt(sq + 1e-12)
+
+    def forward(self, x: torch.Tensor, x_hat: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.distances(x, x_hat, theta).mean()
+
+
+def mirror_theta(theta: np.ndarray) -> np.ndarray:
+    """The transform of a horizontally flipped image whose chip is the mirrored chip.
+
+    With ``affine_grid`` coordinates, flipping the input negates ``x_in`` and mirroring
+    the chip negates ``x_out``: ``[[a, b, c], [d, e, f]] -> [[a, -b, -c], [-d, e, f]]``.
+    """
+    t = np.array(theta, dtype=np.float32, copy=True)
+    t[0, 1:] *= -1
+    t[1, 0] *= -1
+    return t
+
+
+class AlignedImageSet:
+    """Whole training images with their transforms, and deterministic augmentation."""
+
+    def __init__(self, images: Sequence[np.ndarray], thetas: Sequence[np.ndarray], names: Sequence[str]) -> None:
+        if not images:
+            raise TrainingError("no training images for joint fine-tuning")
+        shapes = {im.shape for im in images}
+        if len(shapes) != 1:
+            raise TrainingError(f"joint fine-tuning needs images of one size, got {sorted(shapes)}")
+        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+        self.thetas = np.stack([np.asarray(t, np.float32) for t in thetas])
+        self.names = list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def sample(self, position: int, seed: int, jitter: float) -> tuple[torch.Tensor, np.ndarray]:
+        n = len(self)
+        epoch, offset = divmod(position, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(_mix(seed, epoch, 0x10147)))
+        i = int(perm[offset])
+        r = torch.rand(3, generator=torch.Generator().manual_seed(_mix(seed, position, 0x1D))).tolist()
+        x = self.images[i].float() / 255.0
+        theta = self.thetas[i]
+        if r[0] < 0.5:
+            x = x.flip(-1)
+            theta = mirror_theta(theta)
+        if jitter > 0:
+            x = (x * (1 + jitter * (2 * r[1] - 1))).clamp(0, 1)
+            mean = x.mean()
+            x = ((x - mean) * (1 + jitter * (2 * r[2] - 1)) + mean).clamp(0, 1)
+        return x, theta
+
+    def batch(self, step: int, batch_size: int, seed: int, jitter: float) -> tuple[torch.Tensor, torch.Tensor]:
+        items = [self.sample(step * batch_size + j, seed, jitter) for j in range(batch_size)]
+        return torch.stack([a for a, _ in items]), torch.from_numpy(np.stack([b for _, b in items]))
+
+
+@dataclass
+class JointConfig:
+    """Everything that defines a joint fine-tuning run (stored in checkpoints)."""
+
+    rate: str = "q3"
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 1e-4
+    lambda_mse: float = 1.0
+    lambda_id: float = 0.02
+    identity: str = "squared"
+    recognizer: str = "dlib-resnet"
+    finetune_recognizer: bool = False
+    jitter: float = 0.05
+    grad_clip: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+    log_every: int = 10
+    val_images: int = 16
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every")
+
+
+def split_with_transforms(
+    recognizer: Any, root: str | os.PathLike[str] | None = None, progress: bool = True
+) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """The identity-disjoint LFW split: images, their transforms (cached), names."""
+    from .data.lfw import identity_disjoint_split, open_lfw
+    from .recognition import find_alignments
+
+    lfw = open_lfw(root)
+    names = sorted(n for imgs in identity_disjoint_split(lfw).values() for n in imgs)
+    locs = find_alignments(recognizer, lfw, names, progress=progress)
+    images = [recognizer.read_original(lfw.path(n)) for n in names]
+    return images, [locs[n].theta for n in names], names
+
+
+@torch.no_grad()
+def validate(model: FaceCodecNet, ident: IdentityLoss, data: AlignedImageSet, idx: Sequence[int], device) -> dict[str, float]:
+    """PSNR (rounded to 8 bits), real PNG bpp and identity distance on held-out images."""
+    model.eval()
+    ps, bpps, ids = [], [], []
+    for i in idx:
+        x = (data.images[i : i + 1].float() / 255).to(device)
+        th = torch.from_numpy(data.thetas[i : i + 1]).to(device)
+        enc = model.compress(x, effort=1)
+        x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
+        x_hat = torch.round(x_hat.clamp(0, 1) * 255) / 255
+        mse = float(torch.mean((x - x_hat) ** 2))
+        ps.append(10 * math.log10(1 / max(mse, 1e-12)))
+        bpps.append(8 * len(enc["strings"][0]) / (x.shape[-1] * x.shape[-2]))
+        ids.append(float(torch.sqrt(((ident.recognizer.embed(x, th) - ident.recognizer.embed(x_hat, th)) ** 2).sum())))
+    model.train()
+    return {"val_psnr": float(np.mean(ps)), "val_png_bpp": float(np.mean(bpps)), "val_id_dist": float(np.mean(ids))}
+
+
+def finetune_joint(
+    cfg: JointConfig,
+    model: FaceCodecNet,
+    out_dir: str | os.PathLike[str],
+    data: AlignedImageSet,
+    *,
+    recognizer: nn.Module | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    threads: int | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` (initialised from its distortion-only weights) with the joint loss.
+
+    Writes ``checkpoint.pt`` every ``checkpoint_every`` steps, ``history.jsonl``, and at the
+    end ``model.pt`` and ``summary.json`` in ``out_dir``. ``resume`` continues from the
+    checkpoint (the config must match, except the fields in ``RESUMABLE_CHANGES``);
+    ``stop_after`` stops after checkpointing at that step, as an interruption would.
+    """
+    if threads:
+        torch.set_num_threads(int(threads))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    seed_everything(cfg.seed)
+    if recognizer is None:
+        from .recognition import get_recognizer
+
+        recognizer = get_recognizer(cfg.recognizer)
+    recognizer = recognizer.to(dev)
+    if cfg.finetune_recognizer:
+        recognizer.requires_grad_(True)
+    ident = IdentityLoss(recognizer, cfg.identity)
+    model = model.to(dev).train()
+    params = list(model.parameters()) + (list(recognizer.parameters()) if cfg.finetune_recognizer else [])
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    n_val = min(cfg.val_images, max(0, len(data) - 1))
+    val_idx = list(range(len(data) - n_val, len(data)))
+    train_data = AlignedImageSet.__new__(AlignedImageSet)
+    train_data.images = data.images[: len(data) - n_val]
+    train_data.thetas = data.thetas[: len(data) - n_val]
+    train_data.names = data.names[: len(data) - n_val]
+
+    step = 0
+    ckpt = out / "checkpoint.pt"
+    if resume:
+        if not ckpt.exists():
+            raise TrainingError(f"cannot resume: {ckpt} does not exist")
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise TrainingError(f"{ckpt} is a checkpoint of another format version")
+        old = dict(state["config"])
+        new = cfg.to_dict()
+        diff = [k for k in new if k not in cfg.RESUMABLE_CHANGES and old.get(k) != new[k]]
+        if diff:
+            raise TrainingError(f"cannot resume {ckpt} with a different config: {', '.join(diff)}")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if cfg.finetune_recognizer and "recognizer" in state:
+            recognizer.load_state_dict(state["recognizer"])
+        step = int(state["step"])
+    loss_fn = JointLoss(lambda_mse=cfg.lambda_mse, lambda_id=cfg.lambda_id, identity_fn=lambda a, b: torch.zeros(()))
+    hist_path = out / "history.jsonl"
+    if not resume and hist_path.exists():
+        hist_path.unlink()
+    t0 = time.time()
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    while step < end:
+        x, th = train_data.batch(step, cfg.batch_size, cfg.seed, cfg.jitter)
+        x, th = x.to(dev), th.to(dev)
+        out_m = model(x)
+        loss_fn.identity_fn = lambda a, b, th=th: ident(a, b, th)
+        terms = loss_fn(x, out_m)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0 or step == end:
+            row = {"step": step, **{k: float(v.detach()) for k, v in terms.items()}, "time_s": round(time.time() - t0, 2)}
+            with open(hist_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            if verbose:
+                print(f"[joint {cfg.rate}] step {step}/{cfg.steps} loss {row['loss']:.5f} "
+                      f"psnr {row['psnr']:.2f} id {row.get('identity', 0):.4f}", flush=True)
+        if step % cfg.checkpoint_every == 0 or step == end:
+            atomic_save({
+                "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": step,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                **({"recognizer": recognizer.state_dict()} if cfg.finetune_recognizer else {}),
+            }, ckpt)
+    summary: dict[str, Any] = {
+        "rate_point": cfg.rate, "steps_done": step, "steps": cfg.steps, "finished": step >= cfg.steps,
+        "config": cfg.to_dict(), "train_images": len(train_data), "val_images": [data.names[i] for i in val_idx],
+        "device": str(dev), "hardware": hardware_description(dev), "train_time_s": round(time.time() - t0, 1),
+        "torch": torch.__version__,
+    }
+    if step >= cfg.steps:
+        if val_idx:
+            summary.update(validate(model, ident, data, val_idx, dev))
+        atomic_save({"rate_point": model.rate_point.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None,
+                  base_entry: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Ship a finished joint run as the ``joint`` variant, with the record of how it was made."""
+    from .codecs.learned import install_weights
+    from .models.autoencoder import RatePoint
+
+    run = Path(run_dir)
+    summary = json.loads((run / "summary.json").read_text())
+    if not summary.get("finished"):
+        raise TrainingError(f"joint run {run} has not finished ({summary.get('steps_done')}/{summary.get('steps')})")
+    blob = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    model = FaceCodecNet(RatePoint.from_dict(blob["rate_point"]))
+    model.load_state_dict(blob["state_dict"])
+    cfg = summary["config"]
+    training = {
+        "phase": "joint fine-tuning from the distortion-only (mse) weights of the same rate point",
+        "init": (base_entry or {}).get("sha256"),
+        "data": "LFW deep-funneled, identity-disjoint split (people in no pair of pairs.txt), whole 250x250 "
+                "images aligned by dlib's detector + 5 landmarks, minus the held-out images",
+        "train_images": summary["train_images"],
+        "held_out_images": summary["val_images"],
+        "steps": summary["steps"],
+        "batch_size": cfg["batch_size"],
+        "loss": f"{cfg['lambda_mse']} * MSE + {cfg['lambda_id']} * {cfg['identity']} distance of "
+                f"{cfg['recognizer']} embeddings (original vs reconstruction, original's alignment)",
+        "recognizer_frozen": not cfg["finetune_recognizer"],
+        "optimizer": f"Adam lr {cfg['lr']}, grad clip {cfg['grad_clip']}",
+        "augmentation": f"horizontal flips (transform mirrored), colour jitter +-{cfg['jitter']}",
+        "seed": cfg["seed"],
+        "hardware": summary["hardware"],
+        "device": summary["device"],
+        "train_time_s": summary["train_time_s"],
+        "torch": summary["torch"],
+        "held_out_metrics": {k: summary[k] for k in ("val_psnr", "val_png_bpp", "val_id_dist") if k in summary},
+        "command": f"facekit joint --rate {cfg['rate']} --steps {cfg['steps']} --batch-size {cfg['batch_size']} "
+                   f"--lr {cfg['lr']} --lambda-id {cfg['lambda_id']} --seed {cfg['seed']} --out RUN --install",
+    }
+    return install_weights(model, "joint", folder=folder, info={"training": training})
