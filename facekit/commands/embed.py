@@ -19,14 +19,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW)")
-    p.add_argument("--names", nargs="+", metavar="NAME", help="image names, e.g. Person/Person_0001.jpg")
+    p.add_argument(
+        "--names", nargs="+", metavar="NAME", help="image names, e.g. Person/Person_0001.jpg"
+    )
     p.add_argument("--names-file", type=Path, help="a file with one image name per line")
     p.add_argument("--all", action="store_true", help="every image of the data set")
-    p.add_argument("--pairs", default="pairs.txt", help="protocol file whose images to embed (default pairs.txt)")
-    p.add_argument("--recognizer", default="dlib-resnet", help="dlib-resnet | facenet-vggface2 | facenet-casia-webface")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument(
+        "--pairs",
+        default="pairs.txt",
+        help="protocol file whose images to embed (default pairs.txt)",
+    )
+    p.add_argument(
+        "--recognizer",
+        default="dlib-resnet",
+        help="dlib-resnet | facenet-vggface2 | facenet-casia-webface",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--no-cache", action="store_true", help="locate faces again instead of using the cache")
+    p.add_argument(
+        "--no-cache", action="store_true", help="locate faces again instead of using the cache"
+    )
     p.add_argument("-o", "--output", type=Path, required=True, help="the .npz to write")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_embed)
@@ -51,7 +65,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from ..data.lfw import open_lfw
     from ..errors import DataError
     from ..recognition import embed_images, fallback_counts, find_alignments, get_recognizer
-    from ..recognition.lfw_eval import _LazyImages
+    from ..recognition.lfw_eval import LazyImages
 
     lfw = open_lfw(args.root)
     names = _names(args, lfw)
@@ -63,7 +77,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     locs = find_alignments(rec, lfw, names, cache=not args.no_cache, progress=not args.quiet)
     thetas = np.stack([locs[n].theta for n in names])
     emb = embed_images(
-        rec, _LazyImages(lfw, names), thetas, batch_size=args.batch_size, device=device, progress=not args.quiet
+        rec,
+        LazyImages(lfw, names),
+        thetas,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.quiet,
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     np.savez(

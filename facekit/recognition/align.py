@@ -140,7 +140,9 @@ def find_similarity_transform(from_points: np.ndarray, to_points: np.ndarray) ->
     src = np.asarray(from_points, dtype=np.float64)
     dst = np.asarray(to_points, dtype=np.float64)
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
-        raise AlignmentError(f"need two matching (N, 2) point sets, got {src.shape} and {dst.shape}")
+        raise AlignmentError(
+            f"need two matching (N, 2) point sets, got {src.shape} and {dst.shape}"
+        )
     mean_src, mean_dst = src.mean(0), dst.mean(0)
     sigma_src = np.mean(np.sum((src - mean_src) ** 2, axis=1))
     cov = (dst - mean_dst).T @ (src - mean_src) / len(src)
@@ -183,7 +185,12 @@ def dlib_chip_matrix(landmarks: np.ndarray, size: int = 150, padding: float = 0.
     centre = tform[:, :2] @ np.array([size / 2.0, size / 2.0]) + tform[:, 2]
     w = size * scale - 1  # centered_drect subtracts one
     h = size * scale - 1
-    left, top, right, bottom = centre[0] - w / 2, centre[1] - h / 2, centre[0] + w / 2, centre[1] + h / 2
+    left, top, right, bottom = (
+        centre[0] - w / 2,
+        centre[1] - h / 2,
+        centre[0] + w / 2,
+        centre[1] + h / 2,
+    )
     rc = np.array([(left + right) / 2, (top + bottom) / 2])
     tl = _rotate(rc, np.array([left, top]), angle)
     tr = _rotate(rc, np.array([right, top]), angle)
@@ -203,7 +210,9 @@ def _norm_to_pixel(h: int, w: int) -> np.ndarray:
     return np.array([[(w - 1) / 2, 0, (w - 1) / 2], [0, (h - 1) / 2, (h - 1) / 2], [0, 0, 1.0]])
 
 
-def pixel_to_theta(matrix: np.ndarray, image_size: tuple[int, int], chip_size: int | tuple[int, int]) -> np.ndarray:
+def pixel_to_theta(
+    matrix: np.ndarray, image_size: tuple[int, int], chip_size: int | tuple[int, int]
+) -> np.ndarray:
     """A chip-pixel -> image-pixel ``(2, 3)`` map as an ``affine_grid`` theta (float32)."""
     ch, cw = (chip_size, chip_size) if isinstance(chip_size, int) else chip_size
     h, w = image_size
@@ -212,7 +221,9 @@ def pixel_to_theta(matrix: np.ndarray, image_size: tuple[int, int], chip_size: i
     return theta[:2].astype(np.float32)
 
 
-def theta_to_pixel(theta: np.ndarray, image_size: tuple[int, int], chip_size: int | tuple[int, int]) -> np.ndarray:
+def theta_to_pixel(
+    theta: np.ndarray, image_size: tuple[int, int], chip_size: int | tuple[int, int]
+) -> np.ndarray:
     """Inverse of :func:`pixel_to_theta`: the chip-pixel -> image-pixel ``(2, 3)`` map."""
     ch, cw = (chip_size, chip_size) if isinstance(chip_size, int) else chip_size
     h, w = image_size
@@ -222,7 +233,10 @@ def theta_to_pixel(theta: np.ndarray, image_size: tuple[int, int], chip_size: in
 
 
 def warp_chips(
-    images: torch.Tensor, theta: torch.Tensor, size: int | tuple[int, int], dlib_border: bool = False
+    images: torch.Tensor,
+    theta: torch.Tensor,
+    size: int | tuple[int, int],
+    dlib_border: bool = False,
 ) -> torch.Tensor:
     """Differentiable crop: ``(B, C, H, W)`` images and ``(B, 2, 3)`` thetas -> ``(B, C, S, S)``.
 
@@ -333,7 +347,9 @@ class FaceAligner:
         if self._predictor is None:
             import dlib
 
-            self._predictor = dlib.shape_predictor(_model_file("shape_predictor_5_face_landmarks.dat"))
+            self._predictor = dlib.shape_predictor(
+                _model_file("shape_predictor_5_face_landmarks.dat")
+            )
         return self._predictor
 
     @property
@@ -342,7 +358,9 @@ class FaceAligner:
             try:
                 from facenet_pytorch import MTCNN
             except ImportError as e:
-                raise RecognizerError("facenet-pytorch is needed for MTCNN: pip install facenet-pytorch==2.5.3") from e
+                raise RecognizerError(
+                    "facenet-pytorch is needed for MTCNN: pip install facenet-pytorch==2.5.3"
+                ) from e
             self._mtcnn = MTCNN(keep_all=True, device="cpu")
         return self._mtcnn
 
@@ -354,7 +372,9 @@ class FaceAligner:
         if len(dets) == 0:
             return None
         h, w = img.shape[:2]
-        boxes = np.array([[d.left(), d.top(), d.right(), d.bottom()] for d in dets], dtype=np.float64)
+        boxes = np.array(
+            [[d.left(), d.top(), d.right(), d.bottom()] for d in dets], dtype=np.float64
+        )
         centres = (boxes[:, :2] + boxes[:, 2:]) / 2
         best = int(np.argmin(np.sum((centres - [w / 2, h / 2]) ** 2, axis=1)))
         return boxes[best]
@@ -383,11 +403,15 @@ class FaceAligner:
         import dlib
 
         img = _as_rgb_uint8(image)
-        l, t, r, b = (int(round(v)) for v in box)
-        shape = self.predictor(img, dlib.rectangle(l, t, r, b))
-        return np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
+        left, top, right, bottom = (int(round(v)) for v in box)
+        shape = self.predictor(img, dlib.rectangle(left, top, right, bottom))
+        return np.array(
+            [[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64
+        )
 
-    def locate_dlib(self, image: np.ndarray, size: int = 150, padding: float = 0.25) -> FaceLocation:
+    def locate_dlib(
+        self, image: np.ndarray, size: int = 150, padding: float = 0.25
+    ) -> FaceLocation:
         """dlib's alignment of one original image (HOG, else MTCNN, else a centred box)."""
         img = _as_rgb_uint8(image)
         h, w = img.shape[:2]
@@ -414,7 +438,9 @@ class FaceAligner:
             fallback=method != "hog",
         )
 
-    def locate_facenet(self, image: np.ndarray, size: int = 160, margin: float = 14) -> FaceLocation:
+    def locate_facenet(
+        self, image: np.ndarray, size: int = 160, margin: float = 14
+    ) -> FaceLocation:
         """facenet-pytorch's crop: MTCNN box (centre-weighted size), ``margin``, resized to ``size``."""
         img = _as_rgb_uint8(image)
         h, w = img.shape[:2]
@@ -503,7 +529,9 @@ def _save_store(path: Path, store: dict[str, FaceLocation]) -> None:
             keys=np.array(keys),
             theta=np.stack([merged[k].theta for k in keys]).astype(np.float32),
             matrix=np.stack([merged[k].matrix for k in keys]),
-            landmarks=np.stack([np.asarray(merged[k].landmarks, dtype=np.float64).reshape(5, 2) for k in keys]),
+            landmarks=np.stack(
+                [np.asarray(merged[k].landmarks, dtype=np.float64).reshape(5, 2) for k in keys]
+            ),
             box=np.stack([merged[k].box for k in keys]),
             method=np.array([merged[k].method for k in keys]),
             image_size=np.array([merged[k].image_size for k in keys], dtype=np.int64),

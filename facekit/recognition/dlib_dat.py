@@ -198,7 +198,9 @@ def _read_con(r: DatReader) -> tuple[str, dict, dict]:
     flat = params.reshape(-1)
     nf, nb = int(np.prod(filters)), int(np.prod(biases))
     if nf + nb != flat.size:
-        raise r._fail(f"con_ params hold {flat.size} values, filters {filters} + biases {biases} need {nf + nb}")
+        raise r._fail(
+            f"con_ params hold {flat.size} values, filters {filters} + biases {biases} need {nf + nb}"
+        )
     return "con", f, {"weight": flat[:nf].reshape(filters), "bias": flat[nf : nf + nb].copy()}
 
 
@@ -210,21 +212,33 @@ def _read_affine(r: DatReader) -> tuple[str, dict, dict]:
     flat = params.reshape(-1)
     ng, nb = int(np.prod(gamma)), int(np.prod(beta))
     if ng + nb != flat.size:
-        raise r._fail(f"affine_ params hold {flat.size} values, gamma {gamma} + beta {beta} need {ng + nb}")
+        raise r._fail(
+            f"affine_ params hold {flat.size} values, gamma {gamma} + beta {beta} need {ng + nb}"
+        )
     # mode 0 = CONV_MODE (one scale per channel), 1 = FC_MODE (one per value)
-    return "affine", {"mode": mode}, {"gamma": flat[:ng].reshape(gamma), "beta": flat[ng:].reshape(beta)}
+    return (
+        "affine",
+        {"mode": mode},
+        {"gamma": flat[:ng].reshape(gamma), "beta": flat[ng:].reshape(beta)},
+    )
 
 
 def _read_pool(kind: str) -> Any:
     def read(r: DatReader) -> tuple[str, dict, dict]:
-        f = {n: r.read_int(f"{kind}_ {n}") for n in ("nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")}
+        f = {
+            n: r.read_int(f"{kind}_ {n}")
+            for n in ("nr", "nc", "stride_y", "stride_x", "padding_y", "padding_x")
+        }
         return kind, f, {}
 
     return read
 
 
 def _read_fc(r: DatReader) -> tuple[str, dict, dict]:
-    f: dict[str, Any] = {"num_outputs": r.read_int("fc_ num_outputs"), "num_inputs": r.read_int("fc_ num_inputs")}
+    f: dict[str, Any] = {
+        "num_outputs": r.read_int("fc_ num_outputs"),
+        "num_inputs": r.read_int("fc_ num_inputs"),
+    }
     params = r.read_tensor("fc_ params")
     weights = r.read_alias_tensor("fc_ weights")
     biases = r.read_alias_tensor("fc_ biases")
@@ -270,7 +284,11 @@ def _read_input_rgb(r: DatReader) -> tuple[str, dict, dict]:
 
 
 def _read_loss_metric_2(r: DatReader) -> tuple[str, dict, dict]:
-    return "loss_metric", {"margin": r.read_float("loss margin"), "dist_thresh": r.read_float("loss dist_thresh")}, {}
+    return (
+        "loss_metric",
+        {"margin": r.read_float("loss margin"), "dist_thresh": r.read_float("loss dist_thresh")},
+        {},
+    )
 
 
 _LAYER_READERS = {
@@ -290,7 +308,11 @@ _LAYER_READERS = {
 
 def _read_bookkeeping(r: DatReader, name: str, input_layer: bool) -> None:
     """The fields ``add_layer`` writes after its layer (values not needed for inference)."""
-    for b in ("this_layer_setup_called", "gradient_input_is_stale", "get_output_and_gradient_input_disabled"):
+    for b in (
+        "this_layer_setup_called",
+        "gradient_input_is_stale",
+        "get_output_and_gradient_input_disabled",
+    ):
         r.read_bool(f"{name} {b}")
     r.read_tensor(f"{name} x_grad")
     r.read_tensor(f"{name} cached_output")
@@ -317,7 +339,9 @@ def read_dnn(source: str | os.PathLike[str] | bytes) -> DlibNet:
 
     loss_version = r.read_int("the loss layer's version")
     if loss_version != 1:
-        raise r._fail(f"expected a dlib network (add_loss_layer version 1), found version {loss_version}")
+        raise r._fail(
+            f"expected a dlib network (add_loss_layer version 1), found version {loss_version}"
+        )
     loss = r.read_layer_details()
     if not loss.kind.startswith("loss"):
         raise r._fail(f"expected a loss layer on top, found {loss.version!r}")

@@ -178,7 +178,9 @@ def find_model_file(name: str = DAT_NAME) -> Path:
         )
     path = Path(spec.origin).parent / "models" / name
     if not path.is_file():
-        raise RecognizerError(f"{path} is missing from the face_recognition_models package; reinstall it")
+        raise RecognizerError(
+            f"{path} is missing from the face_recognition_models package; reinstall it"
+        )
     return path
 
 
@@ -212,8 +214,13 @@ def _check_against_architecture(net: DlibNet, source: str) -> None:
             f"{source} is a dlib network but not dlib_face_recognition_resnet_model_v1's architecture "
             f"({len(kinds)} layers, expected {len(expected)})"
         )
-    if net.input.kind != "input_rgb_image_sized" or (net.input.fields["nr"], net.input.fields["nc"]) != (150, 150):
-        raise WeightsError(f"{source}: expected a 150x150 RGB input layer, found {net.input.version} {net.input.fields}")
+    if net.input.kind != "input_rgb_image_sized" or (
+        net.input.fields["nr"],
+        net.input.fields["nc"],
+    ) != (150, 150):
+        raise WeightsError(
+            f"{source}: expected a 150x150 RGB input layer, found {net.input.version} {net.input.fields}"
+        )
 
 
 def convert_dat(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -251,7 +258,9 @@ def convert_dat(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def save_dlib_weights(state: dict[str, torch.Tensor], path: str | os.PathLike[str], source_sha256: str = "") -> Path:
+def save_dlib_weights(
+    state: dict[str, torch.Tensor], path: str | os.PathLike[str], source_sha256: str = ""
+) -> Path:
     """Save converted weights with a ``.json`` sidecar holding their :func:`state_sha256`.
 
     The write is atomic (temporary file, then rename). Weights whose digest is neither the
@@ -318,7 +327,9 @@ def resolve_model_path(path: str | os.PathLike[str] | None = None) -> Path:
     return p
 
 
-def load_dlib_weights(path: str | os.PathLike[str] | None = None, cache: bool = True) -> dict[str, torch.Tensor]:
+def load_dlib_weights(
+    path: str | os.PathLike[str] | None = None, cache: bool = True
+) -> dict[str, torch.Tensor]:
     """The ResNet's state dict, from dlib's ``.dat`` or from converted weights.
 
     ``path`` (or ``$FACEKIT_DLIB_MODEL``) may name dlib's ``.dat`` or a converted ``.pt``;
@@ -406,7 +417,9 @@ class DlibResNet(Recognizer):
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """Chips ``(B, 3, 150, 150)``, RGB in ``[0, 1]`` -> embeddings ``(B, 128)``."""
         if chips.ndim != 4 or chips.shape[1] != 3:
-            raise RecognizerError(f"expected chips of shape (B, 3, 150, 150), got {tuple(chips.shape)}")
+            raise RecognizerError(
+                f"expected chips of shape (B, 3, 150, 150), got {tuple(chips.shape)}"
+            )
         return self.net(chips)
 
     def locate(self, image: np.ndarray) -> FaceLocation:

@@ -49,7 +49,9 @@ RELEASES = {
 def _torch_home() -> Path:
     # facenet-pytorch's own get_torch_home()
     return Path(
-        os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+        os.path.expanduser(
+            os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+        )
     )
 
 
@@ -61,9 +63,14 @@ def find_facenet_weights(
     Raises :class:`RecognizerError` with instructions when they are nowhere to be found.
     """
     if pretrained not in RELEASES:
-        raise RecognizerError(f"unknown facenet weights {pretrained!r}; choose one of {sorted(RELEASES)}")
+        raise RecognizerError(
+            f"unknown facenet weights {pretrained!r}; choose one of {sorted(RELEASES)}"
+        )
     filename, url, _ = RELEASES[pretrained]
-    for cand, origin in ((weights, "argument"), (os.environ.get(FACENET_WEIGHTS_ENV) or None, FACENET_WEIGHTS_ENV)):
+    for cand, origin in (
+        (weights, "argument"),
+        (os.environ.get(FACENET_WEIGHTS_ENV) or None, FACENET_WEIGHTS_ENV),
+    ):
         if cand is None:
             continue
         p = Path(cand).expanduser()
@@ -116,19 +123,28 @@ class FacenetRecognizer(Recognizer):
         aligner: FaceAligner | None = None,
     ) -> None:
         super().__init__()
+        # find the weights first: offline without them fails fast, before any model is built
+        path = (
+            find_facenet_weights(pretrained, weights, allow_download)
+            if pretrained is not None
+            else None
+        )
         try:
             from facenet_pytorch import InceptionResnetV1
         except ImportError as e:
-            raise RecognizerError("facenet-pytorch is not installed: pip install facenet-pytorch==2.5.3") from e
+            raise RecognizerError(
+                "facenet-pytorch is not installed: pip install facenet-pytorch==2.5.3"
+            ) from e
         self.net = InceptionResnetV1(pretrained=None, classify=False)
         self.pretrained = pretrained
         self.name = f"facenet-{pretrained}" if pretrained else "facenet-random"
-        if pretrained is not None:
-            path = find_facenet_weights(pretrained, weights, allow_download)
+        if path is not None:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e:  # noqa: BLE001 - any unpickling failure
                 raise RecognizerError(f"{path} cannot be read as facenet weights: {e}") from e
+            if not isinstance(state, dict):
+                raise RecognizerError(f"{path} does not hold a state dict")
             state = {k: v for k, v in state.items() if not k.startswith("logits.")}
             try:
                 self.net.load_state_dict(state)
@@ -156,7 +172,9 @@ class FacenetRecognizer(Recognizer):
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """Chips ``(B, 3, 160, 160)``, RGB in ``[0, 1]`` -> L2-normalised ``(B, 512)``."""
         if chips.ndim != 4 or chips.shape[1] != 3:
-            raise RecognizerError(f"expected chips of shape (B, 3, 160, 160), got {tuple(chips.shape)}")
+            raise RecognizerError(
+                f"expected chips of shape (B, 3, 160, 160), got {tuple(chips.shape)}"
+            )
         return self.net((chips * 255.0 - 127.5) / 128.0)
 
     def locate(self, image: np.ndarray) -> FaceLocation:

@@ -20,10 +20,10 @@ from .. import protocol
 from ..data.lfw import LFW, Pair, open_lfw
 from .registry import embed_images, fallback_counts, find_alignments, get_recognizer
 
-__all__ = ["evaluate_uncompressed", "limit_pairs"]
+__all__ = ["LazyImages", "evaluate_uncompressed", "limit_pairs"]
 
 
-class _LazyImages(Sequence):
+class LazyImages(Sequence):
     """Images of a data set, read when indexed (keeps memory flat over 7,701 images)."""
 
     def __init__(self, lfw: LFW, names: list[str]) -> None:
@@ -46,7 +46,9 @@ def limit_pairs(pairs: list[Pair], limit: int | None) -> list[Pair]:
     if limit is None:
         return pairs
     if limit < 2:
-        raise ValueError(f"limit must be at least 2 (one matched and one mismatched pair), got {limit}")
+        raise ValueError(
+            f"limit must be at least 2 (one matched and one mismatched pair), got {limit}"
+        )
     n_same, n_diff = (limit + 1) // 2, limit // 2
     out: list[Pair] = []
     seen: dict[tuple[int, bool], int] = {}
@@ -84,7 +86,9 @@ def evaluate_uncompressed(
     if missing:
         from ..errors import DataError
 
-        raise DataError(f"{len(missing)} images of {pairs} are missing from {lfw.images}, e.g. {missing[0]}")
+        raise DataError(
+            f"{len(missing)} images of {pairs} are missing from {lfw.images}, e.g. {missing[0]}"
+        )
     rec = get_recognizer(recognizer, device=device)
     dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     rec = rec.to(dev)
@@ -93,7 +97,9 @@ def evaluate_uncompressed(
     locs = find_alignments(rec, lfw, names, cache=cache, progress=progress)
     t2 = time.perf_counter()
     thetas = np.stack([locs[n].theta for n in names])
-    emb = embed_images(rec, _LazyImages(lfw, names), thetas, batch_size=batch_size, device=dev, progress=progress)
+    emb = embed_images(
+        rec, LazyImages(lfw, names), thetas, batch_size=batch_size, device=dev, progress=progress
+    )
     t3 = time.perf_counter()
 
     index = {n: i for i, n in enumerate(names)}

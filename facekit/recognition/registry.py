@@ -48,7 +48,10 @@ def _facenet(pretrained: str) -> Callable[..., Recognizer]:
 
 _REGISTRY: dict[str, tuple[Callable[..., Recognizer], str]] = {
     "dlib-resnet": (_dlib, "dlib's face recognition ResNet v1 (128-d, Euclidean, threshold 0.6)"),
-    "facenet-vggface2": (_facenet("vggface2"), "facenet-pytorch InceptionResnetV1, VGGFace2 weights (512-d)"),
+    "facenet-vggface2": (
+        _facenet("vggface2"),
+        "facenet-pytorch InceptionResnetV1, VGGFace2 weights (512-d)",
+    ),
     "facenet-casia-webface": (
         _facenet("casia-webface"),
         "facenet-pytorch InceptionResnetV1, CASIA-WebFace weights (512-d)",
@@ -61,7 +64,9 @@ def available_recognizers() -> dict[str, str]:
     return {name: desc for name, (_, desc) in _REGISTRY.items()}
 
 
-def get_recognizer(name: str | Recognizer, device: str | torch.device | None = None, **kw: Any) -> Recognizer:
+def get_recognizer(
+    name: str | Recognizer, device: str | torch.device | None = None, **kw: Any
+) -> Recognizer:
     """Build a frozen recogniser by name (see :func:`available_recognizers`).
 
     Keyword arguments go to the recogniser's class: ``weights=`` (a file) for all,
@@ -72,7 +77,9 @@ def get_recognizer(name: str | Recognizer, device: str | torch.device | None = N
     try:
         factory, _ = _REGISTRY[name]
     except KeyError:
-        raise RecognizerError(f"unknown recogniser {name!r}; choose one of {', '.join(_REGISTRY)}") from None
+        raise RecognizerError(
+            f"unknown recogniser {name!r}; choose one of {', '.join(_REGISTRY)}"
+        ) from None
     return factory(device=device, **kw)
 
 
@@ -88,7 +95,9 @@ def _batch_images(images: Any, idx: Sequence[int], device: torch.device) -> torc
     if isinstance(images, torch.Tensor):
         x = images[list(idx)]
         if x.ndim != 4:
-            raise RecognizerError(f"an image batch must be (N, 3, H, W) or (N, H, W, 3), got {tuple(images.shape)}")
+            raise RecognizerError(
+                f"an image batch must be (N, 3, H, W) or (N, H, W, 3), got {tuple(images.shape)}"
+            )
         if x.shape[1] != 3 and x.shape[-1] == 3:
             x = x.permute(0, 3, 1, 2)
         if x.dtype == torch.uint8:
@@ -127,7 +136,9 @@ def embed_images(
     if device is not None:
         rec = rec.to(dev)
     n = len(images)
-    th = torch.as_tensor(np.asarray(thetas, dtype=np.float32) if not isinstance(thetas, torch.Tensor) else thetas)
+    th = torch.as_tensor(
+        np.asarray(thetas, dtype=np.float32) if not isinstance(thetas, torch.Tensor) else thetas
+    )
     if th.shape != (n, 2, 3):
         raise RecognizerError(f"expected {n} thetas of shape (2, 3), got {tuple(th.shape)}")
     if batch_size < 1:
