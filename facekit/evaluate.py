@@ -232,8 +232,21 @@ def make_context(
     dev = next(rec.parameters()).device
     thetas = {n: loc.theta for n, loc in find_alignments(rec, lfw, names, progress=progress).items()}
     pairs_sha = sha256_file(lfw.pairs_file(pairs))
-    data_key = hashlib.sha256(f"{lfw.images.resolve()}|{pairs_sha}|{len(names)}".encode()).hexdigest()
+    data_key = hashlib.sha256(f"{pairs_sha}|{images_digest(lfw, names)}".encode()).hexdigest()
     return Context(lfw, pair_list, names, rec, dev, thetas, batch_size, data_key, progress, end_to_end, use_cache)
+
+
+def images_digest(lfw: LFW, names: Sequence[str]) -> str:
+    """sha256 over the sorted names and the sha256 of each image file: the data's identity.
+
+    It keys the embedding cache (an edited image is never served from the cache) and is
+    recorded in the results, so results of different image sets are never merged.
+    """
+    h = hashlib.sha256()
+    for n in sorted(names):
+        h.update(n.encode())
+        h.update(bytes.fromhex(sha256_file(lfw.path(n))))
+    return h.hexdigest()
 
 
 def read_pairs_any(lfw: LFW, pairs: str) -> list[Pair]:
@@ -241,6 +254,7 @@ def read_pairs_any(lfw: LFW, pairs: str) -> list[Pair]:
 
 
 def _codec_id(codec: Codec) -> str:
+    """What identifies a codec's output: its description (library versions, weights fingerprints)."""
     d = codec.describe()
     return json.dumps({k: d[k] for k in sorted(d) if k != "settings"}, sort_keys=True, default=str)
 
@@ -294,6 +308,7 @@ def evaluate(
     if lfw.archive is not None:
         data_sha[lfw.archive.name] = sha256_file(lfw.archive)
     data_sha[pairs] = sha256_file(lfw.pairs_file(pairs))
+    data_sha["images"] = images_digest(lfw, ctx.names)
     return {
         "codecs": results,
         "recognizer": {

@@ -44,8 +44,9 @@ def _pil_decode(data: bytes, fmt: str) -> np.ndarray:
             out = np.asarray(im.convert("RGB"))
     except BitstreamError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise BitstreamError(f"{fmt}: cannot decode ({e})") from e
+    except (OSError, ValueError, SyntaxError, RuntimeError, EOFError, Image.DecompressionBombError) as e:
+        # Pillow's plugins raise several types on damaged input (AVIF: RuntimeError)
+        raise BitstreamError(f"{fmt}: cannot decode ({type(e).__name__}: {e})") from e
     return np.ascontiguousarray(out)
 
 
