@@ -499,19 +499,21 @@ def _load_store(path: Path) -> dict[str, FaceLocation]:
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            keys = [str(k) for k in z["keys"]]
-            out = {}
-            for i, k in enumerate(keys):
-                out[k] = FaceLocation(
-                    theta=z["theta"][i].astype(np.float32),
-                    matrix=z["matrix"][i],
-                    landmarks=z["landmarks"][i],
-                    box=z["box"][i],
-                    method=str(z["method"][i]),
-                    image_size=(int(z["image_size"][i][0]), int(z["image_size"][i][1])),
-                    fallback=bool(z["fallback"][i]),
-                )
-            return out
+            # read each array once (NpzFile re-reads an array at every access) and copy the rows,
+            # so no location keeps a whole array alive
+            arrays = {k: z[k] for k in ("keys", "theta", "matrix", "landmarks", "box", "method", "image_size", "fallback")}
+        out = {}
+        for i, k in enumerate(arrays["keys"]):
+            out[str(k)] = FaceLocation(
+                theta=arrays["theta"][i].astype(np.float32),
+                matrix=arrays["matrix"][i].copy(),
+                landmarks=arrays["landmarks"][i].copy(),
+                box=arrays["box"][i].copy(),
+                method=str(arrays["method"][i]),
+                image_size=(int(arrays["image_size"][i][0]), int(arrays["image_size"][i][1])),
+                fallback=bool(arrays["fallback"][i]),
+            )
+        return out
     except (OSError, KeyError, ValueError):
         return {}  # a damaged cache is recomputed, never trusted
 
