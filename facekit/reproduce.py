@@ -48,9 +48,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "full": {
         "*": {"quick": False, "device": "auto"},
-        "02_train_on_gpu": {"steps": 20000, "batch_size": 16, "n_train_images": None},
-        "03_joint_finetune": {"steps": 5000, "batch_size": 16, "n_train_images": None},
-        "04_codec_comparison": {"per_fold": None, "use_saved": False},
+        "02_train_on_gpu": {"steps": 20000, "batch_size": 32, "crop": 128, "lr": 5e-4,
+                            "n_train_images": None, "chunks": 40},
+        "03_joint_finetune": {"steps": 5000, "batch_size": 16, "n_train_images": None,
+                              "n_test_images": 8},
+        "04_codec_comparison": {"per_fold": None, "sweep": None, "use_saved": False},
         "05_interactive_explorer": {"n_images": 12},
     },
 }

@@ -81,6 +81,9 @@ class TrainConfig:
     jitter: float = 0.1
     #: overrides of the rate point's fields (e.g. {"dec_widths": [16, 8]} for tests)
     arch: dict[str, Any] = field(default_factory=dict)
+    #: start from these weights (a run's model.pt or a shipped weights file), e.g. for
+    #: phase two (joint training with an identity term) from the distortion weights
+    init: str | None = None
 
     def rate_point(self) -> RatePoint:
         rp = get_rate_point(self.rate)
@@ -317,6 +320,19 @@ def _write_history(out: Path, rows: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- training
 
 
+def _load_init(model: FaceCodecNet, path: str) -> None:
+    """Initialise from a run's ``model.pt`` or a shipped weights file of the same rate point."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        rp = RatePoint.from_dict(blob["rate_point"])
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise TrainingError(f"--init {path} cannot be read as facekit weights: {e}") from e
+    if rp != model.rate_point:
+        raise TrainingError(f"--init {path} holds rate point {rp.name} with another architecture than {model.rate_point.name}")
+    model.load_state_dict(sd)
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -376,7 +392,10 @@ def train(
 
     seed_everything(cfg.seed)
     rp = cfg.rate_point()
-    model = FaceCodecNet(rp).to(dev)
+    model = FaceCodecNet(rp)
+    if cfg.init and not resume:
+        _load_init(model, cfg.init)
+    model = model.to(dev)
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
@@ -532,3 +551,157 @@ def export_weights(model_file: str | os.PathLike[str], dest: str | os.PathLike[s
     model = FaceCodecNet(RatePoint.from_dict(blob["rate_point"]))
     model.load_state_dict(blob["state_dict"])
     return save_weights(model, Path(dest), half=half)
+
+
+def install_run(
+    run_dir: str | os.PathLike[str],
+    variant: str = "mse",
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    data_note: str | None = None,
+) -> dict[str, Any]:
+    """Ship a finished run: float16 weights plus a manifest entry saying how they were made.
+
+    The entry records the training data, steps, batch, crop, seed, hardware and time,
+    and the bpp (whole containers) and PSNR of the shipped weights on the run's
+    held-out validation images (re-loaded from LFW's split under ``root``).
+    """
+    from .codecs.learned import LearnedCodec, install_weights
+
+    run = Path(run_dir)
+    summary = json.loads((run / "summary.json").read_text())
+    if not summary.get("finished"):
+        raise TrainingError(f"run {run} has not finished ({summary.get('steps_done')}/{summary.get('steps')} steps)")
+    blob = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
+    model = FaceCodecNet(RatePoint.from_dict(blob["rate_point"]))
+    model.load_state_dict(blob["state_dict"])
+    cfg = summary["config"]
+    training = {
+        "data": data_note
+        or "LFW deep-funneled, identity-disjoint split (people in no pair of pairs.txt), minus the held-out images",
+        "train_images": summary["train_images"],
+        "held_out_images": summary["val_images"],
+        "steps": summary["steps"],
+        "batch_size": cfg["batch_size"],
+        "crop": cfg["crop"],
+        "augmentation": f"random {cfg['crop']}x{cfg['crop']} crops, horizontal flips, colour jitter +-{cfg['jitter']}",
+        "loss": cfg["loss"],
+        "optimizer": f"Adam lr {cfg['lr']}, {cfg['warmup']} warm-up steps, cosine to {cfg['min_lr_ratio']}x, grad clip {cfg['grad_clip']}",
+        "seed": summary["seed"],
+        "hardware": summary["hardware"],
+        "device": summary["device"],
+        "world_size": summary["world_size"],
+        "train_time_s": round(summary["train_time_s"], 1),
+        "torch": summary["torch"],
+        "command": (
+            f"facekit train --rate {cfg['rate']} --steps {cfg['steps']} --batch-size {cfg['batch_size']} "
+            f"--crop {cfg['crop']} --lr {cfg['lr']} --seed {cfg['seed']} --threads 1 --device cpu --out RUN"
+        ),
+        "params": summary["params"],
+    }
+    entry = install_weights(model, variant, folder=folder, info={"training": training})
+    # measure the shipped (float16) weights through the codec: whole container bytes
+    codec = LearnedCodec(variant, folder=folder)
+    from .data.lfw import open_lfw
+
+    lfw = open_lfw(root)
+    imgs = [lfw.load(n) for n in summary["val_images"]]
+    rate = model.rate_point.name
+    bpps, ps = [], []
+    for im in imgs:
+        data = codec.encode(im, rate)
+        out = codec.decode(data)
+        bpps.append(8.0 * len(data) / (im.shape[0] * im.shape[1]))
+        err = np.mean((out.astype(np.float64) - im.astype(np.float64)) ** 2)
+        ps.append(10 * np.log10(255.0**2 / max(err, 1e-12)))
+    metrics = {
+        "held_out_split": {"images": len(imgs), "bpp": round(float(np.mean(bpps)), 5), "psnr": round(float(np.mean(ps)), 3)}
+    }
+    update_manifest(variant, rate, {"metrics": metrics}, folder=folder)
+    entry["metrics"] = metrics
+    return entry
+
+
+def update_manifest(variant: str, rate: str, fields: dict[str, Any], *, folder: str | os.PathLike[str] | None = None) -> None:
+    """Merge ``fields`` into a manifest entry (dicts merged one level deep); atomic rewrite."""
+    from .codecs.learned import MANIFEST, model_name, read_manifest, weights_dir
+
+    folder = Path(folder or weights_dir())
+    manifest = read_manifest(folder)
+    entry = manifest["models"][model_name(variant, rate)]
+    for k, v in fields.items():
+        if isinstance(v, dict) and isinstance(entry.get(k), dict):
+            entry[k] = {**entry[k], **v}
+        else:
+            entry[k] = v
+    _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+
+
+def fit_prior(
+    variant: str,
+    rate: str,
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    images: Sequence[np.ndarray] | None = None,
+    names: Sequence[str] | None = None,
+    batch: int = 16,
+) -> dict[str, Any]:
+    """Fit the context prior of shipped weights on their training images and install it.
+
+    The codes of the training images (the identity-disjoint LFW split minus the weights'
+    held-out images, or ``images`` given directly) are counted into a
+    :class:`~facekit.models.quantizer.ContextPrior`; it is saved beside the weights.
+    """
+    from .codecs.learned import install_prior, load_model, read_manifest
+    from .models.quantizer import ContextPrior
+
+    model, entry = load_model(variant, rate, folder=folder)
+    if images is None:
+        images, names = load_split(root)
+    names = list(names) if names is not None else [str(i) for i in range(len(images))]
+    held = set(entry.get("training", {}).get("held_out_images", []))
+    train_imgs = [im for im, n in zip(images, names, strict=True) if n not in held]
+    if not train_imgs:
+        raise TrainingError("no images to fit the prior on")
+    t0 = time.time()
+    codes: list[np.ndarray] = []
+    by_size: dict[tuple[int, int], list[np.ndarray]] = {}
+    for im in train_imgs:
+        by_size.setdefault(im.shape[:2], []).append(im)
+    for group in by_size.values():
+        for i in range(0, len(group), batch):
+            x = torch.from_numpy(np.stack(group[i : i + batch])).permute(0, 3, 1, 2).float().div(255)
+            codes.extend(model.codes(x).numpy())
+    prior = ContextPrior.fit(codes, model.rate_point.bits)
+    info = {
+        "fitted_on": f"codes of {len(codes)} training images (the weights' training set, held-out images excluded)",
+        "alpha": prior.alpha,
+        "fit_time_s": round(time.time() - t0, 1),
+    }
+    meta = install_prior(prior, variant, rate, folder=folder, info=info)
+    assert read_manifest(folder)["models"][f"{variant}-{rate}"]["prior"]["sha256"] == meta["sha256"]
+    return meta
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m facekit.train", description="ship finished runs as facekit weights")
+    ap.add_argument("command", choices=["install", "prior"])
+    ap.add_argument("runs", nargs="+", help="install: run folders (model.pt, summary.json); prior: rate points")
+    ap.add_argument("--variant", default="mse", choices=["mse", "joint"])
+    ap.add_argument("--folder", default=None, help="weights folder (default facekit/weights)")
+    ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
+    a = ap.parse_args()
+    if a.command == "prior":
+        imgs, nms = load_split(a.root)
+        for r in a.runs:
+            m = fit_prior(a.variant, r, folder=a.folder, images=imgs, names=nms)
+            print(json.dumps({"rate": r, **m}), file=sys.stderr)
+    else:
+        for r in a.runs:
+            e = install_run(r, a.variant, folder=a.folder, root=a.root)
+            print(json.dumps({"file": e["file"], "bytes": e["bytes"], **e["metrics"]}), file=sys.stderr)

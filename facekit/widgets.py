@@ -229,7 +229,13 @@ class Explorer:
         if name not in self._embeddings:
             image = self.load(name)
             try:
-                theta = self.recognizer.find_transform(image)
+                if self._lfw is not None:
+                    # as the evaluation does: located once on the original file, cached on disk
+                    from .recognition import find_transforms
+
+                    theta = find_transforms(self.recognizer, self._lfw, [name])[name]
+                else:
+                    theta = self.recognizer.find_transform(image)
                 if theta is None:
                     raise FacekitError("no face found")
                 theta = np.asarray(theta, np.float32)

@@ -145,7 +145,7 @@ stages = [
     ("compression\\nnetwork\\n(strided convs)", "#cfe2ff"),
     ("quantiser\\n$q=\\\\mathrm{round}(y\\\\cdot(2^b-1))$", "#ffe8a3"),
     ("compact\\nrepresentation\\n→ PNG (lossless)", "#ffd3b6"),
-    ("reconstruction\\nnetwork\\n(residual, ×2 upsampling)", "#cfe2ff"),
+    ("reconstruction\\nnetwork (residual,\\n×2 upsampling)", "#cfe2ff"),
     ("$\\\\hat{x}$ → face\\nrecogniser\\n(dlib ResNet)", "#d4f4dd"),
 ]
 w, gap = 1.8, 0.4
@@ -209,7 +209,7 @@ Rounding has no useful gradient, so in training the gradient passes *straight th
 """),
         code("""
 quantizer = model.quantizer
-y = torch.linspace(0, 1, 7, requires_grad=True)
+y = torch.linspace(0.05, 0.95, 7, requires_grad=True)
 quantizer.train()
 y_hat = quantizer(y)
 y_hat.sum().backward()
@@ -339,6 +339,7 @@ rate_point = "q3"
 steps = 24             # training steps (full preset: 20000)
 batch_size = 4         # crops per step (full: 16 or more)
 crop = 96              # training crop size in pixels (the default of facekit train is 128)
+lr = 2e-3              # a high rate for a short run (full preset and facekit train: 5e-4)
 n_train_images = 24    # None: the whole identity-disjoint split (1,549 faces)
 chunks = 4             # the live plot is redrawn after each chunk of steps
 seed = 0
@@ -387,8 +388,8 @@ from facekit.train import TrainConfig, train
 run_dir = rec.dir / f"run_{rate_point}"
 chunk = max(1, -(-steps // chunks))
 cfg = TrainConfig(
-    rate=rate_point, steps=steps, batch_size=batch_size, crop=crop, seed=seed,
-    warmup=min(50, max(1, steps // 10)), log_every=max(1, min(20, chunk)), checkpoint_every=chunk,
+    rate=rate_point, steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
+    warmup=min(50, max(1, steps // 10)), log_every=max(1, min(20, steps // 24)), checkpoint_every=chunk,
     val_every=steps, val_images=2 if quick else 16,
 )
 print(cfg)
@@ -412,8 +413,12 @@ while done < steps:
     hist = read_history()
     for ax, key, label in ((ax_loss, "loss", "loss (MSE)"), (ax_psnr, "psnr", "training PSNR (dB)")):
         ax.clear()
-        ax.plot([r["step"] for r in hist], [r[key] for r in hist], "o-", ms=3)
+        x, y = [r["step"] for r in hist], np.array([r[key] for r in hist])
+        ax.plot(x, y, "o", ms=3, alpha=0.4, label="batch")
+        k = max(1, len(y) // 8)
+        ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), "-", lw=2, label=f"mean of {k}")
         ax.set(xlabel="step", ylabel=label)
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     if ax_loss.lines and min(r["loss"] for r in hist) > 0:
         ax_loss.set_yscale("log")
@@ -443,9 +448,14 @@ trained = FaceCodecNet(RatePoint.from_dict(blob["rate_point"]))
 trained.load_state_dict(blob["state_dict"])
 trained.eval().to(device)
 
-shipped = get_codec("facekit-mse", device=device)
+try:
+    shipped = get_codec("facekit-mse", device=device)
+except facekit.FacekitError as e:  # e.g. an installation without the shipped weights
+    shipped = None
+    print(f"no shipped weights to compare with: {e}")
 val_names = summary["val_images"] or names[:2]
-fig, axes = plt.subplots(len(val_names), 3, figsize=(9, 3.1 * len(val_names)), squeeze=False)
+cols = 3 if shipped else 2
+fig, axes = plt.subplots(len(val_names), cols, figsize=(3 * cols, 3.1 * len(val_names)), squeeze=False)
 results = []
 for row, n in zip(axes, val_names):
     img = lfw.load(n)
@@ -453,15 +463,15 @@ for row, n in zip(axes, val_names):
     enc = trained.compress(x)
     out = trained.decompress(enc["strings"], enc["shape"])["x_hat"][0]
     mine = (out.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-    data = shipped.encode(img, rate_point)
-    ref = shipped.decode(data)
-    r = {"image": n, "trained_bpp": bits_per_pixel(enc["strings"][0], *img.shape[:2]),
-         "trained_psnr": psnr(img, mine), "shipped_bpp": bits_per_pixel(data, *img.shape[:2]),
-         "shipped_psnr": psnr(img, ref)}
+    r = {"image": n, "trained_bpp": bits_per_pixel(enc["strings"][0], *img.shape[:2]), "trained_psnr": psnr(img, mine)}
+    panels = [(img, "original"), (mine, f"{steps} steps here\\n{r['trained_bpp']:.3f} bpp, {r['trained_psnr']:.1f} dB")]
+    if shipped:
+        data = shipped.encode(img, rate_point)
+        ref = shipped.decode(data)
+        r.update(shipped_bpp=bits_per_pixel(data, *img.shape[:2]), shipped_psnr=psnr(img, ref))
+        panels.append((ref, f"shipped weights\\n{r['shipped_bpp']:.3f} bpp, {r['shipped_psnr']:.1f} dB"))
     results.append(r)
-    for ax, im, title in ((row[0], img, "original"),
-                          (row[1], mine, f"{steps} steps here\\n{r['trained_bpp']:.3f} bpp, {r['trained_psnr']:.1f} dB"),
-                          (row[2], ref, f"shipped weights\\n{r['shipped_bpp']:.3f} bpp, {r['shipped_psnr']:.1f} dB")):
+    for ax, (im, title) in zip(row, panels):
         ax.imshow(im)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
@@ -469,8 +479,10 @@ fig.tight_layout()
 rec.figure(fig, "reconstructions.png")
 plt.show()
 hist = read_history()
+q = max(1, len(hist) // 4)  # mean loss over the first and the last quarter of the logged steps
 rec.update(rate_point=rate_point, steps=steps, device=device, train_time_s=summary["train_time_s"],
-           first_loss=hist[0]["loss"], final_loss=hist[-1]["loss"], images_per_s=hist[-1]["images_per_s"],
+           loss_start=float(np.mean([r["loss"] for r in hist[:q]])),
+           loss_end=float(np.mean([r["loss"] for r in hist[-q:]])), images_per_s=hist[-1]["images_per_s"],
            val_psnr=summary.get("val_psnr"), val_png_bpp=summary.get("val_png_bpp"),
            checkpoint=str(run_dir / "checkpoint.pt"), reconstructions=results)
 """),
@@ -501,13 +513,19 @@ is also passed through a frozen face recogniser and the loss gains an **identity
 the distance between the embeddings of the original and of its reconstruction:
 
 $$L = \\lambda_{\\mathrm{mse}}\\,\\lVert x - \\hat x\\rVert^2 + \\lambda_{\\mathrm{id}}\\,
-d\\big(f(\\mathrm{align}(x)),\\, f(\\mathrm{align}(\\hat x))\\big)$$
+\\big\\lVert f(\\mathrm{align}(x, T)) - f(\\mathrm{align}(\\hat x, T))\\big\\rVert^2$$
 
-Both images are aligned with the transform found on the *original* (a differentiable
-`grid_sample`), so the gradient reaches the codec through the recogniser. The recogniser
-is dlib's face ResNet, ported to PyTorch by facekit. Raising $\\lambda_{\\mathrm{id}}$
-trades PSNR for identity: the reconstruction may look a little less like the pixels of
-the original, but more like the same person to the recogniser.
+Both images are aligned with the transform $T$ found on the *original* (a differentiable
+`grid_sample`), so the gradient reaches the codec through the recogniser, which stays
+frozen so that the evaluation judges the codec alone. The recogniser is dlib's face
+ResNet, ported to PyTorch by facekit. Raising $\\lambda_{\\mathrm{id}}$ trades PSNR for
+identity: the reconstruction may match the pixels of the original a little less, but
+looks more like the same person to the recogniser.
+
+`facekit.joint.finetune_joint` does the work (the same loop as `facekit joint`). The quick
+setting fine-tunes for a handful of steps on a few faces at a few identity weights, which
+shows the mechanics, not the final effect; the shipped `facekit-joint` weights (when this
+installation has them) show the effect of a full run.
 """),
         code("""
 # Parameters (papermill and `facekit reproduce` set these)
@@ -515,10 +533,11 @@ lfw_root = None        # LFW folder or archive; None: $FACEKIT_LFW
 device = "auto"
 rate_point = "q2"      # a low rate, where identity suffers most
 recognizer = "dlib-resnet"
-lambdas = [0.0, 0.05, 0.2]   # identity-term weights to compare
-steps = 6              # fine-tuning steps per weight (full preset: 5000)
-batch_size = 2
-n_train_images = 8     # None: the whole identity-disjoint split
+lambdas = [0.0, 0.05, 0.5]   # identity-term weights to compare (0: distortion only, same steps)
+steps = 8              # fine-tuning steps per weight (full preset: 5000)
+batch_size = 2         # whole 250x250 faces per step (full: 16)
+lr = 5e-4              # a high rate for a short run (facekit joint: 1e-4)
+n_train_images = 10    # from the identity-disjoint split, the last 2 held out; None: all of it
 n_test_images = 4      # faces from pairs.txt to show before/after
 seed = 0
 quick = True
@@ -530,7 +549,8 @@ out_dir = "nb_out"
 ## The recogniser and the test faces
 
 The transforms (landmarks, then the similarity transform to dlib's 150×150 chip) are
-found once on the originals and cached.
+found once on the originals and cached. The test faces come from `pairs.txt`: people the
+codec was never trained on.
 """),
         code("""
 from facekit.data import open_lfw
@@ -540,7 +560,7 @@ from facekit.widgets import pick_images
 lfw = open_lfw(lfw_root)
 rec_net = get_recognizer(recognizer, device=device)
 test_names = pick_images(lfw, n_test_images)
-thetas = find_transforms(rec_net, lfw, test_names, progress=False)
+thetas = find_transforms(rec_net, lfw, test_names)
 test_images = [lfw.load(n) for n in test_names]
 print(f"{rec_net.name}: {rec_net.distance} distance, same-person threshold {rec_net.threshold}")
 print("test faces:", test_names)
@@ -565,10 +585,14 @@ def embed(images, names):
         return rec_net.embed(x, th).float().cpu().numpy()
 
 
+original_embeddings = embed(test_images, test_names)
+
+
 def measure(codec, setting):
+    \"\"\"Mean bpp (whole files), PSNR and identity distance of the test faces through a codec.\"\"\"
     datas = [codec.encode(im, setting) for im in test_images]
     recons = [codec.decode(d) for d in datas]
-    dist = pair_distances(embed(test_images, test_names), embed(recons, test_names), rec_net.distance)
+    dist = pair_distances(original_embeddings, embed(recons, test_names), rec_net.distance)
     return recons, {
         "bpp": float(np.mean([bits_per_pixel(d, *im.shape[:2]) for d, im in zip(datas, test_images)])),
         "psnr": float(np.mean([psnr(a, b) for a, b in zip(test_images, recons)])),
@@ -583,52 +607,80 @@ print(f"facekit-mse {rate_point}: {before['bpp']:.3f} bpp, {before['psnr']:.2f} 
 rec.update(rate_point=rate_point, before=before, threshold=rec_net.threshold)
 """),
         md("""
-## Joint fine-tuning
+## The shipped jointly trained codec
 
-For each identity weight $\\lambda_{\\mathrm{id}}$ the distortion-trained model is
-fine-tuned for a few steps with the joint loss (the library's training loop, started from
-the shipped distortion weights), then measured on the same test faces.
+When this installation ships `facekit-joint` weights (fine-tuned from the distortion
+weights of each rate point for the full run), the same faces through them:
 """),
         code("""
-import facekit.train as ft
+try:
+    joint_codec = get_codec("facekit-joint", device=device)
+    if rate_point not in joint_codec.settings:
+        raise facekit.FacekitError(f"no joint weights for {rate_point} (has {', '.join(joint_codec.settings)})")
+    shipped_recons, shipped = measure(joint_codec, rate_point)
+    print(f"facekit-joint {rate_point}: {shipped['bpp']:.3f} bpp, {shipped['psnr']:.2f} dB, "
+          f"mean identity distance {shipped['identity_distance']:.3f}")
+except facekit.FacekitError as e:
+    joint_codec, shipped_recons, shipped = None, None, None
+    print(f"no shipped joint weights here: {e}")
+rec.update(shipped_joint=shipped)
+"""),
+        md("""
+## Joint fine-tuning, live
 
-joint_api = getattr(ft, "finetune_joint", None)
+For each identity weight, the distortion weights of the rate point are fine-tuned with the
+joint loss on whole faces of the identity-disjoint split (with their transforms; flips
+mirror the transform too), then installed as a `joint` model in the run folder and
+measured through the codec on the same test faces. $\\lambda_{\\mathrm{id}} = 0$ is the
+control: the same steps with the distortion term alone.
+"""),
+        code("""
+import copy
+
+from facekit.codecs.learned import install_weights
+from facekit.data import identity_disjoint_split
+from facekit.joint import AlignedImageSet, JointConfig, finetune_joint
+
+split = identity_disjoint_split(lfw)
+train_names = sorted(n for imgs in split.values() for n in imgs)[: n_train_images or None]
+train_thetas = find_transforms(rec_net, lfw, train_names)
+data = AlignedImageSet([rec_net.read_original(lfw.path(n)) for n in train_names],
+                       [train_thetas[n] for n in train_names], train_names)
+print(f"fine-tuning on {len(train_names)} faces (the last {min(2, len(train_names) - 1)} held out)")
+
 runs = {}
-if joint_api is None:
-    print("joint fine-tuning is not in this version of facekit.train yet: showing the distortion-only codec")
-else:
-    from facekit.data import identity_disjoint_split
-
-    split = identity_disjoint_split(lfw)
-    names = sorted(n for imgs in split.values() for n in imgs)[: n_train_images or None]
-    for lam in lambdas:
-        run_dir = rec.dir / f"joint_{rate_point}_lambda{lam:g}"
-        summary = joint_api(
-            rate=rate_point, out_dir=run_dir, lambda_id=lam, steps=steps, batch_size=batch_size,
-            root=lfw_root, names=names, recognizer=rec_net, device=device, seed=seed, verbose=False,
-        )
-        codec = get_codec("facekit-joint", device=device, weights=run_dir / "model.pt")
-        recons, m = measure(codec, rate_point)
-        runs[lam] = (recons, m)
-        print(f"lambda_id {lam:g}: {m['bpp']:.3f} bpp, {m['psnr']:.2f} dB, identity distance {m['identity_distance']:.3f}")
-rec.update(joint_available=joint_api is not None,
-           runs={f"{lam:g}": m for lam, (_, m) in runs.items()})
+for lam in lambdas:
+    cfg = JointConfig(rate=rate_point, steps=steps, batch_size=batch_size, lr=lr, lambda_id=lam, seed=seed,
+                      recognizer=recognizer, log_every=max(1, steps // 8), checkpoint_every=steps,
+                      val_images=min(2, len(train_names) - 1))
+    run_dir = rec.dir / f"joint_{rate_point}_lambda{lam:g}"
+    model = copy.deepcopy(mse_codec.model(rate_point))  # start from the distortion weights
+    summary = finetune_joint(cfg, model, run_dir, data, recognizer=rec_net, device=device, verbose=False)
+    install_weights(model.cpu(), "joint", folder=run_dir / "weights")
+    recons, m = measure(get_codec("facekit-joint", device=device, folder=run_dir / "weights"), rate_point)
+    m["train_time_s"] = summary["train_time_s"]
+    runs[lam] = (recons, m)
+    print(f"λ_id {lam:g}: {m['bpp']:.3f} bpp, {m['psnr']:.2f} dB, identity distance {m['identity_distance']:.3f} "
+          f"({summary['train_time_s']:.0f} s)")
+rec.update(steps=steps, runs={f"{lam:g}": m for lam, (_, m) in runs.items()})
 """),
         md("""
 ## Before and after
 """),
         code("""
-columns = [("distortion only", before_recons, before["distances"])]
-columns += [(f"λ_id = {lam:g}", r, m["distances"]) for lam, (r, m) in runs.items()]
-fig, axes = plt.subplots(len(test_names), 1 + len(columns), figsize=(2.6 * (1 + len(columns)), 2.8 * len(test_names)),
-                         squeeze=False)
-for i, row in enumerate(axes):
-    row[0].imshow(test_images[i])
-    row[0].set_title(test_names[i].split("/")[0].replace("_", " "), fontsize=8)
-    for ax, (title, recons, dists) in zip(row[1:], columns):
-        ax.imshow(recons[i])
+variants = [("distortion only", before_recons, before["distances"])]
+if shipped:
+    variants.append(("shipped joint", shipped_recons, shipped["distances"]))
+variants += [(f"{steps} steps, λ_id={lam:g}", r, m["distances"]) for lam, (r, m) in runs.items()]
+n = len(test_names)
+fig, axes = plt.subplots(1 + len(variants), n, figsize=(2.6 * n, 2.9 * (1 + len(variants))), squeeze=False)
+for i in range(n):
+    axes[0, i].imshow(test_images[i])
+    axes[0, i].set_title(f"{test_names[i].split('/')[0].replace('_', ' ')}\\noriginal", fontsize=8)
+    for row, (title, recons, dists) in zip(axes[1:], variants):
+        row[i].imshow(recons[i])
         verdict = "same" if dists[i] <= rec_net.threshold else "DIFFERENT"
-        ax.set_title(f"{title}\\nd = {dists[i]:.3f} ({verdict})", fontsize=8)
+        row[i].set_title(f"{title}\\nd = {dists[i]:.3f} ({verdict})", fontsize=8)
 for ax in axes.flat:
     ax.set_axis_off()
 fig.tight_layout()
@@ -638,39 +690,43 @@ plt.show()
         md("""
 ## The trade-off: PSNR against identity distance
 
-Each point is one codec setting. Across the rate points of the distortion-only codec,
-both PSNR and identity improve with the rate; at one rate point, the identity weight moves
-the codec along a different axis: lower identity distance for some PSNR.
+Each point is one codec setting. Across the rate points of the distortion-only codec
+both PSNR and identity improve with the rate; at one rate point the identity weight moves
+the codec along another axis: lower identity distance for some PSNR.
 """),
         code("""
-sweep = {}
-for s in mse_codec.settings:
-    _, m = measure(mse_codec, s)
-    sweep[s] = m
-fig, ax = plt.subplots(figsize=(6.5, 4.2))
-ax.plot([m["psnr"] for m in sweep.values()], [m["identity_distance"] for m in sweep.values()], "D--",
-        color="tab:blue", label="facekit-mse, rate points")
-for s, m in sweep.items():
-    ax.annotate(f"{s} ({m['bpp']:.2f} bpp)", (m["psnr"], m["identity_distance"]), fontsize=8,
-                xytext=(4, 4), textcoords="offset points")
+def sweep_codec(codec):
+    return {s: measure(codec, s)[1] for s in codec.settings}
+
+
+sweeps = {"facekit-mse": sweep_codec(mse_codec)}
+if joint_codec is not None:
+    sweeps["facekit-joint"] = sweep_codec(joint_codec)
+fig, ax = plt.subplots(figsize=(7, 4.5))
+for (label, sw), style in zip(sweeps.items(), ("D--", "D-")):
+    ax.plot([m["psnr"] for m in sw.values()], [m["identity_distance"] for m in sw.values()], style,
+            color="tab:blue", lw=1.5 if style == "D--" else 2.5, label=f"{label}, rate points")
+    for s, m in sw.items():
+        ax.annotate(f"{s} ({m['bpp']:.2f} bpp)", (m["psnr"], m["identity_distance"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
 for lam, (_, m) in runs.items():
-    ax.plot(m["psnr"], m["identity_distance"], "o", ms=8, label=f"joint {rate_point}, λ_id={lam:g}")
+    ax.plot(m["psnr"], m["identity_distance"], "o", ms=8, label=f"{rate_point}, {steps} steps, λ_id={lam:g}")
 ax.axhline(rec_net.threshold, color="gray", ls=":", label=f"same-person threshold {rec_net.threshold}")
 ax.set(xlabel="PSNR (dB)", ylabel=f"identity distance ({rec_net.distance})",
-       title=f"PSNR vs identity on {len(test_names)} LFW test faces")
+       title=f"PSNR against identity on {len(test_names)} LFW test faces")
 ax.grid(alpha=0.3)
-ax.legend(fontsize=8)
+ax.legend(fontsize=7)
 rec.figure(fig, "tradeoff.png")
 plt.show()
-rec.update(mse_sweep={str(s): m for s, m in sweep.items()})
+rec.update(sweeps={k: {str(s): m for s, m in v.items()} for k, v in sweeps.items()})
 """),
-        code("""
-if not runs:
-    display(Markdown(
-        "**Pending.** The joint fine-tuning entry point of `facekit.train` is not in this version yet, "
-        "so this notebook shows the identity term on the distortion-only codec. Once it lands, the same "
-        "cells fine-tune at each `lambdas` value and add the joint points to the figures above."
-    ))
+        md("""
+A real run is one command per rate point (GPU recommended; `--install` ships the result
+as the `facekit-joint` weights, with how it was made recorded in the manifest):
+
+```bash
+facekit joint --rate q2 --steps 5000 --batch-size 16 --lambda-id 0.02 --out runs/joint-q2 --install
+```
 """),
     ]
 
@@ -689,23 +745,25 @@ decoded, aligned with the transform found on its original, embedded by the recog
 and the pairs are scored with thresholds chosen on the other folds.
 `facekit.evaluate.evaluate` does all of it, caching embeddings so reruns are quick.
 
-The quick setting uses a few pairs per fold and three settings per codec; the full preset
-uses all 6,000 pairs and every codec's sweep. With `use_saved=True` the notebook reads the
-committed full-LFW results (`results/rate_accuracy.json`) instead of computing.
+The quick setting uses 4 pairs per fold (40 pairs: the accuracies are rough, a few points
+either way) and two or three settings per codec, so that it runs in a couple of minutes on
+a laptop CPU; the full preset uses all 6,000 pairs and every codec's sweep. With
+`use_saved=True` the notebook reads the committed full-LFW results
+(`results/rate_accuracy.json`) instead of computing.
 """),
         code("""
 # Parameters (papermill and `facekit reproduce` set these)
 lfw_root = None         # LFW folder or archive; None: $FACEKIT_LFW
 device = "auto"
-per_fold = 10           # pairs per fold (half matched); None: all 600 of each fold
+per_fold = 4            # pairs per fold (half matched): 40 pairs in all; None: all 600 of each fold
 sweep = {               # codec -> settings; None: every available codec with its default sweep
     "uncompressed": [None],
     "facekit-mse": ["q1", "q3", "q5"],
     "facekit-joint": ["q1", "q3", "q5"],
-    "jpeg": [3, 12, 50],
-    "jpeg2000": [0.05, 0.2, 0.6],
-    "webp": [0, 30, 70],
-    "avif": [0, 30, 60],
+    "jpeg": [3, 20],
+    "jpeg2000": [0.05, 0.25],
+    "webp": [0, 40],
+    "avif": [0, 40],
 }
 use_saved = False       # read saved_results instead of evaluating
 saved_results = None    # None: results/rate_accuracy.json of the checkout
@@ -773,9 +831,10 @@ rec.update(n_pairs=prot["n_pairs"], per_fold=prot["per_fold"], source="saved" if
         md("""
 ## Side by side at equal bits per pixel
 
-One face, each codec's setting searched so that its rate lands at (or just under) the
-target on *this* image (`facekit.codecs.search_setting`); a crop around the eyes and
-mouth, enlarged.
+One face, each codec's setting searched so that its rate lands at (or just under)
+`target_bpp` on *this* image (`facekit.codecs.search_setting`; the learned codec has only
+its rate points, so it takes the highest one under the target); a crop around the eyes
+and mouth, enlarged.
 """),
         code("""
 from facekit.codecs import get_codec, search_setting
@@ -796,13 +855,12 @@ for name in names:
 y0, x0, s = 70, 65, 120  # the face's centre on deep-funneled LFW
 fig, axes = plt.subplots(1, len(crops) + 1, figsize=(2.7 * (len(crops) + 1), 3.2))
 axes[0].imshow(face[y0:y0 + s, x0:x0 + s])
-axes[0].set_title("original", fontsize=9)
+axes[0].set_title(f"original\\n{face_name.split('/')[0]}", fontsize=9)
 for ax, (name, (out, setting, bpp, p)) in zip(axes[1:], crops.items()):
     ax.imshow(out[y0:y0 + s, x0:x0 + s])
     ax.set_title(f"{name} ({setting})\\n{bpp:.3f} bpp, {p:.1f} dB", fontsize=9)
 for ax in axes:
     ax.set_axis_off()
-fig.suptitle(f"{face_name} at ≤ {target_bpp} bpp", fontsize=10)
 fig.tight_layout()
 rec.figure(fig, "equal_bpp.png")
 plt.show()

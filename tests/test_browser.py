@@ -66,6 +66,10 @@ def lab(lfw_root, tmp_path_factory):
     root.mkdir()
     shutil.copyfile(NOTEBOOK, root / NOTEBOOK.name)
     port, token = _free_port(), secrets.token_hex(16)
+    # no "Jupyter news?" toast over the screenshots
+    notif = tmp / "settings" / "@jupyterlab" / "apputils-extension"
+    notif.mkdir(parents=True)
+    (notif / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     env = {
         **os.environ,
         "FACEKIT_LFW": str(lfw_root),

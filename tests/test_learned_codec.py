@@ -103,7 +103,7 @@ def test_rejects_foreign_and_damaged_bytes(weights, smooth_image):
         LearnedCodec("mse", folder=other).decode(data)
     # a container whose PNG disagrees with its header (size swapped, CRC re-sealed)
     c = container.parse(data)
-    forged = container.pack(c.model, mse._load("q1")[1]["fingerprint"], 250, 250, c.payload)
+    forged = container.pack(c.model, mse._load("q1")["fingerprint"], 250, 250, c.payload)
     with pytest.raises(BitstreamError, match="promises"):
         mse.decode(forged)
     with pytest.raises(ImageError):
@@ -243,3 +243,56 @@ def test_manifest_json_is_valid():
     if path.exists():
         data = json.loads(path.read_text())
         assert isinstance(data["models"], dict)
+
+
+# --------------------------------------------------------------------------- entropy variant
+
+
+@pytest.fixture
+def weights_with_prior(weights, smooth_image) -> Path:
+    from facekit.train import fit_prior
+
+    rng = np.random.default_rng(0)
+    imgs = [np.clip(smooth_image.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8) for _ in range(6)]
+    for rate in ("q1", "q3"):
+        fit_prior("mse", rate, folder=weights, images=imgs)
+    return weights
+
+
+def test_entropy_variant_decodes_the_same_integers(weights_with_prior, smooth_image):
+    png = LearnedCodec("mse", folder=weights_with_prior)
+    ent = LearnedCodec("mse", folder=weights_with_prior, entropy=True)
+    assert ent.name == "facekit-mse-entropy" and ent.settings == ("q1", "q3")
+    for rate in ent.settings:
+        d_ent, d_png = ent.encode(smooth_image, rate), png.encode(smooth_image, rate)
+        assert container.parse(d_ent).model == f"mse-{rate}-ctx"
+        assert np.array_equal(ent.decode(d_ent), png.decode(d_png))
+        with pytest.raises(BitstreamError, match="facekit-mse-entropy"):
+            png.decode(d_ent)
+        with pytest.raises(BitstreamError, match="decode it with facekit-mse\\)"):
+            ent.decode(d_png)
+    from facekit.codecs import get_codec
+
+    assert get_codec("facekit-mse-entropy", folder=weights_with_prior).name == "facekit-mse-entropy"
+
+
+def test_entropy_variant_refuses_tampered_prior(weights_with_prior, smooth_image):
+    path = weights_with_prior / "mse-q1-ctx.pt"
+    raw = bytearray(path.read_bytes())
+    raw[-50] ^= 2
+    path.write_bytes(bytes(raw))
+    with pytest.raises(WeightsError, match="prior"):
+        LearnedCodec("mse", folder=weights_with_prior, entropy=True).encode(smooth_image, "q1")
+    with pytest.raises(WeightsError, match="context prior"):
+        LearnedCodec("joint", folder=weights_with_prior, entropy=True)
+
+
+def test_cli_entropy_roundtrip(weights_with_prior, tmp_path, smooth_image):
+    Image.fromarray(smooth_image).save(tmp_path / "a.png")
+    w = ["--weights", str(weights_with_prior), "--quiet"]
+    assert main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "a.fkc"), "--rate", "q3", "--entropy", *w]) == 0
+    assert container.parse((tmp_path / "a.fkc").read_bytes()).model == "mse-q3-ctx"
+    assert main(["decompress", str(tmp_path / "a.fkc"), "-o", str(tmp_path / "b.png"), *w]) == 0
+    png = LearnedCodec("mse", folder=weights_with_prior)
+    with Image.open(tmp_path / "b.png") as im:
+        assert np.array_equal(np.asarray(im), png.decode(png.encode(smooth_image, "q3")))

@@ -144,7 +144,8 @@ def test_rate_point_validation():
 def test_forward_any_size(rate, hw):
     model = tiny(rate)
     x = torch.rand(2, 3, *hw)
-    out = model(x)
+    with torch.no_grad():
+        out = model(x)
     assert out["x_hat"].shape == x.shape
     c, h, w = model.rate_point.code_shape(*hw)
     assert out["y"].shape == (2, c, h, w) == out["y_hat"].shape
@@ -219,3 +220,41 @@ def test_cpu_and_cuda_decode_agree():
     cpu = model.decompress(enc["strings"], enc["shape"])["x_hat"]
     gpu = model.cuda().decompress(enc["strings"], enc["shape"])["x_hat"].cpu()
     assert float((torch.round(cpu * 255) - torch.round(gpu * 255)).abs().max()) <= 1
+
+
+# --------------------------------------------------------------------------- context prior
+
+
+def _smooth_codes(rng, c, h, w, bits):
+    base = rng.integers(0, 1 << bits, (c, 1, 1))
+    return ((base + np.cumsum(rng.integers(-1, 2, (c, h, w)), axis=2)) % (1 << bits)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("c,h,w,bits", [(4, 16, 16, 3), (3, 9, 13, 6), (1, 5, 7, 1), (2, 1, 1, 4)])
+def test_context_prior_roundtrip(c, h, w, bits):
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(1)
+    prior = ContextPrior.fit([_smooth_codes(rng, c, h, w, bits) for _ in range(10)], bits)
+    for _ in range(3):
+        q = _smooth_codes(rng, c, h, w, bits)
+        data = prior.encode(q)
+        assert np.array_equal(prior.decode(data, h, w), q)
+        assert len(data) <= prior.bits_estimate(q) / 8 + 8  # within a few bytes of the ideal length
+    again = ContextPrior.from_state(prior.state())
+    assert again.digest() == prior.digest()
+    with pytest.raises(ValueError):
+        prior.encode(np.full((c + 1, h, w), 0, np.uint8))
+
+
+def test_context_prior_beats_png_on_correlated_codes():
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(2)
+
+    def vertical(c=4, h=16, w=16, bits=3):  # correlated down the columns, like a learned code
+        return np.swapaxes(_smooth_codes(rng, c, w, h, bits), 1, 2).copy()
+
+    prior = ContextPrior.fit([vertical() for _ in range(50)], 3)
+    q = vertical()
+    assert len(prior.encode(q)) < len(pack_png(q, 3))

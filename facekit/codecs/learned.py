@@ -7,6 +7,10 @@ ship in :mod:`facekit.weights`. ``encode`` returns a whole container
 (:mod:`facekit.container`: magic, version, model name, weights hash, image size, the
 PNG of the quantised code, CRC32), so bpp counts every byte.
 
+``LearnedCodec(variant, entropy=True)`` (``facekit-mse-entropy``, beyond the paper)
+keeps the same networks but replaces PNG by a fitted context model and range coding
+(:class:`facekit.models.quantizer.ContextPrior`), stored beside the weights.
+
 Weights are listed in ``facekit/weights/manifest.json`` with their sha256; a file is
 checked against it before ``torch.load(..., weights_only=True)`` reads it, and a file
 that does not match is refused (:class:`~facekit.errors.WeightsError`).
@@ -14,6 +18,8 @@ that does not match is refused (:class:`~facekit.errors.WeightsError`).
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -26,6 +32,7 @@ import torch
 from .. import container
 from ..errors import BitstreamError, CodecError, WeightsError
 from ..models.autoencoder import RATE_POINTS, FaceCodecNet, load_weights, save_weights
+from ..models.quantizer import ContextPrior
 from .base import Codec, check_image
 
 VARIANTS = ("mse", "joint")
@@ -51,9 +58,84 @@ def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any
     return manifest
 
 
-def model_name(variant: str, rate: str) -> str:
-    """The name a bitstream records: ``"<variant>-<rate point>"``, e.g. ``"mse-q3"``."""
-    return f"{variant}-{rate}"
+ENTROPY_SUFFIX = "ctx"
+
+
+def model_name(variant: str, rate: str, entropy: bool = False) -> str:
+    """The name a bitstream records: ``"mse-q3"``, or ``"mse-q3-ctx"`` for the entropy variant."""
+    return f"{variant}-{rate}-{ENTROPY_SUFFIX}" if entropy else f"{variant}-{rate}"
+
+
+def split_model_name(name: str) -> tuple[str, str, bool]:
+    """``(variant, rate, entropy)`` from a bitstream's model name."""
+    parts = name.split("-")
+    if len(parts) == 2:
+        return parts[0], parts[1], False
+    if len(parts) == 3 and parts[2] == ENTROPY_SUFFIX:
+        return parts[0], parts[1], True
+    raise BitstreamError(f"bitstream names an unknown model {name!r}")
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, folder / MANIFEST)
+
+
+def install_prior(
+    prior: ContextPrior,
+    variant: str,
+    rate: str,
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Save a fitted context prior as ``<variant>-<rate>-ctx.pt`` and list it under the model's entry."""
+    folder = Path(folder or weights_dir())
+    manifest = read_manifest(folder)
+    name = model_name(variant, rate)
+    if name not in manifest["models"]:
+        raise WeightsError(f"install the weights of {name!r} before its prior")
+    entry = manifest["models"][name]
+    file = f"{model_name(variant, rate, True)}.pt"
+    buf = io.BytesIO()
+    torch.save({**prior.state(), "model_fingerprint": entry["fingerprint"]}, buf)
+    tmp = folder / f".{file}.tmp-{os.getpid()}"
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, folder / file)
+    entry["prior"] = {
+        "file": file,
+        "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+        "digest": prior.digest(),
+        "bytes": len(buf.getvalue()),
+        "context": f"up, mean of the two diagonal-up, previous channel; {prior.bins} bins each",
+        **(info or {}),
+    }
+    _write_manifest(folder, manifest)
+    return entry["prior"]
+
+
+def load_prior(entry: dict[str, Any], folder: Path, fingerprint: str) -> ContextPrior:
+    """A model's context prior, sha256-checked, and made for exactly these weights."""
+    meta = entry.get("prior")
+    if not meta:
+        raise WeightsError(f"no context prior for {entry.get('file')} in the manifest")
+    path = folder / meta["file"]
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise WeightsError(f"prior file {path} cannot be read: {e}") from e
+    if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+        raise WeightsError(f"prior file {path} does not match its sha256 in the manifest: modified or damaged")
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        prior = ContextPrior.from_state(state)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise WeightsError(f"prior file {path} cannot be loaded: {e}") from e
+    if state.get("model_fingerprint") != fingerprint:
+        raise WeightsError(f"prior file {path} was fitted for other weights")
+    return prior
 
 
 def load_model(
@@ -114,10 +196,7 @@ def install_weights(
         **(info or {}),
     }
     manifest["models"][name] = entry
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST)
+    _write_manifest(folder, manifest)
     return entry
 
 
@@ -125,8 +204,9 @@ class LearnedCodec(Codec):
     """The learned codec as a :class:`Codec`: settings are rate-point names, low to high rate.
 
     ``device`` (default CPU) runs the networks; ``folder`` reads weights from another
-    folder laid out like :mod:`facekit.weights` (a manifest and ``.pt`` files).
-    Models load lazily, once per rate point.
+    folder laid out like :mod:`facekit.weights` (a manifest and ``.pt`` files);
+    ``entropy=True`` codes the same integers with the fitted context model and a range
+    coder instead of PNG. Models load lazily, once per rate point.
     """
 
     integer_setting = False
@@ -138,35 +218,50 @@ class LearnedCodec(Codec):
         device: str | torch.device | None = None,
         *,
         folder: str | os.PathLike[str] | None = None,
+        entropy: bool = False,
     ) -> None:
         if variant not in VARIANTS:
             raise CodecError(f"unknown learned-codec variant {variant!r}; use one of {', '.join(VARIANTS)}")
         self.variant = variant
-        self.name = f"facekit-{variant}"
+        self.entropy = bool(entropy)
+        self.name = f"facekit-{variant}" + ("-entropy" if self.entropy else "")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.folder = Path(folder) if folder is not None else weights_dir()
         manifest = read_manifest(self.folder)
-        available = {m.get("rate_point") for k, m in manifest["models"].items() if k.startswith(variant + "-")}
+        available = {
+            m.get("rate_point")
+            for k, m in manifest["models"].items()
+            if k.startswith(variant + "-") and (not self.entropy or m.get("prior"))
+        }
         order = list(RATE_POINTS) + sorted(r for r in available if r not in RATE_POINTS and r)
         self.settings = tuple(r for r in order if r in available)
         if not self.settings:
+            what = "weights with a context prior" if self.entropy else "weights"
             raise WeightsError(
-                f"no weights for the {variant!r} variant in {self.folder / MANIFEST}"
-                + (" (the joint variant is trained by `facekit train` phase two and is not shipped yet)" if variant == "joint" else "")
+                f"no {what} for the {variant!r} variant in {self.folder / MANIFEST}"
+                + (" (the joint variant is made by phase-two training and is not shipped yet)" if variant == "joint" else "")
             )
-        self._models: dict[str, tuple[FaceCodecNet, dict[str, Any]]] = {}
+        self._models: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- models
     def model(self, setting: str) -> FaceCodecNet:
         """The eval-mode network of a rate point (loaded on first use)."""
-        return self._load(setting)[0]
+        return self._load(setting)["model"]
 
-    def _load(self, setting: str) -> tuple[FaceCodecNet, dict[str, Any]]:
+    def _load(self, setting: str) -> dict[str, Any]:
         if setting not in self.settings:
             raise CodecError(f"{self.name} has no rate point {setting!r}; settings: {', '.join(self.settings)}")
         if setting not in self._models:
             model, entry = load_model(self.variant, setting, folder=self.folder, device=self.device)
-            self._models[setting] = (model, {**entry, "fingerprint": model.fingerprint()})
+            fp = model.fingerprint()
+            loaded: dict[str, Any] = {"model": model, "entry": entry, "fingerprint": fp, "prior": None}
+            if self.entropy:
+                prior = load_prior(entry, self.folder, fp)
+                if prior.channels != model.rate_point.channels or prior.bits != model.rate_point.bits:
+                    raise WeightsError(f"the context prior of {setting} does not fit its model")
+                loaded["prior"] = prior
+                loaded["fingerprint"] = hashlib.sha256((fp + prior.digest()).encode()).hexdigest()
+            self._models[setting] = loaded
         return self._models[setting]
 
     # ---------------------------------------------------------------- codec
@@ -176,7 +271,8 @@ class LearnedCodec(Codec):
 
     def encode_batch(self, images: Sequence[np.ndarray], setting: str) -> list[bytes]:
         """Compress several images (any sizes; equal sizes run as one batch)."""
-        model, entry = self._load(setting)
+        loaded = self._load(setting)
+        model: FaceCodecNet = loaded["model"]
         imgs = [check_image(im) for im in images]
         out: list[bytes | None] = [None] * len(imgs)
         groups: dict[tuple[int, int], list[int]] = {}
@@ -184,12 +280,16 @@ class LearnedCodec(Codec):
             if im.shape[0] > container.MAX_SIDE or im.shape[1] > container.MAX_SIDE:
                 raise CodecError(f"image {im.shape[1]}x{im.shape[0]} exceeds {container.MAX_SIDE} pixels a side")
             groups.setdefault(im.shape[:2], []).append(i)
-        name = model_name(self.variant, setting)
+        name = model_name(self.variant, setting, self.entropy)
         for (h, w), idx in groups.items():
             x = torch.from_numpy(np.stack([imgs[i] for i in idx])).permute(0, 3, 1, 2).float().div(255)
-            enc = model.compress(x.to(self.device))
-            for i, payload in zip(idx, enc["strings"], strict=True):
-                out[i] = container.pack(name, entry["fingerprint"], h, w, payload)
+            if self.entropy:
+                q = model.codes(x.to(self.device)).numpy()
+                payloads = [loaded["prior"].encode(qi) for qi in q]
+            else:
+                payloads = model.compress(x.to(self.device))["strings"]
+            for i, payload in zip(idx, payloads, strict=True):
+                out[i] = container.pack(name, loaded["fingerprint"], h, w, payload)
         return [b for b in out if b is not None]
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -204,8 +304,15 @@ class LearnedCodec(Codec):
         for i, (c, rate) in enumerate(parsed):
             groups.setdefault((rate, c.height, c.width), []).append(i)
         for (rate, h, w), idx in groups.items():
-            model = self.model(rate)
-            x_hat = model.decompress([parsed[i][0].payload for i in idx], (h, w))["x_hat"]
+            loaded = self._load(rate)
+            model: FaceCodecNet = loaded["model"]
+            payloads = [parsed[i][0].payload for i in idx]
+            if self.entropy:
+                _, ch, cw = model.rate_point.code_shape(h, w)
+                q = torch.from_numpy(np.stack([loaded["prior"].decode(p, ch, cw) for p in payloads]))
+            else:
+                q = model.codes_from_strings(payloads, (h, w))
+            x_hat = model.decode_codes(q, (h, w))
             arr = torch.round(x_hat * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for j, i in enumerate(idx):
                 out[i] = np.ascontiguousarray(arr[j])
@@ -213,15 +320,14 @@ class LearnedCodec(Codec):
 
     def _parse(self, data: bytes) -> tuple[container.Container, str]:
         c = container.parse(data)
-        variant, _, rate = c.model.partition("-")
-        if variant != self.variant:
-            raise BitstreamError(
-                f"bitstream was made by model {c.model!r}; this is {self.name} (decode it with LearnedCodec({variant!r}))"
-            )
+        variant, rate, entropy = split_model_name(c.model)
+        if variant != self.variant or entropy != self.entropy:
+            want = f"facekit-{variant}" + ("-entropy" if entropy else "")
+            raise BitstreamError(f"bitstream was made by model {c.model!r}; this is {self.name} (decode it with {want})")
         if rate not in self.settings:
             raise BitstreamError(f"bitstream was made by rate point {rate!r}, which {self.name} does not have")
-        _, entry = self._load(rate)
-        container.check_model(c, model_name(self.variant, rate), entry["fingerprint"])
+        loaded = self._load(rate)
+        container.check_model(c, model_name(self.variant, rate, self.entropy), loaded["fingerprint"])
         return c, rate
 
     def describe(self) -> dict[str, Any]:

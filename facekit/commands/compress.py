@@ -1,7 +1,8 @@
 """``facekit compress`` / ``facekit decompress``: the learned codec on files and folders.
 
-``facekit compress IN... -o OUT [--rate q3] [--variant mse]`` writes one ``.fkc``
-container per input image; ``facekit decompress IN... -o OUT`` writes one PNG per
+``facekit compress IN... -o OUT [--rate q3] [--variant mse] [--entropy]`` writes one
+``.fkc`` container per input image (``--entropy``: range-coded with the fitted context
+model instead of PNG); ``facekit decompress IN... -o OUT`` writes one PNG per
 container. Inputs are files or folders (searched recursively; a folder's layout is kept
 under ``OUT``). Every output is written to a temporary name in its folder and renamed
 when complete, so an interrupted run never leaves a partial file under a final name.
@@ -34,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .fkc file for one input)")
     c.add_argument("--rate", default="q3", help="rate point, q1 (lowest) .. q5 (highest); default q3")
     c.add_argument("--variant", default="mse", choices=["mse", "joint"], help="trained variant (default mse)")
+    c.add_argument(
+        "--entropy", action="store_true", help="range-code with the fitted context model instead of PNG (smaller)"
+    )
     c.add_argument("--device", default=None, help="torch device (default cpu)")
     c.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: the shipped weights)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -121,7 +125,7 @@ def run_compress(args: argparse.Namespace) -> int:
     from ..codecs.learned import LearnedCodec
 
     jobs = _targets(collect(args.inputs, IMAGE_SUFFIXES), args.output, SUFFIX)
-    codec = LearnedCodec(args.variant, device=args.device, folder=args.weights)
+    codec = LearnedCodec(args.variant, device=args.device, folder=args.weights, entropy=args.entropy)
     if args.rate not in codec.settings:
         raise CodecError(f"unknown rate point {args.rate!r}; choose from {', '.join(codec.settings)}")
     bits = pixels = 0
@@ -141,20 +145,21 @@ def run_decompress(args: argparse.Namespace) -> int:
     import io
 
     from .. import container
-    from ..codecs.learned import LearnedCodec
+    from ..codecs.learned import LearnedCodec, split_model_name
 
     jobs = _targets(collect(args.inputs, (SUFFIX,)), args.output, ".png")
-    codecs: dict[str, LearnedCodec] = {}
+    codecs: dict[tuple[str, bool], LearnedCodec] = {}
     for src, dst in _progress(jobs, "decompress", args.quiet):
         data = src.read_bytes()
         try:
-            variant = container.parse(data).model.partition("-")[0]
+            variant, _, entropy = split_model_name(container.parse(data).model)
         except CodecError as e:
             raise type(e)(f"{src}: {e}") from e
-        if variant not in codecs:
-            codecs[variant] = LearnedCodec(variant, device=args.device, folder=args.weights)
+        key = (variant, entropy)
+        if key not in codecs:
+            codecs[key] = LearnedCodec(variant, device=args.device, folder=args.weights, entropy=entropy)
         try:
-            image = codecs[variant].decode(data)
+            image = codecs[key].decode(data)
         except CodecError as e:
             raise type(e)(f"{src}: {e}") from e
         buf = io.BytesIO()

@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=None)
     p.add_argument("--val-images", type=int, default=None)
     p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in total")
+    p.add_argument("--init", default=None, help="start from these weights (model.pt or a shipped .pt)")
     p.add_argument("--arch", nargs="*", metavar="KEY=VALUE", help="override rate-point fields")
     p.set_defaults(func=run)
 
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             setattr(cfg, attr, value)
     cfg.arch = _parse_arch(args.arch)
+    cfg.init = args.init
     try:
         cfg.rate_point()
     except (KeyError, ValueError, TypeError) as e:

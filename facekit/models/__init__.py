@@ -12,10 +12,11 @@ from .autoencoder import (
     load_weights,
     save_weights,
 )
-from .quantizer import Quantizer, pack_png, read_png_header, unpack_png
+from .quantizer import ContextPrior, Quantizer, pack_png, read_png_header, unpack_png
 
 __all__ = [
     "RATE_POINTS",
+    "ContextPrior",
     "Decoder",
     "Encoder",
     "FaceCodecNet",

@@ -291,11 +291,28 @@ class FaceCodecNet(nn.Module):
         return {"x_hat": x_hat, "y": y, "y_hat": y_hat, "likelihoods": {}}
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, *, effort: int = 2) -> dict[str, Any]:
-        """``{"strings": [PNG bytes per image], "shape": (H, W)}`` for a batch in [0, 1]."""
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer codes ``(B, C, h, w)`` (uint8, on CPU) that a bitstream stores."""
         with deterministic_kernels():
             y = self.encode_latent(x.float())
-        q = self.quantizer.quantize(y).cpu().numpy()
+        return self.quantizer.quantize(y).cpu()
+
+    @torch.no_grad()
+    def decode_codes(self, q: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """Images ``(B, 3, H, W)`` in [0, 1] from integer codes and the image shape."""
+        device = next(self.parameters()).device
+        c, h, w = self.rate_point.code_shape(int(shape[0]), int(shape[1]))
+        if tuple(q.shape[1:]) != (c, h, w):
+            raise BitstreamError(f"codes of shape {tuple(q.shape[1:])} do not fit a {shape[0]}x{shape[1]} image ({c}, {h}, {w})")
+        with deterministic_kernels():
+            y_hat = self.quantizer.dequantize(q.to(device))
+            x_hat = self.decode_latent(y_hat, shape)
+        return x_hat.clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, *, effort: int = 2) -> dict[str, Any]:
+        """``{"strings": [PNG bytes per image], "shape": (H, W)}`` for a batch in [0, 1]."""
+        q = self.codes(x).numpy()
         strings = [pack_png(qi, self.rate_point.bits, effort=effort) for qi in q]
         return {"strings": strings, "shape": (int(x.shape[-2]), int(x.shape[-1]))}
 
@@ -310,12 +327,7 @@ class FaceCodecNet(nn.Module):
     @torch.no_grad()
     def decompress(self, strings: Sequence[bytes], shape: Sequence[int]) -> dict[str, torch.Tensor]:
         """``{"x_hat": (B, 3, H, W) in [0, 1]}`` from the strings of :meth:`compress`."""
-        device = next(self.parameters()).device
-        q = self.codes_from_strings(strings, shape).to(device)
-        with deterministic_kernels():
-            y_hat = self.quantizer.dequantize(q)
-            x_hat = self.decode_latent(y_hat, shape)
-        return {"x_hat": x_hat.clamp(0.0, 1.0)}
+        return {"x_hat": self.decode_codes(self.codes_from_strings(strings, shape), shape)}
 
     def fingerprint(self) -> str:
         """sha256 (hex) of the rate point and every parameter/buffer: names the exact weights."""

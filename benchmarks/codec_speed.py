@@ -1,0 +1,124 @@
+"""Encode/decode speed (images per second) of the learned codec on CPU, beside JPEG 2000 and AVIF.
+
+A batch of 250x250 images (LFW pair images when ``$FACEKIT_LFW`` is set, else synthetic
+faces-sized images) is encoded and decoded once per codec after a warm-up; the learned
+codec is timed image by image and as one batch (``encode_batch``/``decode_batch``).
+Writes ``results/codec_speed.json``.
+
+    python benchmarks/codec_speed.py --n 32 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def load_images(n: int, root: str | None) -> tuple[list[np.ndarray], str]:
+    if root or os.environ.get("FACEKIT_LFW"):
+        from facekit.data.lfw import open_lfw
+
+        lfw = open_lfw(root)
+        names = lfw.pair_images()
+        idx = np.linspace(0, len(names) - 1, n).round().astype(int)
+        return [lfw.load(names[i]) for i in idx], "LFW pairs.txt images"
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:250, 0:250].astype(np.float32)
+    out = []
+    for _ in range(n):
+        f = rng.uniform(5, 20, 3)
+        img = 127 + 100 * np.stack([np.sin(x / f[0]), np.cos(y / f[1]), np.sin((x + y) / f[2])], -1)
+        out.append(np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8))
+    return out, "synthetic 250x250"
+
+
+def timed(fn, *args):
+    """``(seconds, result)`` of one call."""
+    t = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - t, out
+
+
+def encode_all(codec, images, setting) -> list[bytes]:
+    return [codec.encode(im, setting) for im in images]
+
+
+def decode_all(codec, datas) -> list[np.ndarray]:
+    return [codec.decode(d) for d in datas]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=32, help="images in the batch")
+    p.add_argument("--root", default=None)
+    p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--rates", nargs="*", default=None, help="learned rate points (default all shipped)")
+    p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"])
+    p.add_argument("--out", default=str(REPO / "results" / "codec_speed.json"))
+    args = p.parse_args(argv)
+
+    import torch
+
+    from facekit.codecs import get_codec, match_bpp
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.errors import CodecError
+
+    torch.set_num_threads(args.threads)
+    images, source = load_images(args.n, args.root)
+    n = len(images)
+    rows = []
+    learned = LearnedCodec("mse", folder=args.weights)
+    for rate in args.rates or learned.settings:
+        learned.encode(images[0], rate)  # load + warm up
+        t_enc, datas = timed(encode_all, learned, images, rate)
+        t_dec, _ = timed(decode_all, learned, datas)
+        t_enc_b, _ = timed(learned.encode_batch, images, rate)
+        t_dec_b, _ = timed(learned.decode_batch, datas)
+        bpp = float(np.mean([8 * len(d) / (250 * 250) for d in datas]))
+        rows.append({
+            "codec": learned.name, "setting": rate, "bpp": bpp,
+            "encode_img_per_s": n / t_enc, "decode_img_per_s": n / t_dec,
+            "encode_batch_img_per_s": n / t_enc_b, "decode_batch_img_per_s": n / t_dec_b,
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr)
+        for name in args.compare:
+            try:
+                codec = get_codec(name)
+                setting, _ = match_bpp(codec, images[:8], bpp)
+            except CodecError as e:
+                rows.append({"codec": name, "error": str(e)})
+                continue
+            codec.encode(images[0], setting)
+            t_enc, cdatas = timed(encode_all, codec, images, setting)
+            t_dec, _ = timed(decode_all, codec, cdatas)
+            rows.append({
+                "codec": name, "setting": setting, "bpp": float(np.mean([8 * len(d) / (250 * 250) for d in cdatas])),
+                "encode_img_per_s": n / t_enc, "decode_img_per_s": n / t_dec,
+            })
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    result = {
+        "benchmark": "codec_speed", "images": n, "source": source, "size": "250x250",
+        "device": "cpu", "torch_threads": args.threads, "torch": torch.__version__,
+        "machine": platform.platform(), "processor": platform.processor(), "rows": rows,
+        "note": "matched classical settings at the learned codec's mean bpp on 8 of the images",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
