@@ -50,8 +50,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "*": {"quick": False, "device": "auto"},
         "02_train_on_gpu": {"steps": 20000, "batch_size": 32, "crop": 128, "lr": 5e-4,
                             "n_train_images": None, "chunks": 40},
-        "03_joint_finetune": {"steps": 5000, "batch_size": 16, "n_train_images": None,
-                              "n_test_images": 8},
+        "03_joint_finetune": {"steps": 2000, "batch_size": 16, "n_train_images": None,
+                              "lambdas": [0.0, 0.02, 0.1], "n_test_images": 8},
         "04_codec_comparison": {"per_fold": None, "sweep": None, "use_saved": False},
         "05_interactive_explorer": {"n_images": 12},
     },
@@ -250,10 +250,13 @@ def _select(only: Sequence[str] | None) -> list[str]:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    if isinstance(v, (dict, list)):
-        s = json.dumps(v, default=str)
-        return s if len(s) <= 120 else s[:117] + "..."
+    if isinstance(v, list) and all(isinstance(x, (int, float, str)) for x in v):
+        return ", ".join(_fmt(x) for x in v)
     return str(v)
+
+
+def _nested(v: Any) -> bool:
+    return isinstance(v, dict) or (isinstance(v, list) and not all(isinstance(x, (int, float, str)) for x in v))
 
 
 def report_markdown(summary: dict[str, Any], out: Path) -> str:
@@ -271,6 +274,12 @@ def report_markdown(summary: dict[str, Any], out: Path) -> str:
         status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r['error']}"
         lines.append(f"| [{name}](notebooks/{name}.ipynb) | {status} | {r['seconds']} |")
     lines.append(f"\nTotal: {summary['seconds']} s.")
+    if summary["preset"] == "quick":
+        lines.append(
+            "\nThe quick preset runs small settings on the CPU (a few training steps, 40 LFW pairs): "
+            "it checks that every step works end to end; its accuracies are rough. The `full` preset "
+            "(GPU) and `results/rate_accuracy.json` hold the real numbers."
+        )
     res = out / "rate_accuracy.json"
     if res.exists():
         from .evaluate import load_results
@@ -299,8 +308,11 @@ def report_markdown(summary: dict[str, Any], out: Path) -> str:
         if not nums:
             lines.append("(no summary.json)")
         for k, v in nums.items():
-            if k != "figures":
+            if k != "figures" and not _nested(v):
                 lines.append(f"- {k}: {_fmt(v)}")
+        nested = [k for k, v in nums.items() if k != "figures" and _nested(v)]
+        if nested:
+            lines.append(f"- in [`{name}/summary.json`]({name}/summary.json): {', '.join(nested)}")
         for fig in nums.get("figures", []):
             lines.append(f"\n![{fig}]({name}/{fig})")
         lines.append("")

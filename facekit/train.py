@@ -473,6 +473,7 @@ def train(
             dist.barrier()
 
     t0 = time.time()
+    cpu0 = time.process_time()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     step = start
     window_t, window_n = time.time(), 0
@@ -527,6 +528,7 @@ def train(
             "device": str(dev),
             "hardware": hardware_description(dev),
             "train_time_s": total,
+            "cpu_time_s_this_process": time.process_time() - cpu0,
             "torch": torch.__version__,
             "params": sum(p.numel() for p in model.parameters()),
         }

@@ -57,7 +57,7 @@ import sys
 
 if "google.colab" in sys.modules:
     !apt-get -qq install -y libopenjp2-7 > /dev/null
-    !pip install -q "facekit[notebooks] @ git+https://github.com/{REPO}"{extra}
+    !pip install -q "facekit @ git+https://github.com/{REPO}"{extra}
 """
     )
 
@@ -523,9 +523,11 @@ identity: the reconstruction may match the pixels of the original a little less,
 looks more like the same person to the recogniser.
 
 `facekit.joint.finetune_joint` does the work (the same loop as `facekit joint`). The quick
-setting fine-tunes for a handful of steps on a few faces at a few identity weights, which
-shows the mechanics, not the final effect; the shipped `facekit-joint` weights (when this
-installation has them) show the effect of a full run.
+setting fine-tunes for a handful of steps on a few faces at a few identity weights: it
+shows the mechanics, and the numbers on the test faces barely move (a few steps on eight
+faces do not generalise). The effect comes from a full run: the `full` preset of
+`facekit reproduce` (GPU), or the shipped `facekit-joint` weights when this installation
+has them, shown beside the distortion-only codec below.
 """),
         code("""
 # Parameters (papermill and `facekit reproduce` set these)
@@ -533,10 +535,10 @@ lfw_root = None        # LFW folder or archive; None: $FACEKIT_LFW
 device = "auto"
 rate_point = "q2"      # a low rate, where identity suffers most
 recognizer = "dlib-resnet"
-lambdas = [0.0, 0.05, 0.5]   # identity-term weights to compare (0: distortion only, same steps)
-steps = 8              # fine-tuning steps per weight (full preset: 5000)
+lambdas = [0.0, 0.5]   # identity-term weights to compare (0: distortion only, same steps)
+steps = 6              # fine-tuning steps per weight (full preset: 2000)
 batch_size = 2         # whole 250x250 faces per step (full: 16)
-lr = 5e-4              # a high rate for a short run (facekit joint: 1e-4)
+lr = 1e-4              # as facekit joint; a higher rate undoes the distortion training in a few steps
 n_train_images = 10    # from the identity-disjoint split, the last 2 held out; None: all of it
 n_test_images = 4      # faces from pairs.txt to show before/after
 seed = 0
@@ -767,7 +769,8 @@ sweep = {               # codec -> settings; None: every available codec with it
 }
 use_saved = False       # read saved_results instead of evaluating
 saved_results = None    # None: results/rate_accuracy.json of the checkout
-target_bpp = 0.2        # the rate of the side-by-side crops
+crop_rate_point = "q3"  # side-by-side crops at the bpp of the learned codec at this rate point
+target_bpp = None       # ... or at this bpp
 quick = True
 out_dir = "nb_out"
 """, tags=["parameters"]),
@@ -782,6 +785,10 @@ if sweep is not None:
     for k, why in missing.items():
         print(f"left out: {k} ({why})")
     sweep = {k: v for k, v in sweep.items() if k not in missing}
+    for k, v in sweep.items():  # the learned codecs: only the rate points this installation ships
+        if k.startswith("facekit") and v:
+            have = avail[k]["settings"]
+            sweep[k] = [s for s in v if s in have] or have
 for k, d in avail.items():
     if d["available"] and not k.endswith("-pillow"):
         print(f"{k:24s} {d.get('library', '')}")
@@ -831,10 +838,10 @@ rec.update(n_pairs=prot["n_pairs"], per_fold=prot["per_fold"], source="saved" if
         md("""
 ## Side by side at equal bits per pixel
 
-One face, each codec's setting searched so that its rate lands at (or just under)
-`target_bpp` on *this* image (`facekit.codecs.search_setting`; the learned codec has only
-its rate points, so it takes the highest one under the target); a crop around the eyes
-and mouth, enlarged.
+One face; the target is the learned codec's rate at `crop_rate_point` on this face (or
+`target_bpp`), and each other codec's setting is searched so that its rate lands at, or
+just under, the target on *this* image (`facekit.codecs.search_setting`); a crop around
+the eyes and mouth, enlarged.
 """),
         code("""
 from facekit.codecs import get_codec, search_setting
@@ -845,11 +852,18 @@ lfw = open_lfw(lfw_root)
 face_name = lfw.pairs()[0].a
 face = lfw.load(face_name)
 names = [k for k in results["codecs"] if k != "uncompressed" and avail.get(k, {}).get("available")]
+codecs_ = {k: get_codec(k, **({"device": device} if k.startswith("facekit") else {})) for k in names}
+learned = [k for k in names if k.startswith("facekit") and crop_rate_point in codecs_[k].settings]
+if target_bpp is None and learned:
+    data = codecs_[learned[-1]].encode(face, crop_rate_point)
+    target_bpp = 8 * len(data) / (face.shape[0] * face.shape[1])
+    print(f"target: {learned[-1]} at {crop_rate_point} on this face, {target_bpp:.4f} bpp")
+target_bpp = target_bpp or 0.2
 crops = {}
-for name in names:
-    codec = get_codec(name, **({"device": device} if name.startswith("facekit") else {}))
+for name, codec in codecs_.items():
     setting, bpp = search_setting(codec, face, target_bpp)
     out = codec.decode(codec.encode(face, setting))
+    setting = round(setting, 4) if isinstance(setting, float) else setting
     crops[name] = (out, setting, bpp, psnr(face, out))
     print(f"{name:16s} setting {setting!s:>6s}: {bpp:.4f} bpp, {crops[name][3]:.2f} dB")
 y0, x0, s = 70, 65, 120  # the face's centre on deep-funneled LFW

@@ -157,13 +157,14 @@ def test_03_joint_finetune(run_notebook):
     assert sweep[rates[-1]]["bpp"] > sweep[rates[0]]["bpp"]
     assert sweep[rates[-1]]["identity_distance"] < sweep[rates[0]]["identity_distance"]
     # one fine-tuning run per identity weight, each installed and measured through the codec
-    assert list(s["runs"]) == ["0", "0.05", "0.5"]
+    assert list(s["runs"]) == ["0", "0.5"]
     for lam, m in s["runs"].items():
         run = out / f"joint_{s['rate_point']}_lambda{lam}"
         assert (run / "model.pt").exists() and (run / "weights" / "manifest.json").exists()
-        assert m["bpp"] > 0 and m["identity_distance"] > 0 and m["psnr"] > 10
-    # the identity term pulls the reconstruction towards the original's identity
-    assert s["runs"]["0.5"]["identity_distance"] < s["runs"]["0"]["identity_distance"]
+        assert m["bpp"] > 0 and m["identity_distance"] > 0
+    # a few fine-tuning steps at the library's learning rate keep the distortion training
+    assert abs(s["runs"]["0"]["psnr"] - before["psnr"]) < 1.5
+    assert abs(s["runs"]["0"]["bpp"] - before["bpp"]) < 0.2 * before["bpp"]
 
 
 @pytest.mark.notebook
@@ -277,6 +278,7 @@ Record(out_dir).update(points=3)
     assert "quick preset" in report and "**failed**" in report
     assert "| facekit-mse |" in report and "Bitrate saving" in report
     assert "![line.png](01_build_autoencoder/line.png)" in report
+    assert "- steps: 7" in report
 
 
 def test_reproduce_rejects_unknown_names(tmp_path):
