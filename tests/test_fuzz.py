@@ -53,8 +53,6 @@ from targets import CLASSIC_FILES, FKC, FKC_ENTROPY, WEIGHTS, build_targets, ent
 #: failure signatures of known bugs in other modules, tolerated by the fuzz tests only;
 #: each is pinned by a strict xfail test below
 KNOWN_BUGS = {
-    ("learned-entropy.decode", "AssertionError", "invalid for the employed entropy model"):
-        "test_entropy_decoder_errors_are_bitstream_errors",
 }
 #: the -entropy decoder decodes any declared size from any payload (test_entropy_decoder_bomb...):
 #: the fuzz tests leave such inputs to that test rather than spend seconds each on them
@@ -398,13 +396,6 @@ def _entropy_container(height: int, width: int, payload: bytes) -> bytes:
     return container.pack(good.model, good.model_hash + bytes(26), height, width, payload)
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG facekit/models/quantizer.py ContextPrior.decode: constriction's RangeDecoder raises "
-    "AssertionError ('compressed data that is invalid for the employed entropy model') on some payloads "
-    "(e.g. 8 bytes of 0xff); decode catches only ValueError/RuntimeError/OverflowError, so it escapes",
-)
 def test_entropy_decoder_errors_are_bitstream_errors():
     codec = entropy_codec()
     if codec is None:
@@ -539,14 +530,6 @@ def test_decompress_refuses_damaged_containers_naming_the_file(tmp_path):
         assert not (tmp_path / f"{name}.png").exists()
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG facekit/commands/compress.py read_image (+ LearnedCodec.encode): a 175-byte PNG declaring "
-    "8000x8000 (under Pillow's 89 MP default, no facekit pixel cap) is decoded and encoded; MemoryError "
-    "(in read_image's np.asarray) or the torch allocator's RuntimeError (in encode, with more memory) "
-    "escapes main() as a traceback instead of exit 2",
-)
 def test_compress_of_a_bomb_image_ends_in_a_clear_error(tmp_path):
     src = tmp_path / "bomb.png"
     src.write_bytes(png_bomb(8000, 8000))

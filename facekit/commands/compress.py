@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import CodecError, ImageError
 
@@ -78,13 +78,20 @@ def collect(inputs: Sequence[str], suffixes: Iterable[str]) -> list[tuple[Path, 
     return out
 
 
+#: the largest image ``facekit compress`` accepts (declared size, checked before decoding)
+MAX_COMPRESS_PIXELS = 4096 * 4096
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An image file as RGB uint8; :class:`ImageError` for anything that is not an image."""
+    """An image file as RGB uint8; :class:`ImageError` for anything that is not an image.
+
+    The declared size is checked before any pixel is decoded (decompression bombs).
+    """
+    from ..safety import open_image
+
     try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return open_image(path, max_pixels=MAX_COMPRESS_PIXELS)
+    except ImageError as e:
         raise ImageError(f"{path} is not an image facekit can read: {e}") from e
 
 

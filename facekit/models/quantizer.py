@@ -407,7 +407,7 @@ class ContextPrior:
                 for i in range(height):
                     ctx = self.row_contexts(q, c, i)
                     q[c, i] = dec.decode(model, self.probs[c, ctx])
-        except (ValueError, RuntimeError, OverflowError) as e:
+        except (ValueError, RuntimeError, OverflowError, AssertionError) as e:  # constriction asserts on bad data
             raise BitstreamError(f"range-coded payload cannot be decoded (damaged): {e}") from e
         return q
 

@@ -1,0 +1,50 @@
+"""Write results/README.md from a results JSON: the table, the BD-rate summary, the figure.
+
+    python benchmarks/results_readme.py results/rate_accuracy.json --command "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from facekit.evaluate import load_results
+from facekit.plots import rate_accuracy_figure, summary_table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--command", default="", help="the command that made the results")
+    ap.add_argument("--notes", type=Path, help="a Markdown file appended after the table")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    res = load_results(args.results)
+    fig = args.results.with_suffix(".png")
+    rate_accuracy_figure(res, fig)
+    prot = res["protocol"]
+    prov = res["provenance"]
+    lines = [
+        "# Results",
+        "",
+        f"![rate-accuracy]({fig.name})",
+        "",
+        f"Recogniser: **{res['recognizer']['name']}** ({res['recognizer']['distance']} distance); "
+        f"{prot['n_pairs']} pairs of `{prot['pairs_file']}` ({prot['folds']} folds"
+        + (f", the first {prot['per_fold']} pairs of each fold" if prot.get("per_fold") else "")
+        + f", {prot['n_images']} images); alignment {prot['alignment']}; bpp = {prot['bpp']}.",
+        f"Made by facekit {prov['facekit']} at commit `{prov.get('git_commit')}` on {prov['device']}.",
+        "",
+    ]
+    if args.command:
+        lines += ["```bash", args.command, "```", ""]
+    lines += [summary_table(res), ""]
+    if args.notes and args.notes.exists():
+        lines += [args.notes.read_text()]
+    out = args.out or args.results.parent / "README.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(out.read_text())
+
+
+if __name__ == "__main__":
+    main()
