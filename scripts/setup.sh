@@ -22,11 +22,20 @@ else
   echo "setup: no apt-get here; install OpenJPEG (libopenjp2) yourself, or use environment.yml with conda" >&2
 fi
 
+# pip without the noise of this machine's local-index warnings (exit status kept)
+pipq() {
+  set +e
+  .venv/bin/python -m pip "$@" 2>&1 | grep -v "is ignored: it is neither a file nor a directory"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  return "$rc"
+}
+
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+pipq install -q --upgrade pip
 extras="notebooks"
 [ $want_test = 1 ] && extras="dev"
-.venv/bin/python -m pip install -q -e ".[$extras]"
+pipq install -q -e ".[$extras]"
 .venv/bin/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (facekit)" >/dev/null
 echo "setup: facekit installed in .venv ($(.venv/bin/python -c 'import facekit; print(facekit.__version__)'))"
