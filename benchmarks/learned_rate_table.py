@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
     p.add_argument("--variant", default="mse", choices=["mse", "joint"])
     p.add_argument("--entropy", action="store_true", help="also the -entropy variant (context model + range coder)")
+    p.add_argument("--only-entropy", action="store_true", help="only the -entropy variant")
     p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"], help="classical codecs to match")
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -75,11 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     images = [lfw.load(n) for n in names]
     print(f"{len(images)} LFW pair images", file=sys.stderr)
 
-    learned_codecs = [LearnedCodec(args.variant, folder=args.weights)]
-    if args.entropy:
+    learned_codecs = [] if args.only_entropy else [LearnedCodec(args.variant, folder=args.weights)]
+    if args.entropy or args.only_entropy:
         learned_codecs.append(LearnedCodec(args.variant, folder=args.weights, entropy=True))
     jobs = [(c, r) for c in learned_codecs for r in c.settings]
-    learned = learned_codecs[0]
     rows = []
     for codec_l, rate in jobs:
         t0 = time.time()
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": args.threads,
         "machine": platform.platform(),
-        "weights": learned.describe()["models"],
+        "weights": learned_codecs[0].describe()["models"],
     }
     out = Path(args.out) if args.out else REPO / "results" / (f"learned_rate_table_{args.n}.json" if args.n else "learned_rate_table.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -627,17 +627,21 @@ def install_run(
 
 def update_manifest(variant: str, rate: str, fields: dict[str, Any], *, folder: str | os.PathLike[str] | None = None) -> None:
     """Merge ``fields`` into a manifest entry (dicts merged one level deep); atomic rewrite."""
-    from .codecs.learned import MANIFEST, model_name, read_manifest, weights_dir
+    from .codecs.learned import MANIFEST, manifest_lock, model_name, read_manifest, weights_dir
 
     folder = Path(folder or weights_dir())
-    manifest = read_manifest(folder)
-    entry = manifest["models"][model_name(variant, rate)]
+    with manifest_lock(folder):
+        _update_manifest(folder, MANIFEST, model_name(variant, rate), fields, read_manifest(folder))
+
+
+def _update_manifest(folder: Path, manifest_name: str, name: str, fields: dict[str, Any], manifest: dict[str, Any]) -> None:
+    entry = manifest["models"][name]
     for k, v in fields.items():
         if isinstance(v, dict) and isinstance(entry.get(k), dict):
             entry[k] = {**entry[k], **v}
         else:
             entry[k] = v
-    _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    _atomic_write_text(folder / manifest_name, json.dumps(manifest, indent=2) + "\n")
 
 
 def fit_prior(

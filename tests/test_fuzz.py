@@ -360,13 +360,6 @@ def test_learned_decoder_within_the_container_limit_is_bounded():
     assert out.status == "ok", out
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG facekit/codecs/learned.py LearnedCodec.decode_batch: a ~1 KB container declaring 8192x8192 "
-    "(allowed by container.MAX_SIDE) makes the decoder allocate GBs; the allocator's RuntimeError "
-    "escapes instead of a BitstreamError before allocation",
-)
 def test_learned_decoder_bomb_is_refused_before_allocation():
     data = fkc_bomb(8192, 8192)
     assert len(data) < 2000
@@ -406,14 +399,6 @@ def test_entropy_decoder_errors_are_bitstream_errors():
         pass
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG facekit/codecs/learned.py decode_batch (entropy path) + quantizer.ContextPrior.decode: the "
-    "range decoder produces codes for any declared size from any payload (it never checks the data ran "
-    "out), so a 34-byte container with an empty payload declaring 4096x4096 is decoded (or runs out of "
-    "memory: RuntimeError) instead of being refused; found by fuzz_report (a 64-byte input took 31 s, 1.7 GB)",
-)
 def test_entropy_decoder_bomb_is_refused_before_allocation():
     codec = entropy_codec()
     if codec is None:

@@ -211,12 +211,12 @@ def test_shipped_manifest_records_how_weights_were_made():
     for name, entry in SHIPPED.items():
         path = weights_dir() / entry["file"]
         assert path.exists() and path.stat().st_size < 2.5e6, name
-        for key in ("sha256", "fingerprint", "training", "metrics"):
+        for key in ("sha256", "fingerprint", "training"):
             assert key in entry, (name, key)
-    # each variant (mse, joint) ships its rate points in well under 10 MB
-    for variant in ("mse", "joint"):
-        total = sum((weights_dir() / e["file"]).stat().st_size for k, e in SHIPPED.items() if k.startswith(variant + "-"))
-        assert total < 10e6, variant
+    mse = {k: e for k, e in SHIPPED.items() if k.startswith("mse-")}
+    assert all("metrics" in e and "prior" in e for e in mse.values())
+    total = sum((weights_dir() / e["file"]).stat().st_size + e["prior"]["bytes"] for e in mse.values())
+    assert total < 10e6
 
 
 @needs_shipped
@@ -232,7 +232,7 @@ def test_shipped_rate_points_ordered_and_exact(smooth_image, request):
         data = codec.encode(image, rate)
         bpps.append(bits_per_pixel(data, *image.shape[:2]))
         out = codec.decode(data)
-        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
         with torch.no_grad():
             ref = torch.round(codec.model(rate)(x)["x_hat"] * 255)[0].permute(1, 2, 0).numpy()
         assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1
@@ -298,3 +298,37 @@ def test_cli_entropy_roundtrip(weights_with_prior, tmp_path, smooth_image):
     png = LearnedCodec("mse", folder=weights_with_prior)
     with Image.open(tmp_path / "b.png") as im:
         assert np.array_equal(np.asarray(im), png.decode(png.encode(smooth_image, "q3")))
+
+
+def test_entropy_payload_falls_back_to_png_and_is_tagged(weights_with_prior, smooth_image):
+    ent = LearnedCodec("mse", folder=weights_with_prior, entropy=True)
+    png = LearnedCodec("mse", folder=weights_with_prior)
+    for rate in ent.settings:
+        d = ent.encode(smooth_image, rate)
+        assert len(d) <= len(png.encode(smooth_image, rate)) + len("-ctx") + 1
+        payload = container.parse(d).payload
+        assert payload[0] in (0, 1)
+    c = container.parse(d)
+    forged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, bytes([7]) + c.payload[1:])
+    with pytest.raises(BitstreamError, match="payload type"):
+        ent.decode(forged)
+    # a PNG payload under the tag decodes to the same image
+    q = ent.model(rate).codes(torch.from_numpy(np.array(smooth_image)).permute(2, 0, 1)[None].float() / 255)[0].numpy()
+    from facekit.models import pack_png
+
+    tagged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, b"\x01" + pack_png(q, ent.model(rate).rate_point.bits))
+    assert np.array_equal(ent.decode(tagged), png.decode(png.encode(smooth_image, rate)))
+
+
+def test_declared_size_over_the_pixel_limit_refused(weights, smooth_image):
+    codec = LearnedCodec("mse", folder=weights, max_pixels=64 * 64)
+    with pytest.raises(CodecError, match="limit"):
+        codec.encode(smooth_image, "q1")
+    big = LearnedCodec("mse", folder=weights)
+    c = container.parse(big.encode(smooth_image, "q1"))
+    assert c.width * c.height > 64 * 64
+    with pytest.raises(BitstreamError, match="exceeds this decoder's limit"):
+        codec.decode(big.encode(smooth_image, "q1"))
+    bomb = container.pack("mse-q1", big._load("q1")["fingerprint"], 8192, 8192, c.payload)
+    with pytest.raises(BitstreamError, match="too large"):
+        big.decode(bomb)

@@ -258,3 +258,21 @@ def test_context_prior_beats_png_on_correlated_codes():
     prior = ContextPrior.fit([vertical() for _ in range(50)], 3)
     q = vertical()
     assert len(prior.encode(q)) < len(pack_png(q, 3))
+
+
+def test_context_prior_refuses_payload_too_short_for_declared_size():
+    import time
+
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(3)
+    prior = ContextPrior.fit([_smooth_codes(rng, 4, 16, 16, 3) for _ in range(10)], 3)
+    q = _smooth_codes(rng, 4, 16, 16, 3)
+    data = prior.encode(q)
+    t = time.time()
+    for bad in (b"", b"\xff" * 8, data[: len(data) // 2]):
+        with pytest.raises(BitstreamError, match="ran out|cannot be decoded"):
+            prior.decode(bad, 1024, 1024)
+    with pytest.raises(BitstreamError, match="ran out"):
+        prior.decode(data, 64, 64)  # a real payload claiming a bigger code
+    assert time.time() - t < 2

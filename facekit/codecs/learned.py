@@ -8,8 +8,10 @@ ship in :mod:`facekit.weights`. ``encode`` returns a whole container
 PNG of the quantised code, CRC32), so bpp counts every byte.
 
 ``LearnedCodec(variant, entropy=True)`` (``facekit-mse-entropy``, beyond the paper)
-keeps the same networks but replaces PNG by a fitted context model and range coding
-(:class:`facekit.models.quantizer.ContextPrior`), stored beside the weights.
+keeps the same networks and integers but codes them with a fitted context model and a
+range coder (:class:`facekit.models.quantizer.ContextPrior`, stored beside the weights),
+or as the PNG when that is shorter (one tag byte says which), so it is never more than
+one byte above the PNG variant.
 
 Weights are listed in ``facekit/weights/manifest.json`` with their sha256; a file is
 checked against it before ``torch.load(..., weights_only=True)`` reads it, and a file
@@ -18,11 +20,12 @@ that does not match is refused (:class:`~facekit.errors.WeightsError`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +35,13 @@ import torch
 from .. import container
 from ..errors import BitstreamError, CodecError, WeightsError
 from ..models.autoencoder import RATE_POINTS, FaceCodecNet, load_weights, save_weights
-from ..models.quantizer import ContextPrior
+from ..models.quantizer import ContextPrior, pack_png, unpack_png
 from .base import Codec, check_image
 
 VARIANTS = ("mse", "joint")
+#: the largest image (in pixels) the learned codec encodes or decodes; a container declaring
+#: more is refused before anything is allocated (decoding 16 MP takes a few GB of memory)
+MAX_PIXELS = 4096 * 4096
 MANIFEST = "manifest.json"
 
 
@@ -76,6 +82,24 @@ def split_model_name(name: str) -> tuple[str, str, bool]:
     raise BitstreamError(f"bitstream names an unknown model {name!r}")
 
 
+@contextlib.contextmanager
+def manifest_lock(folder: str | os.PathLike[str] | None = None) -> Iterator[None]:
+    """Hold an exclusive lock on a weights folder's manifest (POSIX ``flock``) while updating it."""
+    folder = Path(folder or weights_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no concurrent installs expected
+        yield
+        return
+    with open(folder / f".{MANIFEST}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     manifest["models"] = dict(sorted(manifest["models"].items()))
     tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
@@ -93,6 +117,11 @@ def install_prior(
 ) -> dict[str, Any]:
     """Save a fitted context prior as ``<variant>-<rate>-ctx.pt`` and list it under the model's entry."""
     folder = Path(folder or weights_dir())
+    with manifest_lock(folder):
+        return _install_prior(prior, variant, rate, folder, info)
+
+
+def _install_prior(prior: ContextPrior, variant: str, rate: str, folder: Path, info: dict[str, Any] | None) -> dict[str, Any]:
     manifest = read_manifest(folder)
     name = model_name(variant, rate)
     if name not in manifest["models"]:
@@ -183,6 +212,13 @@ def install_weights(
     folder = Path(folder or weights_dir())
     name = model_name(variant, model.rate_point.name)
     saved = save_weights(model, folder / f"{name}.pt", half=half)
+    with manifest_lock(folder):
+        return _add_entry(folder, name, variant, model, saved, half, info)
+
+
+def _add_entry(
+    folder: Path, name: str, variant: str, model: FaceCodecNet, saved: dict[str, Any], half: bool, info: dict[str, Any] | None
+) -> dict[str, Any]:
     manifest = read_manifest(folder)
     manifest.setdefault("format", 1)
     entry = {
@@ -206,7 +242,8 @@ class LearnedCodec(Codec):
     ``device`` (default CPU) runs the networks; ``folder`` reads weights from another
     folder laid out like :mod:`facekit.weights` (a manifest and ``.pt`` files);
     ``entropy=True`` codes the same integers with the fitted context model and a range
-    coder instead of PNG. Models load lazily, once per rate point.
+    coder instead of PNG. Images (and declared sizes) above ``max_pixels`` are refused
+    before anything is allocated. Models load lazily, once per rate point.
     """
 
     integer_setting = False
@@ -219,11 +256,13 @@ class LearnedCodec(Codec):
         *,
         folder: str | os.PathLike[str] | None = None,
         entropy: bool = False,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         if variant not in VARIANTS:
             raise CodecError(f"unknown learned-codec variant {variant!r}; use one of {', '.join(VARIANTS)}")
         self.variant = variant
         self.entropy = bool(entropy)
+        self.max_pixels = int(max_pixels)
         self.name = f"facekit-{variant}" + ("-entropy" if self.entropy else "")
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.folder = Path(folder) if folder is not None else weights_dir()
@@ -279,13 +318,15 @@ class LearnedCodec(Codec):
         for i, im in enumerate(imgs):
             if im.shape[0] > container.MAX_SIDE or im.shape[1] > container.MAX_SIDE:
                 raise CodecError(f"image {im.shape[1]}x{im.shape[0]} exceeds {container.MAX_SIDE} pixels a side")
+            if im.shape[0] * im.shape[1] > self.max_pixels:
+                raise CodecError(f"image {im.shape[1]}x{im.shape[0]} exceeds this codec's limit of {self.max_pixels} pixels")
             groups.setdefault(im.shape[:2], []).append(i)
         name = model_name(self.variant, setting, self.entropy)
         for (h, w), idx in groups.items():
             x = torch.from_numpy(np.stack([imgs[i] for i in idx])).permute(0, 3, 1, 2).float().div(255)
             if self.entropy:
                 q = model.codes(x.to(self.device)).numpy()
-                payloads = [loaded["prior"].encode(qi) for qi in q]
+                payloads = [self._entropy_payload(loaded["prior"], qi, model.rate_point.bits) for qi in q]
             else:
                 payloads = model.compress(x.to(self.device))["strings"]
             for i, payload in zip(idx, payloads, strict=True):
@@ -308,8 +349,10 @@ class LearnedCodec(Codec):
             model: FaceCodecNet = loaded["model"]
             payloads = [parsed[i][0].payload for i in idx]
             if self.entropy:
-                _, ch, cw = model.rate_point.code_shape(h, w)
-                q = torch.from_numpy(np.stack([loaded["prior"].decode(p, ch, cw) for p in payloads]))
+                c_, ch, cw = model.rate_point.code_shape(h, w)
+                q = torch.from_numpy(
+                    np.stack([self._entropy_codes(loaded["prior"], p, (c_, ch, cw), model.rate_point.bits) for p in payloads])
+                )
             else:
                 q = model.codes_from_strings(payloads, (h, w))
             x_hat = model.decode_codes(q, (h, w))
@@ -318,8 +361,36 @@ class LearnedCodec(Codec):
                 out[i] = np.ascontiguousarray(arr[j])
         return [a for a in out if a is not None]
 
+    #: first byte of an entropy-variant payload: range-coded with the context model, or PNG
+    PAYLOAD_RANGE, PAYLOAD_PNG = 0, 1
+
+    @classmethod
+    def _entropy_payload(cls, prior: ContextPrior, q: np.ndarray, bits: int) -> bytes:
+        """The shorter of the context-model stream and the PNG, behind a one-byte type tag."""
+        ranged = prior.encode(q)
+        png = pack_png(q, bits)
+        if len(ranged) <= len(png):
+            return bytes([cls.PAYLOAD_RANGE]) + ranged
+        return bytes([cls.PAYLOAD_PNG]) + png
+
+    @classmethod
+    def _entropy_codes(cls, prior: ContextPrior, payload: bytes, shape: tuple[int, int, int], bits: int) -> np.ndarray:
+        if not payload:
+            raise BitstreamError("empty payload")
+        kind, body = payload[0], payload[1:]
+        if kind == cls.PAYLOAD_RANGE:
+            return prior.decode(body, shape[1], shape[2])
+        if kind == cls.PAYLOAD_PNG:
+            return unpack_png(body, *shape, bits)
+        raise BitstreamError(f"unknown payload type {kind}")
+
     def _parse(self, data: bytes) -> tuple[container.Container, str]:
         c = container.parse(data)
+        if c.height * c.width > self.max_pixels:
+            raise BitstreamError(
+                f"declared image size {c.width}x{c.height} exceeds this decoder's limit of {self.max_pixels} pixels "
+                "(too large: a decompression bomb?); pass max_pixels= to decode larger images"
+            )
         variant, rate, entropy = split_model_name(c.model)
         if variant != self.variant or entropy != self.entropy:
             want = f"facekit-{variant}" + ("-entropy" if entropy else "")

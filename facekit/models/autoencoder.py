@@ -30,7 +30,20 @@ layers, so the output of an image never depends on the rest of its batch)::
 
 The rate is set by the code's size: ``C * (H/f) * (W/f) * b`` bits before PNG's
 lossless compression. :data:`RATE_POINTS` holds the named configurations ``q1`` (about
-0.05 bpp on a 250x250 LFW face) to ``q6`` (about 1 bpp).
+0.06 bpp on a 250x250 LFW face) to ``q6`` (about 1 bpp). Measured with the shipped
+weights on 100 LFW pair images (whole containers; ``benchmarks/learned_rate_table.py``)::
+
+    point  f   C  bits  params  bpp (PNG)  bpp (-entropy)  PSNR dB  JPEG 2000 dB at PNG bpp
+    q1     16  4  3     843k    0.058      0.041           22.8     23.1
+    q2     8   2  4     739k    0.112      0.097           26.0     27.2
+    q3     8   4  4     742k    0.205      0.176           27.0     31.1
+    q4     4   2  4     594k    0.331      0.318           29.3     34.4
+    q5     4   3  6     595k    0.646      0.647           32.1     39.1
+    q6     4   5  6     596k    0.988      0.989           32.3     42.2
+
+The shipped weights come from short CPU runs (1,600 steps of 8 crops of 96x96 each, about
+10 CPU-minutes per point) and are far from converged, most visibly at the higher rates;
+``facekit train`` on a GPU (bf16, larger batches, more steps) is the way to real results.
 
 The contract is CompressAI's: ``forward(x)`` returns a dict with ``x_hat`` and what the
 losses need (``y``: the continuous code, ``y_hat``: its quantised value, ``likelihoods``:

@@ -395,18 +395,34 @@ class ContextPrior:
         return raw.rstrip(b"\x00")
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
-        """Codes ``(C, height, width)`` back from :meth:`encode`'s bytes."""
+        """Codes ``(C, height, width)`` back from :meth:`encode`'s bytes.
+
+        A range decoder reads zeros once its data runs out, so it would turn any payload
+        into codes of any declared size. Here the information of the codes decoded so far
+        (``-log2 p`` under the model, probabilities floored at 2**-20 so it never exceeds
+        the real code length) is checked after every row against the payload's size; a
+        payload too short for what it claims to hold is refused as soon as that shows.
+        """
         cs = self._coder()
         pad = (-len(data)) % 4
         words = np.frombuffer(bytes(data) + b"\x00" * (pad + 8), dtype="<u4").astype(np.uint32)
         model = cs.stream.model.Categorical(perfect=False)
         q = np.zeros((self.channels, height, width), np.uint8)
+        budget = 8 * len(data) * 1.01 + 64
+        log_p = -np.log2(np.maximum(self.probs, 2.0**-20))
+        spent = 0.0
         try:
             dec = cs.stream.queue.RangeDecoder(words)
             for c in range(self.channels):
                 for i in range(height):
                     ctx = self.row_contexts(q, c, i)
                     q[c, i] = dec.decode(model, self.probs[c, ctx])
+                    spent += float(log_p[c, ctx, q[c, i]].sum())
+                    if spent > budget:
+                        raise BitstreamError(
+                            f"range-coded payload ran out: {len(data)} bytes cannot hold the "
+                            f"{self.channels}x{height}x{width} codes it claims (truncated or forged)"
+                        )
         except (ValueError, RuntimeError, OverflowError, AssertionError) as e:  # constriction asserts on bad data
             raise BitstreamError(f"range-coded payload cannot be decoded (damaged): {e}") from e
         return q
