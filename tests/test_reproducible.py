@@ -293,13 +293,6 @@ def test_results_checksum_the_images_they_were_computed_on(lfw_env):
     assert before["data_sha256"] != after["data_sha256"]
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="BUG facekit/evaluate.py _codec_id + facekit/codecs/learned.py LearnedCodec.describe(): the codec id "
-    "keying the embeddings cache has no weights fingerprint, so results of other weights of facekit-mse "
-    "(retrained, same rate points) are served from the cache",
-)
 def test_cached_results_follow_new_learned_weights(lfw_env, tmp_path, monkeypatch):
     sweep = {"facekit-mse": ("q1",)}
     before = _run(lfw_env, sweep, use_cache=True)

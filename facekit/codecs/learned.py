@@ -411,4 +411,13 @@ class LearnedCodec(Codec):
                 r: manifest["models"].get(model_name(self.variant, r), {}).get("metrics", {})
                 for r in self.settings
             },
+            # what identifies this codec's output (the evaluation cache is keyed by it)
+            "weights_sha256": {
+                r: {
+                    "weights": manifest["models"].get(model_name(self.variant, r), {}).get("sha256"),
+                    "prior": (manifest["models"].get(model_name(self.variant, r), {}).get("prior") or {}).get("sha256")
+                    if self.entropy else None,
+                }
+                for r in self.settings
+            },
         }
