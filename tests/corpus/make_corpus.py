@@ -128,7 +128,7 @@ def build(out: Path = HERE) -> dict:
         ecodec = LearnedCodec("mse", folder=weights, entropy=True)
         put("face.q1-ctx.fkc", ecodec.encode(image, "q1"),
             "LearnedCodec('mse', folder=weights, entropy=True).encode(face, 'q1')")
-    for p in sorted(weights.iterdir()):
+    for p in sorted(q for q in weights.iterdir() if not q.name.startswith(".")):
         files[f"weights/{p.name}"] = {
             "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
             "bytes": p.stat().st_size,
