@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from .align import FaceLocation
+    from .align import FaceAligner, FaceLocation
 
 
 class Recognizer(nn.Module):
@@ -44,6 +44,31 @@ class Recognizer(nn.Module):
     threshold: float = 0.6
     alignment_id: str = "none"
 
+
+    #: the face finder; built lazily (dlib and MTCNN load their models on first use)
+    _aligner: FaceAligner | None = None
+
+    @property
+    def aligner(self) -> FaceAligner:
+        """The :class:`~facekit.recognition.align.FaceAligner` that finds faces on originals."""
+        if self._aligner is None:
+            from .align import FaceAligner
+
+            self._aligner = FaceAligner()
+        return self._aligner
+
+    def train(self, mode: bool = True) -> Recognizer:
+        """Recognisers stay in inference mode (frozen batch norm, no dropout) whatever ``mode`` says."""
+        return super().train(False)
+
+    def check_chips(self, chips: torch.Tensor) -> None:
+        """A clear error unless ``chips`` is ``(B, 3, chip_size, chip_size)``."""
+        from ..errors import RecognizerError
+
+        if chips.ndim != 4 or chips.shape[1] != 3:
+            raise RecognizerError(
+                f"expected chips of shape (B, 3, {self.chip_size}, {self.chip_size}), got {tuple(chips.shape)}"
+            )
     @abstractmethod
     def locate(self, image: np.ndarray) -> FaceLocation:
         """Face, landmarks and chip transform of an original uint8 ``(H, W, 3)`` RGB image."""

@@ -404,22 +404,9 @@ class DlibResNet(Recognizer):
         if device is not None:
             self.to(device)
 
-    @property
-    def aligner(self) -> FaceAligner:
-        if self._aligner is None:
-            self._aligner = FaceAligner()
-        return self._aligner
-
-    def train(self, mode: bool = True) -> DlibResNet:
-        # frozen: there is no batch norm or dropout, but keep the module in eval mode anyway
-        return super().train(False)
-
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """Chips ``(B, 3, 150, 150)``, RGB in ``[0, 1]`` -> embeddings ``(B, 128)``."""
-        if chips.ndim != 4 or chips.shape[1] != 3:
-            raise RecognizerError(
-                f"expected chips of shape (B, 3, 150, 150), got {tuple(chips.shape)}"
-            )
+        self.check_chips(chips)
         return self.net(chips)
 
     def locate(self, image: np.ndarray) -> FaceLocation:

@@ -159,22 +159,9 @@ class FacenetRecognizer(Recognizer):
         if device is not None:
             self.to(device)
 
-    @property
-    def aligner(self) -> FaceAligner:
-        if self._aligner is None:
-            self._aligner = FaceAligner()
-        return self._aligner
-
-    def train(self, mode: bool = True) -> FacenetRecognizer:
-        # frozen: batch norm and dropout always in inference mode
-        return super().train(False)
-
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         """Chips ``(B, 3, 160, 160)``, RGB in ``[0, 1]`` -> L2-normalised ``(B, 512)``."""
-        if chips.ndim != 4 or chips.shape[1] != 3:
-            raise RecognizerError(
-                f"expected chips of shape (B, 3, 160, 160), got {tuple(chips.shape)}"
-            )
+        self.check_chips(chips)
         return self.net((chips * 255.0 - 127.5) / 128.0)
 
     def locate(self, image: np.ndarray) -> FaceLocation:
