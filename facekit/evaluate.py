@@ -117,27 +117,26 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
     label = f"{codec_id}@{setting}" if codec is not None else "uncompressed"
     bar = tqdm(total=len(ctx.names), desc=label, disable=not ctx.progress, leave=False)
     for names in _batched(ctx.names, ctx.batch_size):
-        decoded, thetas = [], []
-        for n in names:
-            orig = _load_original(ctx, n)
-            if codec is None:
-                dec = orig
-                bpps.append(bits_per_pixel(ctx.lfw.path(n).read_bytes(), *orig.shape[:2]))
-                psnrs.append(np.inf)
-            else:
-                data = codec.encode(orig, setting)
-                dec = codec.decode(data)
-                if dec.shape != orig.shape:
-                    raise DataError(f"{codec_id} decoded {n} to {dec.shape}, expected {orig.shape}")
-                bpps.append(bits_per_pixel(data, *orig.shape[:2]))
-                psnrs.append(psnr(orig, dec))
+        origs = [_load_original(ctx, n) for n in names]
+        if codec is None:
+            decoded = origs
+            datas = [ctx.lfw.path(n).read_bytes() for n in names]
+        else:
+            # one batch through the codec: the learned codec runs it as one network batch
+            datas = codec.encode_batch(origs, setting)
+            decoded = codec.decode_batch(datas)
+        thetas = []
+        for n, orig, data, dec in zip(names, origs, datas, decoded, strict=True):
+            if dec.shape != orig.shape:
+                raise DataError(f"{label} decoded {n} to {dec.shape}, expected {orig.shape}")
+            bpps.append(bits_per_pixel(data, *orig.shape[:2]))
+            psnrs.append(np.inf if codec is None else psnr(orig, dec))
             if ctx.end_to_end:
                 theta, method = _detect(ctx.recognizer, dec, ctx.thetas[n])
                 if method != "hog":
                     failed.append(f"{n}:{method}")
             else:
                 theta = ctx.thetas[n]
-            decoded.append(dec)
             thetas.append(theta)
         embs.append(_embed_batch(ctx, decoded, thetas))
         bar.update(len(names))
@@ -371,9 +370,12 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def merge_results(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Add ``new``'s codecs to ``old`` (replacing codecs of the same name).
+def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = False) -> dict[str, Any]:
+    """Add ``new``'s codecs to ``old``.
 
+    By default a codec of the same name is replaced whole; ``by_point=True`` merges its
+    points instead (a point of ``new`` replaces one of ``old`` with the same setting,
+    the others are kept), ordered by bpp, so a sweep can be run one setting at a time.
     Both must come from the same protocol, recogniser and data; otherwise a DataError.
     """
     for key in ("recognizer", "data_sha256"):
@@ -383,7 +385,15 @@ def merge_results(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     if any(old["protocol"].get(k) != new["protocol"].get(k) for k in keep):
         raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
     merged = dict(old)
-    merged["codecs"] = {**old["codecs"], **new["codecs"]}
+    codecs = dict(old["codecs"])
+    for name, points in new["codecs"].items():
+        if by_point and name in codecs:
+            fresh = {repr(p["setting"]) for p in points}
+            kept = [p for p in codecs[name] if repr(p["setting"]) not in fresh]
+            codecs[name] = sorted(kept + list(points), key=lambda p: p["bpp"])
+        else:
+            codecs[name] = list(points)
+    merged["codecs"] = codecs
     runs = list(old.get("runs", [old.get("provenance")]))
     merged["runs"] = [r for r in runs if r] + [new["provenance"]]
     merged["provenance"] = new["provenance"]

