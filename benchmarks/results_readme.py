@@ -1,4 +1,4 @@
-"""Write results/README.md from a results JSON: the table, the BD-rate summary, the figure.
+"""Write results/README.md from a results JSON: the table, BD-rate summary, goals, figure.
 
     python benchmarks/results_readme.py results/rate_accuracy.json --command "..."
 """
@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from facekit.evaluate import load_results
+from facekit.goals import goals_table, joint_gain_table
 from facekit.plots import rate_accuracy_figure, summary_table
 
 
@@ -39,6 +40,12 @@ def main() -> None:
     if args.command:
         lines += ["```bash", args.command, "```", ""]
     lines += [summary_table(res), ""]
+    goals = goals_table(res)
+    if goals:
+        lines += ["## The goals, checked against these numbers (`facekit.goals`)", "", goals, ""]
+    gain = joint_gain_table(res)
+    if gain:
+        lines += ["## What joint training adds over distortion-only training", "", gain, ""]
     if args.notes and args.notes.exists():
         lines += [args.notes.read_text()]
     out = args.out or args.results.parent / "README.md"

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FacekitError, ImageError
+from .pngstream import check_png_stream
 
 #: default pixel budget of :func:`open_image`: the same as the classical codecs' decoders
 MAX_PIXELS = 8192 * 8192
@@ -89,6 +90,9 @@ def open_image(
                         f"{name}: declared size {w}x{h} ({w * h:,} pixels) exceeds the limit of "
                         f"{max_pixels:,} pixels; refusing to decode it (decompression bomb?)"
                     )
+                if im.format == "PNG":  # Pillow zero-fills the rows of a stream that ends early
+                    raw = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else path.read_bytes()
+                    check_png_stream(raw, error, name)
                 im.load()
                 rgb = np.asarray(im.convert("RGB"))
     except FacekitError:

@@ -86,3 +86,73 @@ def test_subset_keeps_balanced_folds():
     assert sum(p.same for p in sub) == 6
     assert subset_pairs(pairs, None) == pairs
     assert np.unique([p.fold for p in sub]).size == 3
+
+
+def test_merge_by_point_keeps_other_settings(faces):
+    kw = dict(recognizer=TinyRecognizer(), progress=False)
+    a = evaluate(faces, codecs={"jpeg": (5, 50)}, **kw)
+    b = evaluate(faces, codecs={"jpeg": (20,), "webp": (10,)}, **kw)
+    m = merge_results(a, b, by_point=True)
+    assert [p["setting"] for p in m["codecs"]["jpeg"]] == [5, 20, 50]  # ordered by bpp
+    bpps = [p["bpp"] for p in m["codecs"]["jpeg"]]
+    assert bpps == sorted(bpps) and set(m["codecs"]) == {"jpeg", "webp"}
+    c = evaluate(faces, codecs={"jpeg": (50,)}, **kw)
+    c["codecs"]["jpeg"][0]["acc_mean"] = -1.0  # a re-measured point replaces the old one
+    m2 = merge_results(m, c, by_point=True)
+    assert [p["setting"] for p in m2["codecs"]["jpeg"]] == [5, 20, 50]
+    assert m2["codecs"]["jpeg"][-1]["acc_mean"] == -1.0
+    assert [p["setting"] for p in merge_results(m, c)["codecs"]["jpeg"]] == [50]  # whole-codec default
+
+
+def test_batches_give_the_same_numbers_as_single_images(faces):
+    kw = dict(codecs={"jpeg": (10,)}, recognizer=TinyRecognizer(), progress=False, use_cache=False)
+    one = evaluate(faces, batch_size=1, **kw)
+    many = evaluate(faces, batch_size=7, **kw)
+    a, b = one["codecs"]["jpeg"][0], many["codecs"]["jpeg"][0]
+    for key in ("bpp", "psnr", "acc_mean", "acc_std", "n_pairs"):  # the bytes and the verdicts
+        assert a[key] == b[key], key
+    # embeddings of a batch differ from one-image batches by float rounding alone
+    assert np.allclose(a["thresholds"], b["thresholds"], rtol=1e-6)
+
+
+def test_codec_batch_defaults_loop_over_images():
+    from facekit.codecs import get_codec
+
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 255, (24, 32, 3), dtype=np.uint8) for _ in range(3)]
+    c = get_codec("jpeg")
+    datas = c.encode_batch(imgs, 30)
+    assert datas == [c.encode(im, 30) for im in imgs]
+    assert all(np.array_equal(a, c.decode(d)) for a, d in zip(c.decode_batch(datas), datas, strict=True))
+
+
+def test_sweep_script_runs_jobs_in_workers_and_merges_points(faces, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "ra.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "rate_accuracy.py"), "--root", str(faces), "--workers", "2",
+           "--recognizer", "tests.fakes:TinyRecognizer", "--only", "jpeg:50", "jpeg:5", "webp:10", "nope:1",
+           "--out", str(out)]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "nope@1: failed (CodecError" in r.stdout
+    res = load_results(out)
+    assert [p["setting"] for p in res["codecs"]["jpeg"]] == [5, 50] and len(res["codecs"]["webp"]) == 1
+    assert res["recognizer"]["name"] == "tiny" and len(res["runs"]) == 3
+    assert out.with_suffix(".png").exists() and "jpeg" in out.with_suffix(".md").read_text()
+
+
+def test_recognizer_by_import_path():
+    from facekit.errors import RecognizerError
+    from facekit.recognition import get_recognizer
+
+    assert get_recognizer("tests.fakes:TinyRecognizer").name == "tiny"
+    with pytest.raises(RecognizerError, match="cannot import"):
+        get_recognizer("tests.fakes:Nope")
+    with pytest.raises(RecognizerError, match="not a facekit"):
+        get_recognizer("tests.fakes:make_faces")

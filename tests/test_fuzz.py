@@ -409,21 +409,66 @@ def test_entropy_decoder_bomb_is_refused_before_allocation():
     assert out.status == "refused", out
 
 
-@pytest.mark.xfail(
-    raises=AssertionError,
-    strict=True,
-    reason="Pillow behaviour, unguarded in facekit/codecs/classic.py _pil_decode: a PNG whose IDAT "
-    "zlib stream ends after 4 of 64 rows decodes without error, the missing rows zero-filled",
-)
-def test_png_with_short_image_data_is_refused():
-    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0))
-    rows = b"".join(b"\0" + bytes([200]) * 192 for _ in range(4))
-    data = b"\x89PNG\r\n\x1a\n" + ihdr + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
-    try:
-        out = get_codec("png").decode(data)
-    except BitstreamError:
-        return
-    raise AssertionError(f"a PNG holding 4 of 64 rows decoded to {out.shape} without an error")
+def _short_png(width: int = 64, height: int = 64, rows: int = 4) -> bytes:
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    body = b"".join(b"\0" + bytes([200]) * (3 * width) for _ in range(rows))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + _chunk(b"IDAT", zlib.compress(body)) + _chunk(b"IEND", b"")
+
+
+def test_png_with_short_image_data_is_refused(tmp_path):
+    """Pillow zero-fills the rows missing from a stream that ends early; facekit refuses it everywhere."""
+    from facekit.errors import ImageError
+    from facekit.models.quantizer import pack_png, unpack_png
+    from facekit.safety import open_image
+
+    data = _short_png()
+    with pytest.raises(BitstreamError, match="ends early: 772 of the 12352 bytes"):
+        get_codec("png").decode(data)
+    with pytest.raises(ImageError, match="ends early"):
+        open_image(data)
+    (tmp_path / "short.png").write_bytes(data)
+    with pytest.raises(ImageError, match="short.png: image data ends early"):
+        open_image(tmp_path / "short.png")
+    codes = np.random.default_rng(0).integers(0, 16, (3, 8, 8), dtype=np.uint8)
+    good = pack_png(codes, 4, effort=0)
+    assert np.array_equal(unpack_png(good, 3, 8, 8, 4), codes)
+    with pytest.raises(BitstreamError, match="payload PNG: image data ends early"):
+        unpack_png(_short_png(8, 8, rows=3), 3, 8, 8, 4)
+    long = _short_png(8, 8, rows=9)
+    with pytest.raises(BitstreamError, match="more than the 200 bytes"):
+        unpack_png(long, 3, 8, 8, 4)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "P", "1", "I;16"])
+def test_complete_pngs_of_every_kind_pass_the_stream_check(mode, tmp_path):
+    from PIL import Image
+
+    from facekit.pngstream import check_png_stream
+
+    arr = np.random.default_rng(1).integers(0, 255, (37, 29, 3), dtype=np.uint8)
+    Image.fromarray(arr).convert(mode).save(tmp_path / "x.png", "PNG")
+    check_png_stream((tmp_path / "x.png").read_bytes())
+
+
+def test_interlaced_png_sizes_follow_adam7():
+    """An Adam7 PNG built by hand: Pillow reads it back, the check passes it and refuses it cut short."""
+    from PIL import Image
+
+    from facekit.pngstream import ADAM7, check_png_stream
+
+    arr = np.random.default_rng(2).integers(0, 255, (13, 11, 3), dtype=np.uint8)
+    passes = [arr[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7]
+    raw = b"".join(b"\0" + row.tobytes() for p in passes if p.size for row in p)
+    ihdr = _chunk(b"IHDR", struct.pack(">IIBBBBB", 11, 13, 8, 2, 0, 0, 1))
+
+    def png(body: bytes) -> bytes:
+        return b"\x89PNG\r\n\x1a\n" + ihdr + _chunk(b"IDAT", zlib.compress(body)) + _chunk(b"IEND", b"")
+
+    with Image.open(io.BytesIO(png(raw))) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), arr)
+    check_png_stream(png(raw))
+    with pytest.raises(BitstreamError, match="ends early"):
+        check_png_stream(png(raw[:-34]))
 
 
 # --------------------------------------------------------------------------- facekit compress

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, features
 
 from ..errors import BitstreamError, CodecError
+from ..pngstream import check_png_stream
 from .base import Codec, check_image
 
 #: refuse to decode anything larger than this (decompression bombs)
@@ -38,6 +39,8 @@ def _pil_decode(data: bytes, fmt: str) -> np.ndarray:
         with Image.open(io.BytesIO(bytes(data))) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BitstreamError(f"{fmt}: declared size {im.width}x{im.height} is too large to decode")
+            if im.format == "PNG":  # Pillow zero-fills the rows of a stream that ends early
+                check_png_stream(data, BitstreamError, fmt)
             if im.format is not None and fmt.upper() not in (im.format.upper(), "JPEG 2000"):
                 if not (fmt == "JPEG2000" and im.format == "JPEG2000"):
                     raise BitstreamError(f"{fmt}: the bytes are a {im.format} file, not {fmt}")

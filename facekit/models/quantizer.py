@@ -35,6 +35,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import BitstreamError
+from ..pngstream import check_png_stream
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour type -> samples per pixel (grayscale, gray+alpha, RGB, RGBA)
@@ -259,6 +260,7 @@ def unpack_png(data: bytes, channels: int, height: int, width: int, bits: int) -
         )
     if head.bit_depth not in (1, 2, 4, 8) or (head.color_type != 0 and head.bit_depth != 8):
         raise BitstreamError(f"payload PNG has unsupported bit depth {head.bit_depth}")
+    check_png_stream(data, BitstreamError, "payload PNG")  # Pillow zero-fills a stream that ends early
     try:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
             im.load()

@@ -70,10 +70,14 @@ def get_recognizer(
     """Build a frozen recogniser by name (see :func:`available_recognizers`).
 
     Keyword arguments go to the recogniser's class: ``weights=`` (a file) for all,
-    ``allow_download=`` and ``pretrained=`` for facenet.
+    ``allow_download=`` and ``pretrained=`` for facenet. A name ``"package.module:Class"``
+    builds your own :class:`Recognizer` subclass (called with the keyword arguments), so
+    the evaluation can judge codecs with any recogniser, also in worker processes.
     """
     if isinstance(name, Recognizer):
         return name.to(device) if device is not None else name
+    if ":" in name:
+        return _from_import_path(name, device, **kw)
     try:
         factory, _ = _REGISTRY[name]
     except KeyError:
@@ -81,6 +85,20 @@ def get_recognizer(
             f"unknown recogniser {name!r}; choose one of {', '.join(_REGISTRY)}"
         ) from None
     return factory(device=device, **kw)
+
+
+def _from_import_path(path: str, device: str | torch.device | None, **kw: Any) -> Recognizer:
+    import importlib
+
+    module, _, attr = path.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise RecognizerError(f"cannot import recogniser {path!r}: {e}") from e
+    if not (isinstance(cls, type) and issubclass(cls, Recognizer)):
+        raise RecognizerError(f"{path!r} is not a facekit.recognition.Recognizer subclass")
+    rec = cls(**kw)
+    return rec.to(device) if device is not None else rec
 
 
 def _default_device(recognizer: Recognizer) -> torch.device:

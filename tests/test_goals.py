@@ -1,0 +1,60 @@
+"""The reproduction's goals on made-up rate-accuracy curves whose answers are known."""
+
+from __future__ import annotations
+
+import pytest
+
+from facekit.goals import check_goals, goals_table, joint_gain_table, margin_at_equal_rate
+
+
+def pts(*xy, psnr=30.0, setting=None):  # type: ignore[no-untyped-def]
+    return [{"setting": setting[i] if setting else i, "bpp": b, "acc_mean": a, "acc_std": 0.01, "psnr": psnr + i}
+            for i, (b, a) in enumerate(xy)]
+
+
+def test_margin_is_the_smallest_difference_over_the_common_range():
+    test = pts((0.05, 0.80), (0.1, 0.90), (0.2, 0.95), (0.4, 0.99))
+    ref = pts((0.1, 0.85), (0.2, 0.96), (0.8, 0.99))
+    m = margin_at_equal_rate(test, ref)
+    assert m["range"] == (0.1, 0.4)
+    assert m["rates"] == [0.1, 0.2, 0.4]
+    assert m["min_margin"] == pytest.approx(-0.01) and m["at_bpp"] == 0.2
+    assert margin_at_equal_rate(test, ref, max_bpp=0.15)["min_margin"] == pytest.approx(0.05)
+    assert margin_at_equal_rate(test, pts((1.0, 0.99), (2.0, 0.995)))["min_margin"] is None
+
+
+def results(**codecs):  # type: ignore[no-untyped-def]
+    return {"codecs": codecs}
+
+
+def test_goals_met_and_not_met():
+    strong = pts((0.05, 0.95), (0.1, 0.985), (0.2, 0.99), (0.4, 0.995))
+    weak = pts((0.05, 0.70), (0.1, 0.86), (0.2, 0.93), (0.4, 0.97))
+    classic = dict(
+        jpeg2000=pts((0.05, 0.70), (0.1, 0.87), (0.2, 0.96), (0.4, 0.98)),
+        jpeg=pts((0.13, 0.69), (0.19, 0.89), (0.29, 0.96), (0.44, 0.98)),
+        avif=pts((0.13, 0.91), (0.2, 0.968), (0.26, 0.977), (0.48, 0.986)),
+        webp=pts((0.13, 0.914), (0.21, 0.957), (0.32, 0.977), (0.45, 0.985)),
+    )
+    good = {g["goal"]: g for g in check_goals(results(**{"facekit-joint": strong}, **classic), "facekit-joint")}
+    assert all(g["met"] for g in good.values()), good
+    bad = {g["goal"]: g for g in check_goals(results(**{"facekit-joint": weak}, **classic), "facekit-joint")}
+    assert not any(g["met"] for g in bad.values()), bad
+    assert "-3.00 points at 0.200 bpp" in bad["above JPEG 2000 wherever both are measured"]["detail"]
+    assert "86.00 % at 0.1 bpp" in bad["at least 98.25 % at 0.1 bpp"]["detail"]
+    missing = {g["goal"]: g for g in check_goals(results(**{"facekit-joint": strong}), "facekit-joint")}
+    assert missing.pop("at least 98.25 % at 0.1 bpp")["met"]  # needs no other codec
+    assert all(g["met"] is None for g in missing.values())
+
+
+def test_tables():
+    r = results(**{
+        "facekit-mse": pts((0.06, 0.80), (0.11, 0.90), setting=["q1", "q2"]),
+        "facekit-joint": pts((0.06, 0.82), (0.12, 0.93), psnr=29.5, setting=["q1", "q2"]),
+        "jpeg2000": pts((0.05, 0.70), (0.1, 0.87)),
+    })
+    t = goals_table(r)
+    assert t.splitlines()[0] == "| goal | facekit-mse | facekit-joint |" and "**met**" in t
+    g = joint_gain_table(r)
+    assert "| q1 |" in g and "+2.00 | 0.50 |" in g and "+3.00 | 0.50 |" in g
+    assert joint_gain_table(results(jpeg=[])) == "" and goals_table(results(jpeg=[])) == ""
