@@ -281,6 +281,9 @@ def evaluate(
     """
     import torch
 
+    from .provenance import code_commit
+
+    code_commit()  # the commit this process started with, whatever the checkout holds at the end
     torch.manual_seed(seed)
     np.random.seed(seed)
     sweep = _resolve_sweep(codecs)

@@ -7,6 +7,7 @@ data behind it (and a rerun compared with it).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import importlib.metadata as md
 import platform
 import subprocess
@@ -37,6 +38,17 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def code_commit() -> str | None:
+    """The commit of the facekit code this process runs, read the first time it is asked.
+
+    A long run (a sweep takes hours on a CPU) records the commit it started with, not
+    whatever the checkout holds when it ends; :func:`facekit.evaluate.evaluate` asks
+    before it starts working.
+    """
+    return git_commit()
+
+
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for n in names:
@@ -63,7 +75,7 @@ def provenance(device: Any = None, seed: int | None = None, **extra: Any) -> dic
     """The provenance record for a results file."""
     return {
         "facekit": __version__,
-        "git_commit": git_commit(),
+        "git_commit": code_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "packages": package_versions(),

@@ -300,6 +300,11 @@ def report_markdown(summary: dict[str, Any], out: Path) -> str:
             "",
             "![rate-accuracy](rate_accuracy.png)",
         ]
+        from .goals import goals_table
+
+        goals = goals_table(results)
+        if goals:
+            lines += ["", "### The goals, checked against these numbers (`facekit.goals`)", "", goals]
     lines += ["", "## Key numbers of each notebook", ""]
     for name, r in summary["notebooks"].items():
         nums = r.get("numbers") or {}

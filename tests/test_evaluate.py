@@ -156,3 +156,19 @@ def test_recognizer_by_import_path():
         get_recognizer("tests.fakes:Nope")
     with pytest.raises(RecognizerError, match="not a facekit"):
         get_recognizer("tests.fakes:make_faces")
+
+
+def test_provenance_records_the_commit_a_run_started_with(faces, monkeypatch):
+    import facekit.provenance as prov
+
+    prov.code_commit.cache_clear()
+    monkeypatch.setattr(prov, "git_commit", lambda path=None: "a" * 40)
+
+    def checkout_moves_on(name, point):  # type: ignore[no-untyped-def]
+        monkeypatch.setattr(prov, "git_commit", lambda path=None: "b" * 40)
+
+    res = evaluate(faces, codecs={"jpeg": (10, 20)}, recognizer=TinyRecognizer(), progress=False,
+                   on_point=checkout_moves_on)
+    assert res["provenance"]["git_commit"] == "a" * 40
+    assert prov.git_commit() == "b" * 40
+    prov.code_commit.cache_clear()

@@ -277,6 +277,7 @@ Record(out_dir).update(points=3)
     report = (out / "report.md").read_text()
     assert "quick preset" in report and "**failed**" in report
     assert "| facekit-mse |" in report and "Bitrate saving" in report
+    assert "The goals, checked" in report and "| above JPEG wherever both are measured | **met**" in report
     assert "![line.png](01_build_autoencoder/line.png)" in report
     assert "- steps: 7" in report
 
