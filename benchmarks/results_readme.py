@@ -34,9 +34,15 @@ def main() -> None:
         f"{prot['n_pairs']} pairs of `{prot['pairs_file']}` ({prot['folds']} folds"
         + (f", the first {prot['per_fold']} pairs of each fold" if prot.get("per_fold") else "")
         + f", {prot['n_images']} images); alignment {prot['alignment']}; bpp = {prot['bpp']}.",
-        f"Made by facekit {prov['facekit']} at commit `{prov.get('git_commit')}` on {prov['device']}.",
-        "",
+        f"Made by facekit {prov['facekit']} at commit `{prov.get('git_commit')}` on {prov['device']}"
+        + (f" (the last of {len(res['runs'])} runs merged into it)." if res.get("runs") else "."),
     ]
+    sweep = res.get("sweep") or {}
+    if sweep.get("code_commit"):
+        lines.append(f"Code of the sweep: {sweep['code_commit']}.")
+    if sweep.get("not_run"):
+        lines.append(f"Planned but not measured: {', '.join(f'`{j}`' for j in sweep['not_run'])}.")
+    lines.append("")
     if args.command:
         lines += ["```bash", args.command, "```", ""]
     lines += [summary_table(res), ""]
