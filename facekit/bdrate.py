@@ -16,6 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def curve(points: Sequence[dict], key: str = "acc_mean") -> tuple[np.ndarray, np.ndarray]:
+    """``(bpp, quality)`` arrays of a results file's points, sorted by bpp, without missing values."""
+    pts = sorted((p for p in points if p.get(key) is not None and p.get("bpp")), key=lambda p: p["bpp"])
+    return np.array([p["bpp"] for p in pts], dtype=float), np.array([p[key] for p in pts], dtype=float)
+
+
 def monotone_envelope(bpp: Sequence[float], quality: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Points sorted by rate that each improve quality on every cheaper point."""
     r = np.asarray(bpp, dtype=float)

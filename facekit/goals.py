@@ -24,15 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .bdrate import bd_rate, quality_at
+from .bdrate import bd_rate, curve, quality_at
 
 #: the accuracy (fraction) that goal 3 asks for at 0.1 bpp
 TARGET_ACCURACY = 0.9825
-
-
-def _curve(points: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    pts = sorted((p for p in points if p.get("bpp") and p.get("acc_mean") is not None), key=lambda p: p["bpp"])
-    return np.array([p["bpp"] for p in pts], dtype=float), np.array([p["acc_mean"] for p in pts], dtype=float)
 
 
 def margin_at_equal_rate(
@@ -44,8 +39,8 @@ def margin_at_equal_rate(
     or ``{"min_margin": None, "reason": ...}`` when the curves share no rate range
     (below ``max_bpp`` when given).
     """
-    xt, yt = _curve(test)
-    xr, yr = _curve(ref)
+    xt, yt = curve(test)
+    xr, yr = curve(ref)
     if len(xt) == 0 or len(xr) == 0:
         return {"min_margin": None, "reason": "a curve has no points"}
     lo, hi = max(xt.min(), xr.min()), min(xt.max(), xr.max())
@@ -102,7 +97,7 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
     above("avif", 0.3, "above AVIF below 0.3 bpp")
     above("webp", 0.3, "above WebP below 0.3 bpp")
 
-    x, y = _curve(mine)
+    x, y = curve(mine)
     acc = quality_at(x, y, 0.1) if len(x) else None
     goal = f"at least {100 * TARGET_ACCURACY:.2f} % at 0.1 bpp"
     if acc is None:
@@ -115,7 +110,7 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
         if other not in codecs or len(x) < 2:
             out.append({"goal": goal, "met": None, "detail": "not measured"})
             continue
-        xo, yo = _curve(codecs[other])
+        xo, yo = curve(codecs[other])
         r = bd_rate(x, y, xo, yo)
         if r["saving"] is None:
             out.append({"goal": goal, "met": None, "detail": r.get("reason", "no common accuracy range")})

@@ -10,9 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .bdrate import bd_rate, quality_at
+from .bdrate import bd_rate, curve, quality_at
 
 STYLE = {
     "uncompressed": dict(color="black", marker="*", ls="none", ms=12),
@@ -29,12 +27,6 @@ STYLE = {
 LEARNED_PREFIX = "facekit"
 
 
-def _xy(points: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    pts = [p for p in points if p.get(key) is not None and p.get("bpp")]
-    pts.sort(key=lambda p: p["bpp"])
-    return np.array([p["bpp"] for p in pts]), np.array([p[key] for p in pts], dtype=float)
-
-
 def rate_accuracy_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = None, title: str | None = None):
     """Accuracy (%) and PSNR (dB) against bpp (log axis); saved to ``path`` when given."""
     import matplotlib
@@ -46,11 +38,11 @@ def rate_accuracy_figure(results: dict[str, Any], path: str | os.PathLike[str] |
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
     for name, points in results["codecs"].items():
         style = {"lw": 1.5, "ms": 5, **STYLE.get(name, {})}
-        x, y = _xy(points, "acc_mean")
+        x, y = curve(points, "acc_mean")
         if len(x):
             ax1.plot(x, 100 * y, label=name, **style)
         if name != "uncompressed":
-            x, y = _xy(points, "psnr")
+            x, y = curve(points, "psnr")
             if len(x):
                 ax2.plot(x, y, label=name, **style)
     rec = results.get("recognizer", {}).get("name", "")
@@ -86,7 +78,7 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
     for name, pts in codecs.items():
         if name == "uncompressed":
             continue
-        x, y = _xy(pts, "acc_mean")
+        x, y = curve(pts, "acc_mean")
         vals = [quality_at(x, y, r) for r in rates]
         lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{100 * v:.2f}" for v in vals) + " |")
     learned = [n for n in codecs if n.startswith(LEARNED_PREFIX)]
@@ -95,10 +87,10 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
         lines += ["", "Bitrate saving at equal accuracy (Bjøntegaard-style, over the common accuracy range):", "",
                   "| facekit | " + " | ".join(f"vs {c}" for c in classic) + " |", "| --- |" + " --- |" * len(classic)]
         for ln in learned:
-            xl, yl = _xy(codecs[ln], "acc_mean")
+            xl, yl = curve(codecs[ln], "acc_mean")
             cells = []
             for c in classic:
-                xc, yc = _xy(codecs[c], "acc_mean")
+                xc, yc = curve(codecs[c], "acc_mean")
                 r = bd_rate(xl, yl, xc, yc)
                 cells.append("no overlap" if r["saving"] is None else
                              f"{100 * r['saving']:.0f}% ({100 * r['range'][0]:.1f}–{100 * r['range'][1]:.1f}%)")

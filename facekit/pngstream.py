@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from dataclasses import dataclass
 
 from .errors import BitstreamError, FacekitError
 
@@ -21,6 +22,34 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 #: Adam7 passes: (x0, y0, dx, dy)
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """The fields of a PNG's IHDR chunk."""
+
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+    interlace: int
+
+
+def read_png_header(data: bytes, error: type[FacekitError] = BitstreamError, what: str = "payload PNG") -> PngHeader:
+    """Parse and check the signature and IHDR of a PNG without decompressing anything."""
+    if len(data) < 33 or data[:8] != PNG_SIGNATURE:
+        raise error(f"{what}: not a PNG (bad signature or shorter than a PNG header)")
+    length, kind = struct.unpack(">I4s", data[8:16])
+    if kind != b"IHDR" or length != 13:
+        raise error(f"{what} does not start with a valid IHDR chunk")
+    body = data[16:29]
+    (crc,) = struct.unpack(">I", data[29:33])
+    if zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF != crc:
+        raise error(f"{what} header fails its CRC")
+    w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", body)
+    if comp != 0 or filt != 0 or interlace not in (0, 1):
+        raise error(f"{what} uses an unknown compression, filter or interlace method")
+    return PngHeader(w, h, depth, ctype, interlace)
 
 
 def expected_data_size(width: int, height: int, bit_depth: int, color_type: int, interlace: int) -> int:
@@ -41,14 +70,10 @@ def expected_data_size(width: int, height: int, bit_depth: int, color_type: int,
 def check_png_stream(data: bytes, error: type[FacekitError] = BitstreamError, what: str = "PNG") -> None:
     """Raise ``error`` unless the image data of the PNG ``data`` inflates to exactly its declared size."""
     data = bytes(data)
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE):
-        raise error(f"{what}: not a PNG (bad signature or shorter than a PNG header)")
-    length, kind = struct.unpack(">I4s", data[8:16])
-    if kind != b"IHDR" or length != 13:
-        raise error(f"{what}: does not start with a valid IHDR chunk")
-    width, height, depth, ctype, _comp, _filt, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    head = read_png_header(data, error, what)
+    width, height, interlace = head.width, head.height, head.interlace
     try:
-        expected = expected_data_size(width, height, depth, ctype, interlace)
+        expected = expected_data_size(width, height, head.bit_depth, head.color_type, interlace)
     except BitstreamError as e:
         raise error(f"{what}: {e}") from None
     idat, pos = [], 8

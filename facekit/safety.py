@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .errors import FacekitError, ImageError
-from .pngstream import check_png_stream
+from .pngstream import PNG_SIGNATURE, check_png_stream
 
 #: default pixel budget of :func:`open_image`: the same as the classical codecs' decoders
 MAX_PIXELS = 8192 * 8192
@@ -307,9 +307,6 @@ def random_ops(rng: random.Random, max_ops: int = 4) -> list[tuple[str, int, int
         kind = rng.choice(OPS[:-1]) if rng.random() > 0.02 else "random"
         ops.append((kind, rng.getrandbits(24), rng.getrandbits(24)))
     return ops
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def reseal_png(data: bytes) -> bytes:

@@ -26,7 +26,6 @@ import io
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,9 +34,8 @@ from PIL import Image
 from torch import nn
 
 from ..errors import BitstreamError
-from ..pngstream import check_png_stream
+from ..pngstream import PNG_SIGNATURE, PngHeader, check_png_stream, read_png_header  # noqa: F401 (re-exported)
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: PNG colour type -> samples per pixel (grayscale, gray+alpha, RGB, RGBA)
 _COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}
 _SAMPLES = {0: 1, 4: 2, 2: 3, 6: 4}
@@ -206,34 +204,6 @@ def pack_png(q: np.ndarray, bits: int, *, effort: int = 2) -> bytes:
                         best = png
     assert best is not None
     return best
-
-
-@dataclass(frozen=True)
-class PngHeader:
-    """The fields of a PNG's IHDR chunk."""
-
-    width: int
-    height: int
-    bit_depth: int
-    color_type: int
-    interlace: int
-
-
-def read_png_header(data: bytes) -> PngHeader:
-    """Parse and check the signature and IHDR of a PNG without decompressing anything."""
-    if len(data) < 33 or data[:8] != PNG_SIGNATURE:
-        raise BitstreamError("payload is not a PNG (bad signature or shorter than a PNG header)")
-    length, kind = struct.unpack(">I4s", data[8:16])
-    if kind != b"IHDR" or length != 13:
-        raise BitstreamError("payload PNG does not start with a valid IHDR chunk")
-    body = data[16:29]
-    (crc,) = struct.unpack(">I", data[29:33])
-    if zlib.crc32(b"IHDR" + body) & 0xFFFFFFFF != crc:
-        raise BitstreamError("payload PNG header fails its CRC")
-    w, h, depth, ctype, comp, filt, interlace = struct.unpack(">IIBBBBB", body)
-    if comp != 0 or filt != 0 or interlace not in (0, 1):
-        raise BitstreamError("payload PNG uses an unknown compression, filter or interlace method")
-    return PngHeader(w, h, depth, ctype, interlace)
 
 
 def unpack_png(data: bytes, channels: int, height: int, width: int, bits: int) -> np.ndarray:
