@@ -32,7 +32,7 @@ from .config import cache_dir
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
 from .errors import DataError
 from .protocol import evaluate_pairs, pair_distances
-from .provenance import provenance
+from .provenance import code_commit, provenance
 
 #: default sweep: every codec, settings spanning ~0.05 to ~1.5 bpp on 250x250 LFW
 DEFAULT_SWEEP: dict[str, tuple[Any, ...]] = {
@@ -280,8 +280,6 @@ def evaluate(
     pairs (half matched, half mismatched) for quick runs.
     """
     import torch
-
-    from .provenance import code_commit
 
     code_commit()  # the commit this process started with, whatever the checkout holds at the end
     torch.manual_seed(seed)

@@ -39,11 +39,11 @@ def _pil_decode(data: bytes, fmt: str) -> np.ndarray:
         with Image.open(io.BytesIO(bytes(data))) as im:
             if im.width * im.height > MAX_PIXELS:
                 raise BitstreamError(f"{fmt}: declared size {im.width}x{im.height} is too large to decode")
-            if im.format == "PNG":  # Pillow zero-fills the rows of a stream that ends early
-                check_png_stream(data, BitstreamError, fmt)
             if im.format is not None and fmt.upper() not in (im.format.upper(), "JPEG 2000"):
                 if not (fmt == "JPEG2000" and im.format == "JPEG2000"):
                     raise BitstreamError(f"{fmt}: the bytes are a {im.format} file, not {fmt}")
+            if im.format == "PNG":  # Pillow zero-fills the rows of a stream that ends early
+                check_png_stream(data, BitstreamError, fmt)
             out = np.asarray(im.convert("RGB"))
     except BitstreamError:
         raise
