@@ -244,6 +244,11 @@ class LearnedCodec(Codec):
     ``entropy=True`` codes the same integers with the fitted context model and a range
     coder instead of PNG. Images (and declared sizes) above ``max_pixels`` are refused
     before anything is allocated. Models load lazily, once per rate point.
+
+    ``roi=True`` (names ``facekit-<variant>-roi``) codes only the face: the encoder finds
+    the recogniser's face chip (:mod:`facekit.roi`) and flattens the code outside it,
+    ``roi_margin`` pixels around the chip. The decoder is unchanged and nothing extra is
+    stored, so the bytes are ordinary bitstreams of the same model.
     """
 
     integer_setting = False
@@ -256,6 +261,8 @@ class LearnedCodec(Codec):
         *,
         folder: str | os.PathLike[str] | None = None,
         entropy: bool = False,
+        roi: bool = False,
+        roi_margin: float = 4.0,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
         if variant not in VARIANTS:
@@ -263,7 +270,12 @@ class LearnedCodec(Codec):
         self.variant = variant
         self.entropy = bool(entropy)
         self.max_pixels = int(max_pixels)
-        self.name = f"facekit-{variant}" + ("-entropy" if self.entropy else "")
+        self.name = f"facekit-{variant}" + ("-entropy" if self.entropy else "") + ("-roi" if roi else "")
+        self.roi = None
+        if roi:
+            from ..roi import FaceRegionFinder
+
+            self.roi = FaceRegionFinder(roi_margin)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.folder = Path(folder) if folder is not None else weights_dir()
         manifest = read_manifest(self.folder)
@@ -324,14 +336,27 @@ class LearnedCodec(Codec):
         name = model_name(self.variant, setting, self.entropy)
         for (h, w), idx in groups.items():
             x = torch.from_numpy(np.stack([imgs[i] for i in idx])).permute(0, 3, 1, 2).float().div(255)
-            if self.entropy:
+            if self.entropy or self.roi is not None:
                 q = model.codes(x.to(self.device)).numpy()
-                payloads = [self._entropy_payload(loaded["prior"], qi, model.rate_point.bits) for qi in q]
+                if self.roi is not None:
+                    q = np.stack([self._mask_roi(imgs[i], qi, model.downsample) for i, qi in zip(idx, q, strict=True)])
+                if self.entropy:
+                    payloads = [self._entropy_payload(loaded["prior"], qi, model.rate_point.bits) for qi in q]
+                else:
+                    payloads = [pack_png(qi, model.rate_point.bits) for qi in q]
             else:
                 payloads = model.compress(x.to(self.device))["strings"]
             for i, payload in zip(idx, payloads, strict=True):
                 out[i] = container.pack(name, loaded["fingerprint"], h, w, payload)
         return [b for b in out if b is not None]
+
+    def _mask_roi(self, image: np.ndarray, q: np.ndarray, cell: int) -> np.ndarray:
+        """The codes of one image with everything outside its face region flattened."""
+        from ..roi import mask_codes, region_mask
+
+        assert self.roi is not None
+        keep = region_mask(self.roi.find(image), image.shape[:2], cell=cell, margin=self.roi.margin)
+        return mask_codes(q, keep[: q.shape[1], : q.shape[2]])
 
     def decode(self, data: bytes) -> np.ndarray:
         """Decompress container bytes to an RGB uint8 ``(H, W, 3)`` image."""
@@ -420,4 +445,5 @@ class LearnedCodec(Codec):
                 }
                 for r in self.settings
             },
+            **({"roi": self.roi.describe()} if self.roi is not None else {}),
         }

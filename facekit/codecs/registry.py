@@ -18,7 +18,16 @@ def _classic(cls_name: str, **kw: Any) -> Callable[..., Codec]:
     return make
 
 
-def _learned(variant: str, entropy: bool = False) -> Callable[..., Codec]:
+def _roi(base: str) -> Callable[..., Codec]:
+    def make(margin: float = 4.0, **more: Any) -> Codec:
+        from ..roi import RegionCodec
+
+        return RegionCodec(get_codec(base, **more), margin=margin)
+
+    return make
+
+
+def _learned(variant: str, entropy: bool = False, roi: bool = False) -> Callable[..., Codec]:
     def make(**more: Any) -> Codec:
         try:
             mod = importlib.import_module("facekit.codecs.learned")
@@ -26,6 +35,8 @@ def _learned(variant: str, entropy: bool = False) -> Callable[..., Codec]:
             raise CodecError("the learned codec is not part of this installation") from e
         if entropy:
             more.setdefault("entropy", True)
+        if roi:
+            more.setdefault("roi", True)
         return mod.LearnedCodec(variant=variant, **more)
 
     return make
@@ -43,6 +54,13 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "facekit-joint": _learned("joint"),
     "facekit-mse-entropy": _learned("mse", entropy=True),
     "facekit-joint-entropy": _learned("joint", entropy=True),
+    # region of interest: only the face the recogniser looks at is coded (facekit.roi)
+    "facekit-mse-roi": _learned("mse", roi=True),
+    "facekit-joint-roi": _learned("joint", roi=True),
+    "jpeg-roi": _roi("jpeg"),
+    "jpeg2000-roi": _roi("jpeg2000"),
+    "webp-roi": _roi("webp"),
+    "avif-roi": _roi("avif"),
 }
 
 CLASSIC = ("jpeg", "jpeg2000", "webp", "avif")
