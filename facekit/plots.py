@@ -7,6 +7,7 @@ accuracy against bpp (log axis, as in Bian et al. 2019, Fig. 5) and PSNR against
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,22 @@ STYLE = {
     "facekit-mse-entropy": dict(color="tab:cyan", marker="P", ls="--"),
     "facekit-joint-entropy": dict(color="tab:cyan", marker="P", lw=2.5),
 }
+# region-of-interest variants (facekit.roi): the colour of their codec, dotted, hollow markers
+STYLE.update({f"{k}-roi": {**v, "ls": ":", "mfc": "none"} for k, v in list(STYLE.items()) if k != "uncompressed"})
 
 LEARNED_PREFIX = "facekit"
 
 
-def rate_accuracy_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = None, title: str | None = None):
-    """Accuracy (%) and PSNR (dB) against bpp (log axis); saved to ``path`` when given."""
+def rate_accuracy_figure(
+    results: dict[str, Any],
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    codecs: Sequence[str] | None = None,
+):
+    """Accuracy (%) and PSNR (dB) against bpp (log axis); saved to ``path`` when given.
+
+    ``codecs`` draws only those (in that order); by default every codec of the results.
+    """
     import matplotlib
 
     if path is not None:
@@ -36,7 +47,9 @@ def rate_accuracy_figure(results: dict[str, Any], path: str | os.PathLike[str] |
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for name, points in results["codecs"].items():
+    names = list(results["codecs"]) if codecs is None else [c for c in codecs if c in results["codecs"]]
+    for name in names:
+        points = results["codecs"][name]
         style = {"lw": 1.5, "ms": 5, **STYLE.get(name, {})}
         x, y = curve(points, "acc_mean")
         if len(x):
@@ -53,7 +66,7 @@ def rate_accuracy_figure(results: dict[str, Any], path: str | os.PathLike[str] |
     for ax in (ax1, ax2):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    lo = min([100 * p["acc_mean"] for pts in results["codecs"].values() for p in pts] + [90])
+    lo = min([100 * p["acc_mean"] for n in names for p in results["codecs"][n]] + [90])
     ax1.set_ylim(max(50, lo - 2), 100)
     fig.tight_layout()
     if path is not None:

@@ -58,3 +58,24 @@ def test_tables():
     g = joint_gain_table(r)
     assert "| q1 |" in g and "+2.00 | 0.50 |" in g and "+3.00 | 0.50 |" in g
     assert joint_gain_table(results(jpeg=[])) == "" and goals_table(results(jpeg=[])) == ""
+
+
+def test_roi_codecs_are_also_judged_against_roi_baselines():
+    roi = pts((0.05, 0.95), (0.1, 0.985), (0.2, 0.99))
+    r = results(**{
+        "facekit-joint": pts((0.05, 0.80), (0.1, 0.90), (0.2, 0.95)),
+        "facekit-joint-roi": roi,
+        "jpeg2000": pts((0.05, 0.70), (0.1, 0.87), (0.2, 0.96)),
+        "jpeg2000-roi": pts((0.05, 0.80), (0.1, 0.96), (0.2, 0.99)),  # ties facekit at 0.2 bpp
+        "avif-roi": pts((0.05, 0.90), (0.1, 0.95), (0.2, 0.98)),
+    })
+    goals = {g["goal"]: g for g in check_goals(r, "facekit-joint-roi")}
+    assert goals["above JPEG 2000 wherever both are measured"]["met"]
+    assert goals["ROI baselines: above AVIF with ROI below 0.3 bpp"]["met"]
+    fair = goals["ROI baselines: above JPEG 2000 with ROI wherever both are measured"]
+    assert fair["met"] is False and "+0.00 points at 0.200 bpp" in fair["detail"]
+    assert goals["ROI baselines: bitrate saving against AVIF with ROI (reported, no target)"]["met"]
+    assert not any(g.startswith("ROI") for g in (x["goal"] for x in check_goals(r, "facekit-joint")))
+    table = goals_table(r, ["facekit-joint", "facekit-joint-roi"])
+    row = next(line for line in table.splitlines() if "above AVIF with ROI" in line)
+    assert row.split(" | ")[1] == "—" and "**met**" in row  # the plain codec has no ROI goals

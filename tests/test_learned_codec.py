@@ -332,3 +332,18 @@ def test_declared_size_over_the_pixel_limit_refused(weights, smooth_image):
     bomb = container.pack("mse-q1", big._load("q1")["fingerprint"], 8192, 8192, c.payload)
     with pytest.raises(BitstreamError, match="too large"):
         big.decode(bomb)
+
+
+@pytest.mark.lfw
+def test_cli_roi_codes_only_the_face_and_decodes_as_usual(weights, tmp_path, face_image):
+    Image.fromarray(face_image).save(tmp_path / "face.png")
+    w = ["--weights", str(weights), "--quiet", "--rate", "q3"]
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "whole.fkc"), *w]) == 0
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "roi.fkc"), "--roi", *w]) == 0
+    whole, roi = (tmp_path / "whole.fkc").read_bytes(), (tmp_path / "roi.fkc").read_bytes()
+    assert container.parse(roi).model == container.parse(whole).model  # an ordinary bitstream
+    assert len(roi) < 0.8 * len(whole)
+    assert main(["decompress", str(tmp_path / "roi.fkc"), "-o", str(tmp_path / "roi.png"), "--weights", str(weights),
+                 "--quiet"]) == 0
+    with Image.open(tmp_path / "roi.png") as im:
+        assert np.array_equal(np.asarray(im), LearnedCodec("mse", folder=weights).decode(roi))

@@ -172,7 +172,7 @@ def test_03_joint_finetune(run_notebook):
 @pytest.mark.lfw
 def test_04_codec_comparison(run_notebook):
     out, s = run_notebook("04_codec_comparison")
-    assert {"rate_accuracy.png", "equal_bpp.png"} <= set(s["figures"])
+    assert {"rate_accuracy.png", "equal_bpp.png", "roi_example.png"} <= set(s["figures"])
     from facekit.evaluate import load_results
 
     res = load_results(out / "rate_accuracy.json")
@@ -180,6 +180,11 @@ def test_04_codec_comparison(run_notebook):
     assert s["n_pairs"] == 10 * s["per_fold"]
     for name in ("uncompressed", "jpeg", "jpeg2000", "webp"):
         assert name in s["codecs"], name
+    if "facekit-joint-roi" in s["codecs"]:  # the ROI section drew its curves, and ROI saved bits
+        assert "rate_accuracy_roi.png" in s["figures"]
+        roi, plain = s["codecs"]["facekit-joint-roi"][0], s["codecs"]["facekit-joint"]
+        same = [p for p in plain if p["setting"] == roi["setting"]]
+        assert same and roi["bpp"] < 0.7 * same[0]["bpp"], (roi, same)
     for name, pts in s["codecs"].items():
         if name == "uncompressed":
             assert pts[0]["acc_mean"] > 0.85

@@ -2,7 +2,8 @@
 
 ``facekit compress IN... -o OUT [--rate q3] [--variant mse] [--entropy]`` writes one
 ``.fkc`` container per input image (``--entropy``: range-coded with the fitted context
-model instead of PNG); ``facekit decompress IN... -o OUT`` writes one PNG per
+model instead of PNG; ``--roi``: only the face the recogniser looks at is coded, see
+:mod:`facekit.roi`); ``facekit decompress IN... -o OUT`` writes one PNG per
 container. Inputs are files or folders (searched recursively; a folder's layout is kept
 under ``OUT``). Every output is written to a temporary name in its folder and renamed
 when complete, so an interrupted run never leaves a partial file under a final name.
@@ -38,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--entropy", action="store_true", help="range-code with the fitted context model instead of PNG (smaller)"
     )
+    c.add_argument(
+        "--roi", action="store_true",
+        help="code only the face (dlib's detector finds it; an image without a face is coded whole)",
+    )
+    c.add_argument("--roi-margin", type=float, default=4.0, metavar="PX", help="pixels kept around the face chip")
     c.add_argument("--device", default=None, help="torch device (default cpu)")
     c.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: the shipped weights)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -132,7 +138,8 @@ def run_compress(args: argparse.Namespace) -> int:
     from ..codecs.learned import LearnedCodec
 
     jobs = _targets(collect(args.inputs, IMAGE_SUFFIXES), args.output, SUFFIX)
-    codec = LearnedCodec(args.variant, device=args.device, folder=args.weights, entropy=args.entropy)
+    codec = LearnedCodec(args.variant, device=args.device, folder=args.weights, entropy=args.entropy,
+                         roi=args.roi, roi_margin=args.roi_margin)
     if args.rate not in codec.settings:
         raise CodecError(f"unknown rate point {args.rate!r}; choose from {', '.join(codec.settings)}")
     bits = pixels = 0

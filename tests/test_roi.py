@@ -1,0 +1,200 @@
+"""Region-of-interest coding: masks with known answers, the learned and classical ROI codecs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facekit.codecs import get_codec
+from facekit.roi import (
+    FaceRegion,
+    FaceRegionFinder,
+    RegionCodec,
+    flatten_background,
+    mask_codes,
+    region_mask,
+)
+
+
+def chip_at(x0: float, y0: float, scale: float = 1.0, angle: float = 0.0, chip: int = 150) -> FaceRegion:
+    """A chip whose pixel (0, 0) lies at image (x0, y0), ``scale`` image pixels per chip pixel."""
+    c, s = np.cos(angle) * scale, np.sin(angle) * scale
+    return FaceRegion(np.array([[c, -s, x0], [s, c, y0]]), "hog", chip)
+
+
+class FixedFinder(FaceRegionFinder):
+    """A finder that returns one region for every image (no detector), counting its calls."""
+
+    def __init__(self, region: FaceRegion, margin: float = 0.0) -> None:
+        super().__init__(margin)
+        self.region = region
+        self.calls = 0
+
+    def find(self, image: np.ndarray) -> FaceRegion:
+        self.calls += 1
+        return self.region
+
+
+def test_mask_of_an_axis_aligned_chip_is_its_square():
+    # pixels are cells of side 1: kept when they overlap the chip's square (x 49.5..149.5),
+    # tested conservatively by their centre within half a diagonal of it
+    keep = region_mask(chip_at(50, 60, chip=100), (250, 250), cell=1, margin=0)
+    ys, xs = np.nonzero(keep)
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (49, 150, 59, 160)
+    assert keep.sum() == 102 * 102
+
+
+def test_margin_widens_the_mask_and_cells_cover_every_touched_pixel():
+    region = chip_at(50, 60, chip=100)
+    ys, xs = np.nonzero(region_mask(region, (250, 250), cell=1, margin=5))
+    assert (xs.min(), xs.max(), ys.min(), ys.max()) == (44, 155, 54, 165)
+    cells = region_mask(region, (250, 250), cell=8, margin=0)
+    assert cells.shape == (32, 32)  # ceil(250 / 8)
+    pixels = np.kron(cells, np.ones((8, 8), bool))[:250, :250]
+    assert pixels[60:160, 50:150].all()  # every chip pixel lies in a kept cell
+    assert not pixels[:40].any() and not pixels[:, 170:].any()  # and far-away cells are dropped
+
+
+def test_rotated_chip_drops_the_corners_of_its_bounding_box():
+    region = chip_at(125, 20, angle=np.pi / 4, chip=100)  # a diamond standing on its corner
+    keep = region_mask(region, (250, 250), cell=1, margin=0)
+    hull = (100 * np.sqrt(2)) ** 2  # the bounding box of the diamond
+    assert keep.sum() == pytest.approx(100 * 100, rel=0.06)
+    assert keep.sum() < 0.6 * hull
+    assert keep[20 + 71, 125] and not keep[25, 60]
+
+
+def test_no_face_or_a_degenerate_matrix_keeps_everything():
+    assert region_mask(FaceRegion(None, "none"), (30, 41), cell=4).all()
+    assert region_mask(FaceRegion(None, "none"), (30, 41), cell=4).shape == (8, 11)
+    flat = FaceRegion(np.zeros((2, 3)), "hog")
+    assert region_mask(flat, (10, 10)).all()
+    with pytest.raises(ValueError):
+        region_mask(FaceRegion(None, "none"), (10, 10), cell=0)
+
+
+def test_mask_codes_flattens_each_channel_to_its_background_mean():
+    rng = np.random.default_rng(0)
+    q = rng.integers(0, 16, (3, 6, 7)).astype(np.uint8)
+    keep = np.zeros((6, 7), bool)
+    keep[1:4, 2:5] = True
+    out = mask_codes(q, keep)
+    assert np.array_equal(out[:, keep], q[:, keep])
+    for c in range(3):
+        assert (out[c][~keep] == round(float(q[c][~keep].mean()))).all()
+    assert mask_codes(q, np.ones((6, 7), bool)) is q
+    with pytest.raises(ValueError, match="do not match"):
+        mask_codes(q, keep[:5])
+
+
+def test_flatten_background_keeps_the_face_pixels(smooth_image):
+    keep = np.zeros(smooth_image.shape[:2], bool)
+    keep[20:70, 30:90] = True
+    out = flatten_background(smooth_image, keep)
+    assert np.array_equal(out[keep], smooth_image[keep])
+    assert len(np.unique(out[~keep].reshape(-1, 3), axis=0)) == 1
+    assert np.array_equal(smooth_image, smooth_image.copy())  # the input is not changed
+    with pytest.raises(ValueError):
+        flatten_background(smooth_image, keep[1:])
+
+
+def test_region_codec_codes_fewer_bytes_that_the_base_decoder_reads(smooth_image):
+    base = get_codec("webp")
+    roi = RegionCodec(base, finder=FixedFinder(chip_at(30, 20, chip=50), margin=4.0))
+    assert roi.name == "webp-roi" and tuple(roi.settings) == tuple(base.settings)
+    a, b = roi.encode(smooth_image, 50), base.encode(smooth_image, 50)
+    assert len(a) < 0.7 * len(b)
+    dec = base.decode(a)
+    assert dec.shape == smooth_image.shape
+    face = (slice(24, 66), slice(34, 76))
+    err_roi = np.abs(dec[face].astype(int) - smooth_image[face]).mean()
+    err_base = np.abs(base.decode(b)[face].astype(int) - smooth_image[face]).mean()
+    assert err_roi < err_base + 2.0  # the face is coded about as well as without ROI
+    assert roi.describe()["roi"]["margin_px"] == 4.0
+
+
+def test_every_roi_codec_is_registered():
+    for name in ("jpeg-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-mse-roi", "facekit-joint-roi"):
+        try:
+            codec = get_codec(name)
+        except Exception as e:  # noqa: BLE001 - AVIF or the weights may be missing here
+            pytest.skip(f"{name}: {e}")
+        assert codec.name == name
+
+
+def _learned(name: str):  # type: ignore[no-untyped-def]
+    from facekit.errors import FacekitError
+
+    try:
+        return get_codec(name)
+    except FacekitError as e:
+        pytest.skip(f"{name} unavailable: {e}")
+
+
+def test_learned_roi_bitstreams_are_ordinary_and_smaller():
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:128, 0:128]
+    img = np.clip(np.stack([128 + 60 * np.sin(x / 7 + c) * np.cos(y / 11) for c in range(3)], -1)
+                  + rng.normal(0, 4, (128, 128, 3)), 0, 255).astype(np.uint8)
+    plain, roi = _learned("facekit-mse"), _learned("facekit-mse-roi")
+    roi.roi = FixedFinder(chip_at(40, 40, chip=48))
+    a, b = roi.encode(img, "q4"), plain.encode(img, "q4")
+    assert len(a) < 0.6 * len(b)
+    # the same decoder reads both, and the face area survives
+    dec_roi, dec_plain = plain.decode(a), plain.decode(b)
+    assert np.array_equal(roi.decode(a), dec_roi)
+    face = (slice(48, 80), slice(48, 80))
+    assert np.abs(dec_roi[face].astype(int) - dec_plain[face]).mean() < 3.0
+    assert "roi" in roi.describe() and "roi" not in plain.describe()
+    # with no face found the whole image is coded: the same bytes as without ROI
+    roi.roi = FixedFinder(FaceRegion(None, "none"))
+    assert roi.encode(img, "q4") == b
+
+
+def test_finder_caches_by_pixels(smooth_image):
+    finder = FaceRegionFinder()
+    calls = []
+
+    class Loc:
+        method, matrix = "hog", np.array([[1.0, 0, 10], [0, 1.0, 10]])
+
+    class Aligner:
+        def locate_dlib(self, image, size=150):  # type: ignore[no-untyped-def]
+            calls.append(size)
+            return Loc()
+
+    finder._aligner = Aligner()
+    r1 = finder.find(smooth_image)
+    r2 = finder.find(smooth_image.copy())
+    assert r1 is r2 and calls == [150]
+    other = smooth_image.copy()
+    other[0, 0] ^= 1
+    finder.find(other)
+    assert len(calls) == 2
+    Loc.method = "centre"  # no face: keep everything
+    assert finder.find(np.zeros((32, 32, 3), np.uint8)).matrix is None
+    with pytest.raises(ValueError):
+        FaceRegionFinder(margin=-1)
+
+
+@pytest.mark.lfw
+@pytest.mark.slow
+def test_finder_on_a_real_face_keeps_the_chip(face_image):
+    region = FaceRegionFinder().find(face_image)
+    assert region.method == "hog"
+    keep = region_mask(region, face_image.shape[:2], cell=1, margin=4)
+    assert 0.15 < keep.mean() < 0.5  # the chip is a quarter to a third of a 250x250 LFW image
+    assert keep[125, 125] and not keep[0, 0] and not keep[249, 249]
+
+
+def test_figure_draws_only_the_codecs_asked_for():
+    from facekit.plots import STYLE, rate_accuracy_figure
+
+    pts = [{"setting": 0, "bpp": 0.1, "acc_mean": 0.9, "acc_std": 0.01, "psnr": 30.0},
+           {"setting": 1, "bpp": 0.2, "acc_mean": 0.95, "acc_std": 0.01, "psnr": 32.0}]
+    res = {"codecs": {"avif": pts, "avif-roi": pts, "jpeg": pts}}
+    fig = rate_accuracy_figure(res, codecs=["avif", "avif-roi", "not-there"])
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert labels == ["avif", "avif-roi"]
+    assert STYLE["avif-roi"]["color"] == STYLE["avif"]["color"] and STYLE["avif-roi"]["ls"] == ":"
+    assert len(rate_accuracy_figure(res).axes[0].get_lines()) == 3
