@@ -141,7 +141,7 @@ BODY_SHA = hashlib.sha256(BODY).hexdigest()
 
 
 class _SlowHandler(BaseHTTPRequestHandler):
-    """Serves BODY (honouring Range); ``slow`` paces it at ~200 KB/s in 2 KB writes."""
+    """Serves BODY (honouring Range); ``slow`` paces it at ~200 KB/s in 2 KB writes (~50 KB/s after 80 KB)."""
 
     protocol_version = "HTTP/1.0"
 
@@ -164,7 +164,9 @@ class _SlowHandler(BaseHTTPRequestHandler):
                 self.wfile.write(body[i : i + 2048])
                 if state["slow"]:
                     self.wfile.flush()
-                    time.sleep(0.01)
+                    # past the tests' kill point (60 KB) slow down further, so that a loaded
+                    # machine still interrupts the download before it ends
+                    time.sleep(0.01 if start + i < 80_000 else 0.04)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
