@@ -39,6 +39,8 @@ def rate_accuracy_figure(
     """Accuracy (%) and PSNR (dB) against bpp (log axis); saved to ``path`` when given.
 
     ``codecs`` draws only those (in that order); by default every codec of the results.
+    Region-of-interest codecs (``-roi``) are left out of the PSNR panel: their background
+    is flat by design, so their whole-image PSNR says nothing about the face.
     """
     import matplotlib
 
@@ -54,7 +56,7 @@ def rate_accuracy_figure(
         x, y = curve(points, "acc_mean")
         if len(x):
             ax1.plot(x, 100 * y, label=name, **style)
-        if name != "uncompressed":
+        if name != "uncompressed" and not name.endswith("-roi"):  # a ROI codec's background is flat
             x, y = curve(points, "psnr")
             if len(x):
                 ax2.plot(x, y, label=name, **style)
@@ -62,7 +64,9 @@ def rate_accuracy_figure(
     n = results.get("protocol", {}).get("n_pairs", "")
     ax1.set(xscale="log", xlabel="bits per pixel", ylabel="LFW verification accuracy (%)",
             title=title or f"rate-accuracy ({rec}, {n} pairs, 10-fold)")
-    ax2.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR (dB)", title="rate-distortion")
+    roi = any(n.endswith("-roi") for n in names)
+    ax2.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR (dB)",
+            title="rate-distortion" + (" (whole image; ROI codecs left out)" if roi else ""))
     for ax in (ax1, ax2):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -196,5 +196,6 @@ def test_figure_draws_only_the_codecs_asked_for():
     fig = rate_accuracy_figure(res, codecs=["avif", "avif-roi", "not-there"])
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["avif", "avif-roi"]
+    assert [line.get_label() for line in fig.axes[1].get_lines()] == ["avif"]  # no whole-image PSNR for ROI
     assert STYLE["avif-roi"]["color"] == STYLE["avif"]["color"] and STYLE["avif-roi"]["ls"] == ":"
     assert len(rate_accuracy_figure(res).axes[0].get_lines()) == 3
