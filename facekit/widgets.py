@@ -40,7 +40,7 @@ from .errors import FacekitError
 from .reproduce import resolve_device
 
 #: codecs offered by default, in this order, when available
-DEFAULT_CODECS = ("facekit-joint", "facekit-mse", "jpeg", "jpeg2000", "webp", "avif")
+DEFAULT_CODECS = ("facekit-joint", "facekit-mse", "facekit-joint-roi", "jpeg", "jpeg2000", "webp", "avif", "avif-roi")
 
 #: a short description of each codec's setting, for the slider's label
 SETTING_LABELS = {

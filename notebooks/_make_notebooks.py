@@ -951,7 +951,7 @@ kernel: in a static view of the notebook they do nothing).
 lfw_root = None        # LFW folder or archive; None: $FACEKIT_LFW
 device = "auto"
 n_images = 4           # faces in the image picker
-codecs = None          # None: facekit-joint, facekit-mse, jpeg, jpeg2000, webp, avif (those available)
+codecs = None          # None: facekit.widgets.DEFAULT_CODECS (learned, ROI and classical; those available)
 recognizer = "dlib-resnet"
 quick = True
 out_dir = "nb_out"
