@@ -22,7 +22,13 @@ def main() -> None:
     args = ap.parse_args()
     res = load_results(args.results)
     fig = args.results.with_suffix(".png")
-    rate_accuracy_figure(res, fig)
+    roi = [n for n in res["codecs"] if n.endswith("-roi")]
+    rate_accuracy_figure(res, fig, codecs=[n for n in res["codecs"] if n not in roi])
+    roi_fig = fig.with_name(fig.stem + "_roi.png")
+    if roi:  # the region-of-interest codecs beside the codecs they are made from
+        pair = [n for k in roi for n in (k.removesuffix("-roi"), k) if n in res["codecs"]]
+        rate_accuracy_figure(res, roi_fig, codecs=["uncompressed", *dict.fromkeys(pair)],
+                             title="region of interest: only the face chip is coded (facekit.roi)")
     prot = res["protocol"]
     prov = res["provenance"]
     lines = [
@@ -30,6 +36,7 @@ def main() -> None:
         "",
         f"![rate-accuracy]({fig.name})",
         "",
+        *([f"![rate-accuracy with region of interest]({roi_fig.name})", ""] if roi else []),
         f"Recogniser: **{res['recognizer']['name']}** ({res['recognizer']['distance']} distance); "
         f"{prot['n_pairs']} pairs of `{prot['pairs_file']}` ({prot['folds']} folds"
         + (f", the first {prot['per_fold']} pairs of each fold" if prot.get("per_fold") else "")
