@@ -47,6 +47,8 @@ def main() -> None:
     sweep = res.get("sweep") or {}
     if sweep.get("code_commit"):
         lines.append(f"Code of the sweep: {sweep['code_commit']}.")
+    if (sweep.get("roi") or {}).get("code_commit"):
+        lines.append(f"Code of the region-of-interest sweep: {sweep['roi']['code_commit']}.")
     if sweep.get("not_run"):
         lines.append(f"Planned but not measured: {', '.join(f'`{j}`' for j in sweep['not_run'])}.")
     lines.append("")
