@@ -61,9 +61,16 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _sigint_default() -> None:
+    # a shell starts background jobs with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the Ctrl-C a user's terminal would deliver
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(), stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, *args], cwd=REPO, env=_env(), stdout=f, stderr=subprocess.STDOUT,
+                                preexec_fn=_sigint_default)
 
 
 def _wait_for(proc: subprocess.Popen, ready, log: Path, timeout: float = 180.0) -> None:  # type: ignore[no-untyped-def]
