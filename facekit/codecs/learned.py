@@ -352,10 +352,10 @@ class LearnedCodec(Codec):
 
     def _mask_roi(self, image: np.ndarray, q: np.ndarray, cell: int) -> np.ndarray:
         """The codes of one image with everything outside its face region flattened."""
-        from ..roi import mask_codes, region_mask
+        from ..roi import mask_codes
 
         assert self.roi is not None
-        keep = region_mask(self.roi.find(image), image.shape[:2], cell=cell, margin=self.roi.margin)
+        keep = self.roi.mask(image, cell=cell)
         return mask_codes(q, keep[: q.shape[1], : q.shape[2]])
 
     def decode(self, data: bytes) -> np.ndarray:
