@@ -10,7 +10,7 @@ from pathlib import Path
 
 from facekit.evaluate import load_results
 from facekit.goals import goals_table, joint_gain_table
-from facekit.plots import rate_accuracy_figure, summary_table
+from facekit.plots import rate_accuracy_figure, roi_figure, summary_table
 
 
 def main() -> None:
@@ -25,10 +25,7 @@ def main() -> None:
     roi = [n for n in res["codecs"] if n.endswith("-roi")]
     rate_accuracy_figure(res, fig, codecs=[n for n in res["codecs"] if n not in roi])
     roi_fig = fig.with_name(fig.stem + "_roi.png")
-    if roi:  # the region-of-interest codecs beside the codecs they are made from
-        pair = [n for k in roi for n in (k.removesuffix("-roi"), k) if n in res["codecs"]]
-        rate_accuracy_figure(res, roi_fig, codecs=["uncompressed", *dict.fromkeys(pair)],
-                             title="region of interest: only the face chip is coded (facekit.roi)")
+    roi_figure(res, roi_fig)
     prot = res["protocol"]
     prov = res["provenance"]
     lines = [

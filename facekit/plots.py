@@ -113,3 +113,14 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
                              f"{100 * r['saving']:.0f}% ({100 * r['range'][0]:.1f}–{100 * r['range'][1]:.1f}%)")
             lines.append(f"| {ln} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def roi_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = None):
+    """The region-of-interest codecs (``-roi``) beside the codecs they are made from, or
+    None when the results hold no ROI codec; saved to ``path`` when given."""
+    roi = [n for n in results["codecs"] if n.endswith("-roi")]
+    if not roi:
+        return None
+    pair = [n for k in roi for n in (k.removesuffix("-roi"), k) if n in results["codecs"]]
+    return rate_accuracy_figure(results, path, codecs=["uncompressed", *dict.fromkeys(pair)],
+                                title="region of interest: only the face chip is coded (facekit.roi)")

@@ -851,15 +851,13 @@ baseline. The rate is still counted over the whole image; the whole-image PSNR o
 codec is low because its background is flat.
 """),
         code("""
-from facekit.codecs import get_codec
+from facekit.codecs import bits_per_pixel, get_codec
 from facekit.data import open_lfw
+from facekit.plots import roi_figure
 from facekit.roi import FaceRegionFinder, region_mask
 
-roi_names = [k for k in results["codecs"] if k.endswith("-roi")]
-if roi_names:  # the ROI codecs beside the codecs they are made from
-    pair = [n for k in roi_names for n in (k.removesuffix("-roi"), k) if n in results["codecs"]]
-    fig = rate_accuracy_figure(results, codecs=["uncompressed", *dict.fromkeys(pair)],
-                               title="region of interest: only the face chip is coded")
+fig = roi_figure(results)  # the ROI codecs beside the codecs they are made from (None: no ROI codec)
+if fig is not None:
     rec.figure(fig, "rate_accuracy_roi.png")
     plt.show()
 
@@ -871,7 +869,7 @@ for name, setting in (("facekit-joint", crop_rate_point), ("facekit-joint-roi", 
     if avail.get(name, {}).get("available") and (not name.startswith("facekit") or setting in avail[name]["settings"]):
         codec = get_codec(name, **({"device": device} if name.startswith("facekit") else {}))
         data = codec.encode(face_roi, setting)
-        shown[f"{name} {setting}: {8 * len(data) / keep.size:.3f} bpp"] = codec.decode(data)
+        shown[f"{name} {setting}: {bits_per_pixel(data, *face_roi.shape[:2]):.3f} bpp"] = codec.decode(data)
 fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4))
 for ax, (title, im) in zip(np.atleast_1d(axes), shown.items()):
     ax.imshow(im)
