@@ -149,8 +149,8 @@ RATE_POINTS: dict[str, RatePoint] = {
             description="1/8 resolution, 2 channels, 4 bits (about 0.11 bpp)",
         ),
         RatePoint(
-            "q3", 8, 4, 4, (32, 48, 64), (80, 56, 40), dec_blocks=2,
-            description="1/8 resolution, 4 channels, 4 bits (about 0.2 bpp)",
+            "q3", 4, 2, 2, (32, 64), (72, 48), dec_blocks=3,
+            description="1/4 resolution, 2 channels, 2 bits (about 0.18 bpp)",
         ),
         RatePoint(
             "q4", 4, 2, 4, (32, 64), (72, 48), dec_blocks=3,
