@@ -156,7 +156,7 @@ RATE_POINTS: dict[str, RatePoint] = {
         ),
         RatePoint(
             "q3", 4, 2, 2, (32, 64), (72, 48), dec_blocks=3,
-            description="1/4 resolution, 2 channels, 2 bits (about 0.18 bpp)",
+            description="1/4 resolution, 2 channels, 2 bits (about 0.2 bpp)",
         ),
         RatePoint(
             "q4", 4, 2, 4, (32, 64), (72, 48), dec_blocks=3,
