@@ -35,7 +35,7 @@ def _one_thread():
 
 def tiny(rate: str = "q3", seed: int = 0, **kw) -> FaceCodecNet:
     torch.manual_seed(seed)
-    widths = {"q1": 4, "q2": 3, "q3": 2, "q4": 2, "q5": 2}[rate]
+    widths = RATE_POINTS[rate].stages  # one encoder and one decoder width per stride-2 stage
     arch = {"enc_widths": (8,) * widths, "dec_widths": (8,) * widths, "dec_blocks": 1, **kw}
     return build_model(rate, **arch).eval()
 
