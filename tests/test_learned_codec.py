@@ -16,6 +16,7 @@ from facekit.codecs.base import bits_per_pixel
 from facekit.codecs.learned import LearnedCodec, install_weights, read_manifest, weights_dir
 from facekit.errors import BitstreamError, CodecError, ImageError, WeightsError
 from facekit.models import RATE_POINTS, build_model
+from facekit.models.quantizer import ContextPrior
 
 SHIPPED = read_manifest()["models"]
 needs_shipped = pytest.mark.skipif(not any(k.startswith("mse-") for k in SHIPPED), reason="no shipped mse weights")
@@ -349,15 +350,41 @@ def test_cli_roi_codes_only_the_face_and_decodes_as_usual(weights, tmp_path, fac
         assert np.array_equal(np.asarray(im), LearnedCodec("mse", folder=weights).decode(roi))
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: ContextPrior.decode's length check refuses this payload of its own encoder")
 def test_shipped_q3_prior_round_trips_the_codes_of_johnny_tapia_0003():
-    """The codes of LFW's Johnny_Tapia_0003 under the shipped mse-q3 weights range-code to 732
-    bytes, less than their information under the prior (756 bytes), so the decoder's check that
-    the payload can hold what it decodes refuses a valid payload. Fixing the check flips this."""
+    """The codes of LFW's Johnny_Tapia_0003 under the shipped mse-q3 weights end in a long run
+    that the range coder writes as 28 zero bytes. Stripping them all left 732 bytes, less than
+    the 756 bytes of information decode's length check counts, so a valid payload was refused
+    (found in the q3 sweep). encode now keeps zeros down to what the check needs."""
     from facekit.codecs.learned import load_model, load_prior
 
     model, entry = load_model("mse", "q3")
     prior = load_prior(entry, weights_dir(), model.fingerprint())
     q = np.load(Path(__file__).parent / "corpus" / "entropy_q3_refused.npy")
     data = prior.encode(q)
+    assert len(data) >= ContextPrior._min_length(prior.information(q))
     assert np.array_equal(prior.decode(data, q.shape[1], q.shape[2]), q)
+    # and a stream cut below that length is still refused
+    with pytest.raises(BitstreamError, match="ran out"):
+        prior.decode(data[: len(data) - 40], q.shape[1], q.shape[2])
+
+
+def test_context_prior_keeps_trailing_zeros_its_length_check_needs():
+    """Codes whose tail is a long run of the symbol at the bottom of its range: the coder's
+    stream ends in zero words. encode stores only as many of them as decode's check needs,
+    and the result decodes; a stream with no such tail is stored without its zeros."""
+    rng = np.random.default_rng(3)
+    codes = [rng.integers(0, 4, (2, 32, 32), dtype=np.uint8) for _ in range(4)]
+    for q in codes:  # lower rows: 0 is the likeliest symbol (about half a bit each)
+        q[:, 8:] = rng.choice(4, size=(2, 24, 32), p=[0.7, 0.1, 0.1, 0.1])
+    prior = ContextPrior.fit(codes, bits=2)
+    q = codes[0].copy()
+    q[:, 8:] = 0
+    data = prior.encode(q)
+    need = ContextPrior._min_length(prior.information(q))
+    assert len(data.rstrip(b"\x00")) < need == len(data)  # zeros kept
+    assert np.array_equal(prior.decode(data, 32, 32), q)
+    with pytest.raises(BitstreamError, match="ran out"):
+        prior.decode(data.rstrip(b"\x00"), 32, 32)
+    busy = codes[1]
+    data = prior.encode(busy)
+    assert not data.endswith(b"\x00") and np.array_equal(prior.decode(data, 32, 32), busy)

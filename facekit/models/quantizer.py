@@ -23,6 +23,7 @@ that PNG. facekit does the same, with the bit depth ``bits`` of each rate point 
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from collections.abc import Sequence
@@ -364,7 +365,37 @@ class ContextPrior:
                 ctx = self.row_contexts(q, c, i)
                 enc.encode(q[c, i].astype(np.int32), model, self.probs[c, ctx])
         raw = enc.get_compressed().astype("<u4").tobytes()
-        return raw.rstrip(b"\x00")
+        # The decoder reads zeros past the end, so trailing zero bytes need not be stored,
+        # but only down to the length that decode's information check accepts: a stream
+        # whose last rows code to zero bits (a long run of the symbol at the bottom of its
+        # range) would otherwise look too short for what it holds.
+        need = self._min_length(self.information(q))
+        data = raw.rstrip(b"\x00")
+        if len(data) < need:
+            data = raw[:need] + b"\x00" * max(0, need - len(raw))
+        return data
+
+    #: decode refuses a payload of ``n`` bytes once the codes it has decoded carry more than
+    #: ``8 * n * _SLACK + _BASE_BITS`` bits of information under the model
+    _SLACK, _BASE_BITS = 1.01, 64.0
+
+    def _log_p(self) -> np.ndarray:
+        # floored so that a symbol never counts for more bits than the coder spends on it
+        return -np.log2(np.maximum(self.probs, 2.0**-20))
+
+    def information(self, q: np.ndarray) -> float:
+        """Information of ``q`` in bits as :meth:`decode`'s check counts it (row by row, floored)."""
+        log_p = self._log_p()
+        spent = 0.0
+        for c in range(q.shape[0]):
+            for i in range(q.shape[1]):
+                spent += float(log_p[c, self.row_contexts(q, c, i), q[c, i]].sum())
+        return spent
+
+    @classmethod
+    def _min_length(cls, spent: float) -> int:
+        """Fewest payload bytes whose budget holds ``spent`` bits, plus one byte of slack."""
+        return max(0, math.ceil((spent - cls._BASE_BITS) / (8 * cls._SLACK))) + 1
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         """Codes ``(C, height, width)`` back from :meth:`encode`'s bytes.
@@ -372,16 +403,18 @@ class ContextPrior:
         A range decoder reads zeros once its data runs out, so it would turn any payload
         into codes of any declared size. Here the information of the codes decoded so far
         (``-log2 p`` under the model, probabilities floored at 2**-20 so it never exceeds
-        the real code length) is checked after every row against the payload's size; a
+        the coder's code length) is checked after every row against the payload's size; a
         payload too short for what it claims to hold is refused as soon as that shows.
+        :meth:`encode` drops trailing zero bytes only down to the length this check needs
+        (:meth:`information`), so every stream it writes passes.
         """
         cs = self._coder()
         pad = (-len(data)) % 4
         words = np.frombuffer(bytes(data) + b"\x00" * (pad + 8), dtype="<u4").astype(np.uint32)
         model = cs.stream.model.Categorical(perfect=False)
         q = np.zeros((self.channels, height, width), np.uint8)
-        budget = 8 * len(data) * 1.01 + 64
-        log_p = -np.log2(np.maximum(self.probs, 2.0**-20))
+        budget = 8 * len(data) * self._SLACK + self._BASE_BITS
+        log_p = self._log_p()
         spent = 0.0
         try:
             dec = cs.stream.queue.RangeDecoder(words)
