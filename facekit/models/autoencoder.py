@@ -36,16 +36,14 @@ weights on 100 LFW pair images (whole containers; ``benchmarks/learned_rate_tabl
     point  f   C  bits  params  bpp (PNG)  bpp (-entropy)  PSNR dB  JPEG 2000 dB at PNG bpp
     q1     16  4  3     843k    0.058      0.041           22.8     23.1
     q2     8   2  4     739k    0.112      0.097           26.0     27.2
-    q3     4   2  2     594k    0.20*      —               26.2*    —
+    q3     4   2  2     594k    0.195      0.156           26.8     30.8
     q4     4   2  4     594k    0.331      0.318           29.3     34.4
     q5     4   3  6     595k    0.646      0.647           32.1     39.1
     q6     4   5  6     596k    0.988      0.989           32.3     42.2
 
-(*) q3 was re-made after that table: the earlier q3 (1/8 resolution, 4 channels, 4 bits,
-0.205 bpp, 27.0 dB) kept identity badly (distance 0.40 against 0.33 on the training split), so
-q3 is now q4's layout with 2-bit codes, started from q4's weights and trained 2,500 more steps;
-its figures here are from its 16 held-out images (0.198 bpp, 26.2 dB) and its full-LFW run
-(0.204 bpp for the joint weights), not from the 100-image table.
+q3 was re-made: the earlier q3 (1/8 resolution, 4 channels, 4 bits, 0.205 bpp, 27.0 dB)
+kept identity badly (distance 0.40 against 0.33 on the training split), so q3 is now q4's
+layout with 2-bit codes, started from q4's weights and trained 2,500 more steps.
 
 The shipped weights come from short CPU runs (1,600 steps of 8 crops of 96x96 each, about
 10 CPU-minutes per point) and are far from converged, most visibly at the higher rates;
