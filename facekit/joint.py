@@ -9,7 +9,9 @@ reconstruction keeps its identity. Here the loss is
 where ``f`` is a frozen recogniser (dlib's ResNet by default, :mod:`facekit.recognition`),
 ``A(., T)`` its differentiable face alignment with the transform ``T`` found once on the
 *original* image, and ``D`` the squared Euclidean (or cosine) distance of the
-embeddings. The gradient reaches the codec's pixels through ``grid_sample``; the
+embeddings; with ``lambda_rate > 0`` it adds ``lambda_rate * bpp``, the code's bits per pixel
+under the starting weights' context prior (:mod:`facekit.models.rate`, beyond the paper,
+which has no rate term). The gradient reaches the codec's pixels through ``grid_sample``; the
 recogniser itself may be fine-tuned too (``finetune_recognizer``), but is frozen by
 default so that evaluation judges the codec with an unchanged recogniser.
 
@@ -132,6 +134,9 @@ class JointConfig:
     lr: float = 1e-4
     lambda_mse: float = 1.0
     lambda_id: float = 0.02
+    #: weight of the rate term (bits per pixel under the starting weights' context prior,
+    #: :mod:`facekit.models.rate`); 0 trains without it, as Bian et al. do
+    lambda_rate: float = 0.0
     identity: str = "squared"
     recognizer: str = "dlib-resnet"
     finetune_recognizer: bool = False
@@ -193,8 +198,13 @@ def finetune_joint(
     stop_after: int | None = None,
     threads: int | None = None,
     verbose: bool = True,
+    rate_prior: Any | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (initialised from its distortion-only weights) with the joint loss.
+
+    With ``cfg.lambda_rate > 0`` the loss has a rate term: the code's bits per pixel under
+    ``rate_prior`` (the :class:`~facekit.models.quantizer.ContextPrior` of the starting
+    weights, held fixed), through :class:`~facekit.models.rate.ContextRate`.
 
     Writes ``checkpoint.pt`` every ``checkpoint_every`` steps, ``history.jsonl``, and at the
     end ``model.pt`` and ``summary.json`` in ``out_dir``. ``resume`` continues from the
@@ -215,6 +225,10 @@ def finetune_joint(
     if cfg.finetune_recognizer:
         recognizer.requires_grad_(True)
     ident = IdentityLoss(recognizer, cfg.identity)
+    if cfg.lambda_rate:
+        if rate_prior is None:
+            raise TrainingError("lambda_rate > 0 needs the context prior of the starting weights (rate_prior)")
+        model.attach_rate(rate_prior)
     model = model.to(dev).train()
     params = list(model.parameters()) + (list(recognizer.parameters()) if cfg.finetune_recognizer else [])
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -235,7 +249,8 @@ def finetune_joint(
             raise TrainingError(f"{ckpt} is a checkpoint of another format version")
         old = dict(state["config"])
         new = cfg.to_dict()
-        diff = [k for k in new if k not in cfg.RESUMABLE_CHANGES and old.get(k) != new[k]]
+        defaults = JointConfig().to_dict()  # a field added since the checkpoint was written has its default there
+        diff = [k for k in new if k not in cfg.RESUMABLE_CHANGES and old.get(k, defaults[k]) != new[k]]
         if diff:
             raise TrainingError(f"cannot resume {ckpt} with a different config: {', '.join(diff)}")
         model.load_state_dict(state["model"])
@@ -243,7 +258,8 @@ def finetune_joint(
         if cfg.finetune_recognizer and "recognizer" in state:
             recognizer.load_state_dict(state["recognizer"])
         step = int(state["step"])
-    loss_fn = JointLoss(lambda_mse=cfg.lambda_mse, lambda_id=cfg.lambda_id, identity_fn=lambda a, b: torch.zeros(()))
+    loss_fn = JointLoss(lambda_mse=cfg.lambda_mse, lambda_id=cfg.lambda_id, identity_fn=lambda a, b: torch.zeros(()),
+                        lambda_rate=cfg.lambda_rate)
     hist_path = out / "history.jsonl"
     if not resume and hist_path.exists():
         hist_path.unlink()
@@ -267,7 +283,8 @@ def finetune_joint(
                 f.write(json.dumps(row) + "\n")
             if verbose:
                 print(f"[joint {cfg.rate}] step {step}/{cfg.steps} loss {row['loss']:.5f} "
-                      f"psnr {row['psnr']:.2f} id {row.get('identity', 0):.4f}", flush=True)
+                      f"psnr {row['psnr']:.2f} id {row.get('identity', 0):.4f}"
+                      + (f" bpp {row['bpp']:.4f}" if "bpp" in row else ""), flush=True)
         if step % cfg.checkpoint_every == 0 or step == end:
             atomic_save({
                 "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": step,
@@ -284,6 +301,7 @@ def finetune_joint(
         if val_idx:
             summary.update(validate(model, ident, data, val_idx, dev))
         atomic_save({"rate_point": model.rate_point.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
+    model.attach_rate(None)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -312,7 +330,9 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
         "steps": summary["steps"],
         "batch_size": cfg["batch_size"],
         "loss": f"{cfg['lambda_mse']} * MSE + {cfg['lambda_id']} * {cfg['identity']} distance of "
-                f"{cfg['recognizer']} embeddings (original vs reconstruction, original's alignment)",
+                f"{cfg['recognizer']} embeddings (original vs reconstruction, original's alignment)"
+                + (f" + {cfg['lambda_rate']} * bpp under the starting weights' context prior"
+                   if cfg.get("lambda_rate") else ""),
         "recognizer_frozen": not cfg["finetune_recognizer"],
         "optimizer": f"Adam lr {cfg['lr']}, grad clip {cfg['grad_clip']}",
         "augmentation": f"horizontal flips (transform mirrored), colour jitter +-{cfg['jitter']}",
@@ -323,6 +343,8 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
         "torch": summary["torch"],
         "held_out_metrics": {k: summary[k] for k in ("val_psnr", "val_png_bpp", "val_id_dist") if k in summary},
         "command": f"facekit joint --rate {cfg['rate']} --steps {cfg['steps']} --batch-size {cfg['batch_size']} "
-                   f"--lr {cfg['lr']} --lambda-id {cfg['lambda_id']} --seed {cfg['seed']} --out RUN --install",
+                   f"--lr {cfg['lr']} --lambda-id {cfg['lambda_id']} "
+                   + (f"--lambda-rate {cfg['lambda_rate']} " if cfg.get("lambda_rate") else "")
+                   + f"--seed {cfg['seed']} --out RUN --install",
     }
     return install_weights(model, "joint", folder=folder, info={"training": training})

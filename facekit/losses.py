@@ -11,7 +11,9 @@ that reconstructions keep their identity. :class:`JointLoss` is the one loss for
 
 ``identity_fn`` is any callable ``(x, x_hat) -> scalar tensor`` (for example the
 distance between a recogniser's embeddings of the original and the reconstruction);
-the rate term needs a model with an entropy model (``out["likelihoods"]`` non-empty).
+the rate term needs a model with an entropy model (``out["likelihoods"]`` non-empty):
+:meth:`FaceCodecNet.attach_rate <facekit.models.autoencoder.FaceCodecNet.attach_rate>` gives
+one from a fitted context prior (:mod:`facekit.models.rate`).
 Every term is returned in a dict, so a trainer can log each one.
 """
 

@@ -15,6 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--lambda-id", type=float, default=0.02, help="weight of the identity term")
     p.add_argument("--lambda-mse", type=float, default=1.0)
+    p.add_argument("--lambda-rate", type=float, default=0.0,
+                   help="weight of the rate term: bpp under the mse weights' context prior (0: none, as in the paper)")
     p.add_argument("--identity", choices=["squared", "euclidean", "cosine"], default="squared")
     p.add_argument("--recognizer", default="dlib-resnet")
     p.add_argument("--finetune-recognizer", action="store_true", help="train the recogniser too")
@@ -41,7 +43,7 @@ def cmd_joint(args: argparse.Namespace) -> int:
 
     cfg = JointConfig(
         rate=args.rate, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambda_mse=args.lambda_mse,
-        lambda_id=args.lambda_id, identity=args.identity, recognizer=args.recognizer,
+        lambda_id=args.lambda_id, lambda_rate=args.lambda_rate, identity=args.identity, recognizer=args.recognizer,
         finetune_recognizer=args.finetune_recognizer, seed=args.seed, checkpoint_every=args.checkpoint_every,
     )
     if args.threads:
@@ -51,8 +53,13 @@ def cmd_joint(args: argparse.Namespace) -> int:
     rec = get_recognizer(args.recognizer)
     images, thetas, names = split_with_transforms(rec, args.root)
     model, entry = load_model("mse", args.rate)
+    prior = None
+    if args.lambda_rate:
+        from ..codecs.learned import load_prior, weights_dir
+
+        prior = load_prior(entry, weights_dir(), model.fingerprint())
     summary = finetune_joint(cfg, model, args.out, AlignedImageSet(images, thetas, names), recognizer=rec,
-                             device=args.device, resume=args.resume)
+                             device=args.device, resume=args.resume, rate_prior=prior)
     print({k: summary[k] for k in summary if k.startswith("val_")})
     if args.install:
         e = install_joint(args.out, base_entry=entry)

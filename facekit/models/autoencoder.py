@@ -275,6 +275,21 @@ class FaceCodecNet(nn.Module):
         self.encoder = Encoder(rp)
         self.quantizer = Quantizer(rp.bits, rp.quant_mode)
         self.decoder = Decoder(rp)
+        self.rate_model: nn.Module | None = None
+
+    def attach_rate(self, prior: Any | None) -> FaceCodecNet:
+        """Give ``forward`` a rate term: the ``likelihoods`` of the code under a fitted
+        :class:`~facekit.models.quantizer.ContextPrior` (:class:`~facekit.models.rate.ContextRate`),
+        or none again with ``None``. The prior's tables are not part of the ``state_dict``."""
+        from .rate import ContextRate
+
+        if prior is not None and (prior.channels, prior.bits) != (self.rate_point.channels, self.rate_point.bits):
+            raise ValueError(
+                f"a {prior.channels}-channel {prior.bits}-bit prior does not fit rate point {self.rate_point.name} "
+                f"({self.rate_point.channels} channels, {self.rate_point.bits} bits)"
+            )
+        self.rate_model = ContextRate(prior).to(next(self.parameters()).device) if prior is not None else None
+        return self
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -304,13 +319,17 @@ class FaceCodecNet(nn.Module):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x: torch.Tensor) -> dict[str, Any]:
-        """``{"x_hat", "y", "y_hat", "likelihoods"}``; ``x_hat`` is clamped to [0, 1] in eval mode."""
+        """``{"x_hat", "y", "y_hat", "likelihoods"}``; ``x_hat`` is clamped to [0, 1] in eval mode.
+
+        ``likelihoods`` is empty unless :meth:`attach_rate` gave the model a rate term.
+        """
         y = self.encode_latent(x)
         y_hat = self.quantizer(y)
         x_hat = self.decode_latent(y_hat, x.shape[-2:])
         if not self.training:
             x_hat = x_hat.clamp(0.0, 1.0)
-        return {"x_hat": x_hat, "y": y, "y_hat": y_hat, "likelihoods": {}}
+        likelihoods = {"y": self.rate_model(y)} if self.rate_model is not None else {}
+        return {"x_hat": x_hat, "y": y, "y_hat": y_hat, "likelihoods": likelihoods}
 
     @torch.no_grad()
     def codes(self, x: torch.Tensor) -> torch.Tensor:
