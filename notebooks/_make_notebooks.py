@@ -729,6 +729,13 @@ as the `facekit-joint` weights, with how it was made recorded in the manifest):
 ```bash
 facekit joint --rate q2 --steps 5000 --batch-size 16 --lambda-id 0.02 --out runs/joint-q2 --install
 ```
+
+Beyond the paper, the loss can also carry a **rate term**, $\\lambda_{\\mathrm{rate}}$ times the
+code's bits per pixel under the context prior of the starting weights (the model behind the
+`-entropy` variants; exact in value, straight-through in gradient, `facekit.models.rate`):
+`facekit joint ... --lambda-rate 0.1`, or `JointConfig(lambda_rate=...)` with
+`finetune_joint(..., rate_prior=prior)`. Refit the prior afterwards
+(`python -m facekit.train prior q2 --variant joint`).
 """),
     ]
 
