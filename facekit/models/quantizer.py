@@ -337,12 +337,7 @@ class ContextPrior:
 
     def bits_estimate(self, q: np.ndarray) -> float:
         """Ideal code length of ``q`` in bits under the model (no coder overhead)."""
-        total = 0.0
-        for c in range(q.shape[0]):
-            for i in range(q.shape[1]):
-                p = self.probs[c, self.row_contexts(q, c, i), q[c, i]]
-                total -= float(np.log2(p).sum())
-        return total
+        return self._sum_bits(q, -np.log2(self.probs))
 
     @staticmethod
     def _coder():  # type: ignore[no-untyped-def]
@@ -385,11 +380,14 @@ class ContextPrior:
 
     def information(self, q: np.ndarray) -> float:
         """Information of ``q`` in bits as :meth:`decode`'s check counts it (row by row, floored)."""
-        log_p = self._log_p()
+        return self._sum_bits(q, self._log_p())
+
+    def _sum_bits(self, q: np.ndarray, bits: np.ndarray) -> float:
+        """``sum bits[c, context, symbol]`` over ``q``, row by row in decode's order."""
         spent = 0.0
         for c in range(q.shape[0]):
             for i in range(q.shape[1]):
-                spent += float(log_p[c, self.row_contexts(q, c, i), q[c, i]].sum())
+                spent += float(bits[c, self.row_contexts(q, c, i), q[c, i]].sum())
         return spent
 
     @classmethod

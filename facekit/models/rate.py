@@ -52,7 +52,7 @@ class ContextRate(nn.Module):
         up[:, :, 1:] = q[:, :, :-1]
         left_up = torch.cat([up[..., :1], up[..., :-1]], dim=-1)
         right_up = torch.cat([up[..., 1:], up[..., -1:]], dim=-1)
-        diag = torch.where(up >= na, up, torch.div(left_up + right_up, 2, rounding_mode="floor"))
+        diag = torch.div(left_up + right_up, 2, rounding_mode="floor")  # na on the first row, as up
         prev = torch.full_like(q, na)
         prev[:, 1:] = q[:, :-1]
         n = self.bins + 1
