@@ -355,16 +355,19 @@ class ContextPrior:
         cs = self._coder()
         model = cs.stream.model.Categorical(perfect=False)
         enc = cs.stream.queue.RangeEncoder()
+        log_p = self._log_p()
+        spent = 0.0  # what information() counts, summed in the same order, from the same contexts
         for c in range(q.shape[0]):
             for i in range(q.shape[1]):
                 ctx = self.row_contexts(q, c, i)
                 enc.encode(q[c, i].astype(np.int32), model, self.probs[c, ctx])
+                spent += float(log_p[c, ctx, q[c, i]].sum())
         raw = enc.get_compressed().astype("<u4").tobytes()
         # The decoder reads zeros past the end, so trailing zero bytes need not be stored,
         # but only down to the length that decode's information check accepts: a stream
         # whose last rows code to zero bits (a long run of the symbol at the bottom of its
         # range) would otherwise look too short for what it holds.
-        need = self._min_length(self.information(q))
+        need = self._min_length(spent)
         data = raw.rstrip(b"\x00")
         if len(data) < need:
             data = raw[:need] + b"\x00" * max(0, need - len(raw))
