@@ -35,6 +35,7 @@ REPRO: dict[str, tuple[Any, ...]] = {
     "facekit-joint": (),
     "facekit-mse-entropy": (),
     "facekit-joint-entropy": (),
+    "facekit-jointrate-entropy": (),
     # region of interest (facekit.roi): only the face chip is coded, by facekit and by the baselines
     "facekit-joint-roi": (),
     "jpeg2000-roi": (0.05, 0.1, 0.2),

@@ -307,8 +307,14 @@ def finetune_joint(
 
 
 def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[str] | None = None,
-                  base_entry: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Ship a finished joint run as the ``joint`` variant, with the record of how it was made."""
+                  base_entry: dict[str, Any] | None = None, variant: str | None = None) -> dict[str, Any]:
+    """Ship a finished joint run, with the record of how it was made.
+
+    A run trained with the rate term (``lambda_rate > 0``) is the ``jointrate`` variant
+    (``facekit-jointrate-entropy``), one without it the ``joint`` variant (the paper's
+    phase two); ``variant`` may only confirm that choice, so weights trained for the
+    range coder never replace the PNG codec's, nor the other way round.
+    """
     from .codecs.learned import install_weights
     from .models.autoencoder import RatePoint
 
@@ -320,6 +326,12 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
     model = FaceCodecNet(RatePoint.from_dict(blob["rate_point"]))
     model.load_state_dict(blob["state_dict"])
     cfg = summary["config"]
+    made_as = "jointrate" if cfg.get("lambda_rate") else "joint"
+    if variant is not None and variant != made_as:
+        raise TrainingError(
+            f"joint run {run} was trained with lambda_rate {cfg.get('lambda_rate', 0.0)}: it ships as the "
+            f"{made_as!r} variant, not {variant!r}"
+        )
     training = {
         "phase": "joint fine-tuning from the distortion-only (mse) weights of the same rate point",
         "init": (base_entry or {}).get("sha256"),
@@ -347,4 +359,4 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
                    + (f"--lambda-rate {cfg['lambda_rate']} " if cfg.get("lambda_rate") else "")
                    + f"--seed {cfg['seed']} --out RUN --install",
     }
-    return install_weights(model, "joint", folder=folder, info={"training": training})
+    return install_weights(model, made_as, folder=folder, info={"training": training})

@@ -695,10 +695,12 @@ if __name__ == "__main__":  # pragma: no cover
     import argparse
     import sys
 
+    from .codecs.learned import VARIANTS
+
     ap = argparse.ArgumentParser(prog="python -m facekit.train", description="ship finished runs as facekit weights")
     ap.add_argument("command", choices=["install", "prior"])
     ap.add_argument("runs", nargs="+", help="install: run folders (model.pt, summary.json); prior: rate points")
-    ap.add_argument("--variant", default="mse", choices=["mse", "joint"])
+    ap.add_argument("--variant", default="mse", choices=list(VARIANTS))
     ap.add_argument("--folder", default=None, help="weights folder (default facekit/weights)")
     ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
     a = ap.parse_args()

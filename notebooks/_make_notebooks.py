@@ -734,8 +734,9 @@ Beyond the paper, the loss can also carry a **rate term**, $\\lambda_{\\mathrm{r
 code's bits per pixel under the context prior of the starting weights (the model behind the
 `-entropy` variants; exact in value, straight-through in gradient, `facekit.models.rate`):
 `facekit joint ... --lambda-rate 0.1`, or `JointConfig(lambda_rate=...)` with
-`finetune_joint(..., rate_prior=prior)`. Refit the prior afterwards
-(`python -m facekit.train prior q2 --variant joint`).
+`finetune_joint(..., rate_prior=prior)`. With `--install` such a run ships as its own
+variant, `jointrate` (codec `facekit-jointrate-entropy`), beside the `joint` weights; refit
+its prior afterwards (`python -m facekit.train prior q2 --variant jointrate`).
 """),
     ]
 

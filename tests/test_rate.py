@@ -93,3 +93,35 @@ def test_joint_training_with_the_rate_term_logs_bpp_and_needs_a_prior(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
     assert all(r["bpp"] > 0 for r in rows)
     assert model.rate_model is None  # detached again after training
+
+
+def test_a_run_with_the_rate_term_ships_as_the_jointrate_variant(tmp_path):
+    from facekit.codecs.learned import LearnedCodec, install_prior
+    from facekit.errors import WeightsError
+    from facekit.joint import install_joint
+
+    prior = _prior(channels=TINY.channels, bits=TINY.bits)
+    runs = {}
+    for lam in (0.0, 0.1):
+        cfg = JointConfig(rate="q3", steps=2, batch_size=2, lr=1e-3, lambda_id=0.5, lambda_rate=lam,
+                          checkpoint_every=2, log_every=2, val_images=1)
+        torch.manual_seed(0)
+        runs[lam] = tmp_path / f"run-{lam}"
+        finetune_joint(cfg, FaceCodecNet(TINY), runs[lam], data(), recognizer=TinyRecognizer(), device="cpu",
+                       verbose=False, rate_prior=prior if lam else None)
+    folder = tmp_path / "weights"
+    with pytest.raises(TrainingError, match="ships as the 'jointrate' variant"):
+        install_joint(runs[0.1], folder=folder, variant="joint")
+    assert not (folder / "joint-q3.pt").exists()
+    plain = install_joint(runs[0.0], folder=folder)
+    rated = install_joint(runs[0.1], folder=folder)
+    assert (plain["variant"], rated["variant"]) == ("joint", "jointrate")
+    assert "0.1 * bpp" in rated["training"]["loss"] and "bpp" not in plain["training"]["loss"]
+    assert "--lambda-rate 0.1" in rated["training"]["command"]
+    with pytest.raises(WeightsError, match="context prior"):
+        LearnedCodec("jointrate", folder=folder, entropy=True)
+    install_prior(prior, "jointrate", "q3", folder=folder)
+    codec = LearnedCodec("jointrate", folder=folder, entropy=True)
+    assert codec.name == "facekit-jointrate-entropy" and codec.settings == ("q3",)
+    img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    assert codec.decode(codec.encode(img, "q3")).shape == img.shape

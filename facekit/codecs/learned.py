@@ -1,7 +1,10 @@
 """The learned face codec of Bian et al. (arXiv:1907.01714) behind the :class:`Codec` interface.
 
 ``LearnedCodec("mse")`` is the codec trained for distortion only (phase one of the
-paper), ``LearnedCodec("joint")`` the one trained jointly with a face recogniser.
+paper), ``LearnedCodec("joint")`` the one trained jointly with a face recogniser, and
+``LearnedCodec("jointrate", entropy=True)`` the one trained jointly with the recogniser
+*and* the rate term of the context coder (the issue's joint loss "plus the rate term
+where the entropy-coded variant is used"; :class:`facekit.models.rate.ContextRate`).
 Its settings are the rate points (``q1`` lowest rate ... ``q5`` highest) whose weights
 ship in :mod:`facekit.weights`. ``encode`` returns a whole container
 (:mod:`facekit.container`: magic, version, model name, weights hash, image size, the
@@ -38,7 +41,9 @@ from ..models.autoencoder import RATE_POINTS, FaceCodecNet, load_weights, save_w
 from ..models.quantizer import ContextPrior, pack_png, unpack_png
 from .base import Codec, check_image
 
-VARIANTS = ("mse", "joint")
+#: mse: distortion only (phase one); joint: + identity term (phase two); jointrate: + identity
+#: term + rate term of the context prior, for the entropy-coded variant
+VARIANTS = ("mse", "joint", "jointrate")
 #: the largest image (in pixels) the learned codec encodes or decodes; a container declaring
 #: more is refused before anything is allocated (decoding 16 MP takes a few GB of memory)
 MAX_PIXELS = 4096 * 4096
@@ -290,7 +295,8 @@ class LearnedCodec(Codec):
             what = "weights with a context prior" if self.entropy else "weights"
             raise WeightsError(
                 f"no {what} for the {variant!r} variant in {self.folder / MANIFEST}"
-                + (" (the joint variant is made by phase-two training and is not shipped yet)" if variant == "joint" else "")
+                + (f" (the {variant} variant is made by phase-two training, facekit joint --install)"
+                   if variant != "mse" else "")
             )
         self._models: dict[str, dict[str, Any]] = {}
 

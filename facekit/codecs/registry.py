@@ -54,6 +54,8 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "facekit-joint": _learned("joint"),
     "facekit-mse-entropy": _learned("mse", entropy=True),
     "facekit-joint-entropy": _learned("joint", entropy=True),
+    # joint training with the context coder's rate term too: only meaningful range-coded
+    "facekit-jointrate-entropy": _learned("jointrate", entropy=True),
     # region of interest: only the face the recogniser looks at is coded (facekit.roi)
     "facekit-mse-roi": _learned("mse", roi=True),
     "facekit-joint-roi": _learned("joint", roi=True),

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .fkc file for one input)")
     c.add_argument("--rate", default="q3", help="rate point, q1 (lowest) .. q5 (highest); default q3")
-    c.add_argument("--variant", default="mse", choices=["mse", "joint"], help="trained variant (default mse)")
+    c.add_argument("--variant", default="mse", choices=["mse", "joint", "jointrate"],
+                   help="trained variant (default mse; jointrate is trained for --entropy)")
     c.add_argument(
         "--entropy", action="store_true", help="range-code with the fitted context model instead of PNG (smaller)"
     )

@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, history, model)")
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--install", action="store_true", help="ship the result as the 'joint' weights")
+    p.add_argument("--install", action="store_true", help="ship the result: as the 'joint' weights, or as 'jointrate' (facekit-jointrate-entropy) "
+                        "when --lambda-rate is set")
     p.set_defaults(func=cmd_joint)
 
 
@@ -63,5 +64,5 @@ def cmd_joint(args: argparse.Namespace) -> int:
     print({k: summary[k] for k in summary if k.startswith("val_")})
     if args.install:
         e = install_joint(args.out, base_entry=entry)
-        print(f"installed joint weights for {args.rate}: {e.get('file')} ({e.get('sha256', '')[:12]})")
+        print(f"installed {e.get('variant')} weights for {args.rate}: {e.get('file')} ({e.get('sha256', '')[:12]})")
     return 0
