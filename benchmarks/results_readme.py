@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from facekit.evaluate import load_results
-from facekit.goals import goals_table, joint_gain_table
+from facekit.goals import goals_table, joint_gain_table, rate_term_gain_table
 from facekit.plots import rate_accuracy_figure, roi_figure, summary_table
 
 
@@ -58,6 +58,9 @@ def main() -> None:
     gain = joint_gain_table(res)
     if gain:
         lines += ["## What joint training adds over distortion-only training", "", gain, ""]
+    rate_gain = rate_term_gain_table(res)
+    if rate_gain:
+        lines += ["## What the rate term adds to joint training (both range-coded)", "", rate_gain, ""]
     if args.notes and args.notes.exists():
         lines += [args.notes.read_text()]
     out = args.out or args.results.parent / "README.md"

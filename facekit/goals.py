@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .bdrate import bd_rate, curve, quality_at
+from .bdrate import bd_rate, curve, monotone_envelope, quality_at, rate_at
 
 #: the accuracy (fraction) that goal 3 asks for at 0.1 bpp
 TARGET_ACCURACY = 0.9825
@@ -172,5 +172,39 @@ def joint_gain_table(results: dict[str, Any], base: str = "facekit-mse", joint: 
             f"| {s} | {p['bpp']:.3f}, {100 * p['acc_mean']:.2f} ± {100 * p['acc_std']:.2f}, {p['psnr']:.2f} | "
             f"{q['bpp']:.3f}, {100 * q['acc_mean']:.2f} ± {100 * q['acc_std']:.2f}, {q['psnr']:.2f} | "
             f"{100 * (q['acc_mean'] - p['acc_mean']):+.2f} | {p['psnr'] - q['psnr']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def rate_term_gain_table(
+    results: dict[str, Any], base: str = "facekit-joint-entropy", rated: str = "facekit-jointrate-entropy"
+) -> str:
+    """Markdown: what the rate term adds, at each point of ``rated``, against ``base`` at equal bpp.
+
+    The two variants sit at different rates (the rate term moves each point to fewer bits),
+    so ``base`` is read at ``rated``'s bpp on its envelope (linear in log bpp, as
+    :func:`facekit.bdrate.quality_at`), and its bpp at ``rated``'s accuracy
+    (:func:`facekit.bdrate.rate_at`) gives the bits saved; a dash where ``rated`` lies
+    outside ``base``'s range.
+    """
+    codecs = results["codecs"]
+    if base not in codecs or rated not in codecs:
+        return ""
+    xb, yb = curve(codecs[base])
+    lowest = monotone_envelope(xb, yb)[1][0] if len(xb) else np.inf
+    same = {p["setting"]: p for p in codecs[base]}
+    lines = [f"| rate point | {rated}: bpp, accuracy %, PSNR dB | {base} at that bpp: accuracy % | "
+             f"accuracy gain (points) | bits saved at that accuracy | PSNR cost against {base}'s same point (dB) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for p in sorted(codecs[rated], key=lambda p: p["bpp"]):
+        acc = quality_at(xb, yb, p["bpp"])
+        at = rate_at(xb, yb, p["acc_mean"])
+        saved = f"{100 * (1 - p['bpp'] / at):.0f} %" if at is not None and p["acc_mean"] >= lowest else "—"
+        q = same.get(p["setting"])
+        cost = f"{q['psnr'] - p['psnr']:.2f}" if q and q.get("psnr") is not None and p.get("psnr") is not None else "—"
+        lines.append(
+            f"| {p['setting']} | {p['bpp']:.3f}, {100 * p['acc_mean']:.2f} ± {100 * p['acc_std']:.2f}, "
+            f"{p['psnr']:.2f} | " + (f"{100 * acc:.2f}" if acc is not None else "—") + " | "
+            + (f"{100 * (p['acc_mean'] - acc):+.2f}" if acc is not None else "—") + f" | {saved} | {cost} |"
         )
     return "\n".join(lines)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from facekit.goals import check_goals, goals_table, joint_gain_table, margin_at_equal_rate
+from facekit.goals import (
+    check_goals,
+    goals_table,
+    joint_gain_table,
+    margin_at_equal_rate,
+    rate_term_gain_table,
+)
 
 
 def pts(*xy, psnr=30.0, setting=None):  # type: ignore[no-untyped-def]
@@ -79,3 +85,17 @@ def test_roi_codecs_are_also_judged_against_roi_baselines():
     table = goals_table(r, ["facekit-joint", "facekit-joint-roi"])
     row = next(line for line in table.splitlines() if "above AVIF with ROI" in line)
     assert row.split(" | ")[1] == "—" and "**met**" in row  # the plain codec has no ROI goals
+
+
+def test_rate_term_gain_is_read_at_equal_bpp():
+    r = results(**{
+        "facekit-joint-entropy": pts((0.1, 0.90), (0.2, 0.95), setting=["q2", "q3"]),
+        "facekit-jointrate-entropy": pts((0.08, 0.89), (0.15, 0.94), psnr=29.0, setting=["q2", "q3"]),
+    })
+    rows = rate_term_gain_table(r).splitlines()
+    assert rows[0].startswith("| rate point | facekit-jointrate-entropy: bpp")
+    # q2 lies below the base curve's range: nothing to compare at equal bpp, only the PSNR cost
+    assert rows[2] == "| q2 | 0.080, 89.00 ± 1.00, 29.00 | — | — | — | 1.00 |"
+    # q3: the base at 0.15 bpp is 90 + 5 * log(1.5) / log(2) = 92.92 %; it reaches 94 % at 0.1741 bpp
+    assert rows[3] == "| q3 | 0.150, 94.00 ± 1.00, 30.00 | 92.92 | +1.08 | 14 % | 1.00 |"
+    assert rate_term_gain_table(results(jpeg=[])) == ""
