@@ -59,6 +59,7 @@ CODECS: dict[str, Callable[..., Codec]] = {
     # region of interest: only the face the recogniser looks at is coded (facekit.roi)
     "facekit-mse-roi": _learned("mse", roi=True),
     "facekit-joint-roi": _learned("joint", roi=True),
+    "facekit-jointrate-roi": _learned("jointrate", roi=True),
     "jpeg-roi": _roi("jpeg"),
     "jpeg2000-roi": _roi("jpeg2000"),
     "webp-roi": _roi("webp"),
