@@ -770,6 +770,7 @@ sweep = {               # codec -> settings; None: every available codec with it
     "uncompressed": [None],
     "facekit-mse": ["q1", "q3", "q5"],
     "facekit-joint": ["q1", "q3", "q5"],
+    "facekit-jointrate-entropy": ["q3"],  # joint training with the rate term, range-coded
     "jpeg": [3, 20],
     "jpeg2000": [0.05, 0.25],
     "webp": [0, 40],
@@ -905,8 +906,10 @@ face_name = lfw.pairs()[0].a
 face = lfw.load(face_name)
 names = [k for k in results["codecs"] if k != "uncompressed" and avail.get(k, {}).get("available")]
 codecs_ = {k: get_codec(k, **({"device": device} if k.startswith("facekit") else {})) for k in names}
-# the target rate comes from a whole-image learned codec (a ROI codec's rate is far lower)
-learned = [k for k in names if k.startswith("facekit") and not k.endswith("-roi") and crop_rate_point in codecs_[k].settings]
+# the target rate comes from a whole-image, PNG-coded learned codec (a ROI codec's rate is far
+# lower, and a range-coded one's can be below what JPEG reaches)
+learned = [k for k in names if k.startswith("facekit") and not k.endswith(("-roi", "-entropy"))
+           and crop_rate_point in codecs_[k].settings]
 if target_bpp is None and learned:
     data = codecs_[learned[-1]].encode(face, crop_rate_point)
     target_bpp = 8 * len(data) / (face.shape[0] * face.shape[1])
