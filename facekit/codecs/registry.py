@@ -54,7 +54,7 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "facekit-joint": _learned("joint"),
     "facekit-mse-entropy": _learned("mse", entropy=True),
     "facekit-joint-entropy": _learned("joint", entropy=True),
-    # joint training with the context coder's rate term too: only meaningful range-coded
+    # joint training with the context coder's rate term too (facekit.models.rate): range-coded, or ROI
     "facekit-jointrate-entropy": _learned("jointrate", entropy=True),
     # region of interest: only the face the recogniser looks at is coded (facekit.roi)
     "facekit-mse-roi": _learned("mse", roi=True),
