@@ -51,10 +51,12 @@ def evaluate_codec(codec, images: list[np.ndarray], setting) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
+    from facekit.codecs.registry import VARIANTS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=None, help="how many pair images (default: all)")
     p.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
-    p.add_argument("--variant", default="mse", choices=["mse", "joint", "jointrate"])
+    p.add_argument("--variant", default="mse", choices=list(VARIANTS))
     p.add_argument("--entropy", action="store_true", help="also the -entropy variant (context model + range coder)")
     p.add_argument("--only-entropy", action="store_true", help="only the -entropy variant")
     p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"], help="classical codecs to match")

@@ -39,6 +39,7 @@ REPRO: dict[str, tuple[Any, ...]] = {
     # region of interest (facekit.roi): only the face chip is coded, by facekit and by the baselines
     "facekit-joint-roi": (),
     "facekit-jointrate-roi": (),
+    "facekit-jointrate-entropy-roi": (),
     "jpeg2000-roi": (0.05, 0.1, 0.2),
     "avif-roi": (0, 10, 20, 30, 50),
 }

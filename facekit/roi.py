@@ -17,6 +17,12 @@ background are wasted. Region-of-interest (ROI) coding is the classical answer (
   (the mean of the codes it replaces), which PNG stores in a few bytes per row. The
   decoder is unchanged, so a ROI bitstream is an ordinary bitstream of the same model
   and any facekit decoder reads it; nothing about the region is transmitted.
+* With the range coder (``facekit-<variant>-entropy-roi``) the background costs almost
+  nothing: the stream carries the chip's geometry (:func:`pack_region`, 31 bytes) and one
+  fill value per channel, and only the codes inside the mask are range-coded; the decoder
+  rebuilds the mask with :func:`region_mask`, which uses only correctly rounded
+  arithmetic so that every machine finds the same cells. The decoded image is the one
+  the PNG ROI stream gives.
 * :class:`RegionCodec` wraps a classical codec: it flattens the background to its mean
   colour before encoding, the fair ROI baseline for JPEG, JPEG 2000, WebP and AVIF.
 
@@ -68,20 +74,79 @@ def region_mask(
     if region.matrix is None:
         return np.ones((rows, cols), dtype=bool)
     m = np.asarray(region.matrix, dtype=np.float64)
-    a, t = m[:, :2], m[:, 2]
-    det = float(np.linalg.det(a))
+    if m.shape != (2, 3):
+        raise ValueError(f"region_mask: the chip matrix must be 2x3, got {m.shape}")
+    a00, a01, t0, a10, a11, t1 = (float(v) for v in m.ravel())
+    det = a00 * a11 - a01 * a10
     if not np.isfinite(det) or abs(det) < 1e-12:
         return np.ones((rows, cols), dtype=bool)
     scale = float(np.sqrt(abs(det)))  # image pixels per chip pixel
     ys = np.arange(rows) * cell + (cell - 1) / 2.0
     xs = np.arange(cols) * cell + (cell - 1) / 2.0
     gx, gy = np.meshgrid(xs, ys)
-    pts = np.stack([gx.ravel() - t[0], gy.ravel() - t[1]])
-    u = np.linalg.solve(a, pts)  # chip coordinates of the cell centres
+    dx, dy = gx - t0, gy - t1
+    # chip coordinates of the cell centres by the explicit 2x2 inverse: only correctly rounded
+    # elementwise operations, so every machine finds the same mask from the same matrix (a
+    # range-coded ROI bitstream's decoder rebuilds it from the geometry it carries)
+    u0 = (a11 * dx - a01 * dy) / det
+    u1 = (a00 * dy - a10 * dx) / det
     slack = (margin + cell * np.sqrt(2.0) / 2.0) / scale
     lo, hi = -0.5 - slack, region.chip - 0.5 + slack
-    inside = (u[0] >= lo) & (u[0] <= hi) & (u[1] >= lo) & (u[1] <= hi)
-    return inside.reshape(rows, cols)
+    inside = (u0 >= lo) & (u0 <= hi) & (u1 >= lo) & (u1 <= hi)
+    return inside
+
+
+#: byte widths of the floats a region's geometry is stored with (:func:`pack_region`)
+_GEOMETRY_WIDTHS = {4: "<f4", 8: "<f8"}
+
+
+def pack_region(region: FaceRegion, margin: float, width: int = 4) -> bytes:
+    """The geometry :func:`region_mask` needs, as bytes: what a range-coded ROI stream carries.
+
+    Layout: one byte ``width`` (4 or 8: float32 or float64), the chip matrix row by row and
+    ``margin`` as seven little-endian floats of that width, then the chip side as a uint16;
+    31 bytes at float32. A face was found, so ``region.matrix`` is not ``None``.
+    """
+    if region.matrix is None:
+        raise ValueError("pack_region: no face region to pack")
+    if width not in _GEOMETRY_WIDTHS or not 1 <= int(region.chip) <= 0xFFFF:
+        raise ValueError(f"pack_region: width {width} (use 4 or 8) or chip {region.chip} out of range")
+    values = np.append(np.asarray(region.matrix, dtype=np.float64).ravel(), float(margin))
+    return bytes([width]) + values.astype(_GEOMETRY_WIDTHS[width]).tobytes() + int(region.chip).to_bytes(2, "little")
+
+
+def unpack_region(data: bytes) -> tuple[FaceRegion, float, int]:
+    """``(region, margin, bytes used)`` back from the start of ``data`` (see :func:`pack_region`).
+
+    Raises ``ValueError`` on a truncated, non-finite or degenerate geometry.
+    """
+    if not data or data[0] not in _GEOMETRY_WIDTHS:
+        raise ValueError("region geometry: unknown float width" if data else "region geometry: missing")
+    width = data[0]
+    n = 1 + 7 * width + 2
+    if len(data) < n:
+        raise ValueError(f"region geometry truncated: {len(data)} of {n} bytes")
+    values = np.frombuffer(data[1 : 1 + 7 * width], dtype=_GEOMETRY_WIDTHS[width]).astype(np.float64)
+    chip = int.from_bytes(data[n - 2 : n], "little")
+    matrix, margin = values[:6].reshape(2, 3), float(values[6])
+    det = matrix[0, 0] * matrix[1, 1] - matrix[0, 1] * matrix[1, 0]
+    if not np.isfinite(values).all() or margin < 0 or chip < 1 or not abs(det) >= 1e-12:
+        raise ValueError("region geometry is not a face region (non-finite, degenerate or negative margin)")
+    return FaceRegion(matrix, "stored", chip), margin, n
+
+
+def region_geometry(region: FaceRegion, keep: np.ndarray, shape: Sequence[int], cell: int, margin: float) -> bytes:
+    """The shortest :func:`pack_region` bytes from which :func:`region_mask` rebuilds ``keep`` exactly.
+
+    float32 is tried first; float64 (exact) where rounding to float32 moves a cell across the
+    chip's edge, so a decoder always finds the encoder's mask.
+    """
+    for width in (4, 8):
+        data = pack_region(region, margin, width)
+        back, m, _ = unpack_region(data)
+        if np.array_equal(region_mask(back, shape, cell, m)[: keep.shape[0], : keep.shape[1]], keep):
+            return data
+    raise ValueError("region_geometry: the mask cannot be rebuilt from its geometry")  # pragma: no cover
 
 
 def mask_codes(q: np.ndarray, keep: np.ndarray) -> np.ndarray:

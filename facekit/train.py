@@ -695,7 +695,7 @@ if __name__ == "__main__":  # pragma: no cover
     import argparse
     import sys
 
-    from .codecs.learned import VARIANTS
+    from .codecs.registry import VARIANTS
 
     ap = argparse.ArgumentParser(prog="python -m facekit.train", description="ship finished runs as facekit weights")
     ap.add_argument("command", choices=["install", "prior"])

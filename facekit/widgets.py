@@ -40,7 +40,10 @@ from .errors import FacekitError
 from .reproduce import resolve_device
 
 #: codecs offered by default, in this order, when available
-DEFAULT_CODECS = ("facekit-joint", "facekit-mse", "facekit-joint-roi", "jpeg", "jpeg2000", "webp", "avif", "avif-roi")
+DEFAULT_CODECS = (
+    "facekit-joint", "facekit-jointrate-entropy", "facekit-mse", "facekit-joint-roi", "facekit-jointrate-entropy-roi",
+    "jpeg", "jpeg2000", "webp", "avif", "avif-roi",
+)
 
 #: a short description of each codec's setting, for the slider's label
 SETTING_LABELS = {

@@ -114,3 +114,23 @@ def test_search_reaches_target_per_image_and_over_a_set(face_image, smooth_image
         assert bpp > 0.75 * target, f"{name} reached only {bpp} for {target}"
     s, mean_bpp = match_bpp(get_codec("jpeg2000"), [face_image, face_image[::-1].copy()], 0.2)
     assert 0.18 < mean_bpp <= 0.2
+
+
+def test_the_command_line_offers_every_variant_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from facekit.cli import build_parser; from facekit.codecs.registry import VARIANTS; "
+        "p = build_parser(); a = p.parse_args(['compress', 'x.png', '-o', 'y', '--variant', VARIANTS[-1]]); "
+        "print(a.variant, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["jointrate", "False"]
+    from facekit.codecs import CODECS
+    from facekit.codecs.learned import VARIANTS as learned_variants
+    from facekit.codecs.registry import VARIANTS
+
+    assert learned_variants is VARIANTS
+    for v in VARIANTS:  # every variant has its codecs: PNG, range-coded, ROI, range-coded ROI
+        assert {f"facekit-{v}{s}" for s in ("", "-entropy", "-roi", "-entropy-roi")} <= set(CODECS), v

@@ -586,3 +586,34 @@ def test_open_image_guards():
             open_image(bad)
     with pytest.raises(CodecError):
         open_image(b"junk", error=CodecError)
+
+
+def test_range_coded_roi_stream_with_flipped_bits_is_refused_or_decodes():
+    """Every single-bit flip of a face-region payload (geometry, fills, codes) decodes or raises a FacekitError."""
+    codec = entropy_codec()
+    if codec is None:
+        pytest.skip("no -entropy variant in this facekit")
+    from facekit.roi import FaceRegion, FaceRegionFinder
+
+    class Fixed(FaceRegionFinder):
+        def find(self, image: np.ndarray) -> FaceRegion:
+            return FaceRegion(np.array([[0.3, -0.05, 20.0], [0.05, 0.3, 18.0]]), "hog")
+
+    face = face_image()
+    roi = LearnedCodec("mse", folder=WEIGHTS, entropy=True, roi=True)
+    roi.roi = Fixed(4.0)
+    good = container.parse(roi.encode(face, "q1"))
+    assert good.payload[0] == LearnedCodec.PAYLOAD_MASKED
+    fp = codec._load("q1")["fingerprint"]
+    escaped = []
+    for i in range(len(good.payload)):
+        for bit in (0, 3, 7):
+            bad = bytearray(good.payload)
+            bad[i] ^= 1 << bit
+            try:
+                assert codec.decode(container.pack(good.model, fp, good.height, good.width, bytes(bad))).shape == face.shape
+            except FacekitError:
+                pass
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                escaped.append(f"byte {i} bit {bit}: {type(e).__name__}: {e}")
+    assert not escaped, f"{len(escaped)} flips escaped, e.g. {escaped[:3]}"

@@ -351,6 +351,21 @@ def test_cli_roi_codes_only_the_face_and_decodes_as_usual(weights, tmp_path, fac
         assert np.array_equal(np.asarray(im), LearnedCodec("mse", folder=weights).decode(roi))
 
 
+@pytest.mark.lfw
+def test_cli_range_coded_roi_is_smaller_and_decodes_to_the_png_roi_image(tmp_path, face_image):
+    Image.fromarray(face_image).save(tmp_path / "face.png")
+    w = ["--quiet", "--rate", "q4", "--variant", "jointrate", "--roi"]
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "png.fkc"), *w]) == 0
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "ranged.fkc"), "--entropy", *w]) == 0
+    png, ranged = (tmp_path / "png.fkc").read_bytes(), (tmp_path / "ranged.fkc").read_bytes()
+    c = container.parse(ranged)
+    assert c.model == "jointrate-q4-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED
+    assert len(ranged) < 0.85 * len(png)
+    assert main(["decompress", str(tmp_path / "ranged.fkc"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
+    with Image.open(tmp_path / "out.png") as im:
+        assert np.array_equal(np.asarray(im), LearnedCodec("jointrate").decode(png))
+
+
 def test_shipped_q3_prior_round_trips_the_codes_of_johnny_tapia_0003():
     """The codes of LFW's Johnny_Tapia_0003 under the shipped mse-q3 weights end in a long run
     that the range coder writes as 28 zero bytes. Stripping them all left 732 bytes, less than

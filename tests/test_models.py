@@ -247,6 +247,31 @@ def test_context_prior_roundtrip(c, h, w, bits):
         prior.encode(np.full((c + 1, h, w), 0, np.uint8))
 
 
+def test_context_prior_codes_only_the_masked_positions():
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(4)
+    prior = ContextPrior.fit([_smooth_codes(rng, 3, 12, 14, 4) for _ in range(10)], 4)
+    q = _smooth_codes(rng, 3, 12, 14, 4)
+    keep = np.zeros((12, 14), bool)
+    keep[3:9, 2:11] = True
+    keep[5, 0] = True  # a lone kept cell, and rows with nothing kept
+    fill = np.array([1, 7, 15], np.uint8)
+    q[:, ~keep] = fill[:, None]
+    masked, whole = prior.encode(q, mask=keep), prior.encode(q)
+    assert len(masked) < len(whole)
+    assert np.array_equal(prior.decode(masked, 12, 14, mask=keep, fill=fill.tolist()), q)
+    assert prior.information(q, mask=keep) < prior.information(q)
+    # one fill value per channel, each a level of the code
+    for bad in ([1, 7], [1, 7, 16]):
+        with pytest.raises(BitstreamError, match="fill"):
+            prior.decode(masked, 12, 14, mask=keep, fill=bad)
+    with pytest.raises(ValueError, match="mask"):
+        prior.encode(q, mask=keep[:-1])
+    with pytest.raises(ValueError, match="mask"):
+        prior.encode(q, mask=keep.astype(np.uint8))
+
+
 def test_context_prior_beats_png_on_correlated_codes():
     from facekit.models.quantizer import ContextPrior
 

@@ -12,7 +12,10 @@ from facekit.roi import (
     RegionCodec,
     flatten_background,
     mask_codes,
+    pack_region,
+    region_geometry,
     region_mask,
+    unpack_region,
 )
 
 
@@ -113,8 +116,52 @@ def test_region_codec_codes_fewer_bytes_that_the_base_decoder_reads(smooth_image
     assert roi.describe()["roi"]["margin_px"] == 4.0
 
 
+def test_mask_is_the_one_a_general_solver_finds():
+    # region_mask inverts the chip's 2x2 matrix by hand (so every machine rounds alike);
+    # on random chips it keeps the cells np.linalg.solve's chip coordinates keep
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        region = chip_at(*rng.uniform(-20, 120, 2), scale=rng.uniform(0.3, 1.5), angle=rng.uniform(-1, 1), chip=150)
+        cell = int(rng.choice([1, 4, 8, 16]))
+        keep = region_mask(region, (250, 250), cell=cell, margin=4.0)
+        rows, cols = keep.shape
+        gx, gy = np.meshgrid(np.arange(cols) * cell + (cell - 1) / 2, np.arange(rows) * cell + (cell - 1) / 2)
+        m = region.matrix
+        u = np.linalg.solve(m[:, :2], np.stack([gx.ravel() - m[0, 2], gy.ravel() - m[1, 2]]))
+        slack = (4.0 + cell * np.sqrt(2) / 2) / np.sqrt(abs(np.linalg.det(m[:, :2])))
+        ref = ((u >= -0.5 - slack) & (u <= 149.5 + slack)).all(axis=0).reshape(rows, cols)
+        assert np.array_equal(keep, ref)
+
+
+def test_region_geometry_rebuilds_the_mask_exactly_and_refuses_garbage():
+    rng = np.random.default_rng(6)
+    widths = set()
+    for _ in range(200):
+        region = chip_at(*rng.uniform(0, 100, 2), scale=rng.uniform(0.5, 1.2), angle=rng.uniform(-0.5, 0.5))
+        keep = region_mask(region, (250, 250), cell=4, margin=4.0)
+        data = region_geometry(region, keep, (250, 250), 4, 4.0)
+        back, margin, used = unpack_region(data + b"trailing")
+        assert used == len(data) and margin == 4.0 and back.chip == 150
+        assert np.array_equal(region_mask(back, (250, 250), cell=4, margin=margin), keep)
+        widths.add(data[0])
+    assert 4 in widths and len(pack_region(chip_at(1, 2), 4.0)) == 31  # float32 where that suffices
+    exact = pack_region(chip_at(0.1, 0.2, scale=0.7, angle=0.3), 4.0, width=8)
+    assert np.array_equal(unpack_region(exact)[0].matrix, chip_at(0.1, 0.2, scale=0.7, angle=0.3).matrix)
+    good = pack_region(chip_at(10, 10), 4.0)
+    nan = bytearray(good)
+    nan[1:5] = np.float32(np.nan).tobytes()
+    flat = bytes([4]) + np.zeros(7, "<f4").tobytes() + (150).to_bytes(2, "little")
+    for bad in (b"", good[:20], b"\x05" + good[1:], bytes(nan), flat):
+        with pytest.raises(ValueError, match="geometry"):
+            unpack_region(bad)
+    with pytest.raises(ValueError, match="no face"):
+        pack_region(FaceRegion(None, "none"), 4.0)
+
+
 def test_every_roi_codec_is_registered():
-    for name in ("jpeg-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-mse-roi", "facekit-joint-roi"):
+    for name in ("jpeg-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-mse-roi", "facekit-joint-roi",
+                 "facekit-jointrate-roi", "facekit-mse-entropy-roi", "facekit-joint-entropy-roi",
+                 "facekit-jointrate-entropy-roi"):
         try:
             codec = get_codec(name)
         except Exception as e:  # noqa: BLE001 - AVIF or the weights may be missing here
@@ -149,6 +196,41 @@ def test_learned_roi_bitstreams_are_ordinary_and_smaller():
     # with no face found the whole image is coded: the same bytes as without ROI
     roi.roi = FixedFinder(FaceRegion(None, "none"))
     assert roi.encode(img, "q4") == b
+
+
+def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec():
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.container import pack, parse
+    from facekit.errors import BitstreamError
+
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:160, 0:144]
+    img = np.clip(np.stack([128 + 60 * np.sin(x / 7 + c) * np.cos(y / 11) for c in range(3)], -1)
+                  + rng.normal(0, 4, (160, 144, 3)), 0, 255).astype(np.uint8)
+    png_roi, ent_roi = _learned("facekit-mse-roi"), _learned("facekit-mse-entropy-roi")
+    ent = _learned("facekit-mse-entropy")
+    assert ent_roi.name == "facekit-mse-entropy-roi"
+    finder = FixedFinder(chip_at(40, 50, scale=0.5, angle=0.2), margin=4.0)
+    png_roi.roi = ent_roi.roi = finder
+    for rate in ("q2", "q4"):
+        a, b = ent_roi.encode(img, rate), png_roi.encode(img, rate)
+        c = parse(a)
+        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED
+        assert len(a) < 0.8 * len(b)  # the background costs nothing but its geometry and fills
+        same = png_roi.decode(b)
+        assert np.array_equal(ent_roi.decode(a), same) and np.array_equal(ent.decode(a), same)
+    fp = ent._load(rate)["fingerprint"]
+    for cut, why in ((3, "face-region payload"), (30, "face-region payload"), (33, "fill values"), (35, "ran out")):
+        # inside the geometry (tag + 31 bytes), inside the two fill values, inside the codes
+        with pytest.raises(BitstreamError, match=why):
+            ent.decode(pack(c.model, fp, c.height, c.width, c.payload[:cut]))
+    forged = bytearray(c.payload)
+    forged[2:6] = np.float32(np.inf).tobytes()
+    with pytest.raises(BitstreamError, match="face-region payload"):
+        ent.decode(pack(c.model, fp, c.height, c.width, bytes(forged)))
+    # no face: the whole image is coded, byte for byte as without ROI
+    ent_roi.roi = FixedFinder(FaceRegion(None, "none"))
+    assert ent_roi.encode(img, "q4") == ent.encode(img, "q4")
 
 
 def test_finder_caches_by_pixels(smooth_image):

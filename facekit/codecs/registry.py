@@ -9,6 +9,12 @@ from typing import Any
 from ..errors import CodecError
 from .base import Codec
 
+#: the trained variants of the learned codec (weights ``<variant>-q<N>``): mse: distortion only
+#: (phase one); joint: + identity term (phase two); jointrate: + identity term + rate term of
+#: the context prior, for the entropy-coded variant. Here, not in the torch-using
+#: ``facekit.codecs.learned``, so that command lines can offer them without loading torch.
+VARIANTS = ("mse", "joint", "jointrate")
+
 
 def _classic(cls_name: str, **kw: Any) -> Callable[..., Codec]:
     def make(**more: Any) -> Codec:
@@ -52,6 +58,7 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "avif": _classic("AVIFCodec"),
     "facekit-mse": _learned("mse"),
     "facekit-joint": _learned("joint"),
+    "facekit-jointrate": _learned("jointrate"),
     "facekit-mse-entropy": _learned("mse", entropy=True),
     "facekit-joint-entropy": _learned("joint", entropy=True),
     # joint training with the context coder's rate term too (facekit.models.rate): range-coded, or ROI
@@ -60,6 +67,10 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "facekit-mse-roi": _learned("mse", roi=True),
     "facekit-joint-roi": _learned("joint", roi=True),
     "facekit-jointrate-roi": _learned("jointrate", roi=True),
+    # ... and range-coded: only the codes inside the face region, after its geometry
+    "facekit-mse-entropy-roi": _learned("mse", entropy=True, roi=True),
+    "facekit-joint-entropy-roi": _learned("joint", entropy=True, roi=True),
+    "facekit-jointrate-entropy-roi": _learned("jointrate", entropy=True, roi=True),
     "jpeg-roi": _roi("jpeg"),
     "jpeg2000-roi": _roi("jpeg2000"),
     "webp-roi": _roi("webp"),

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..codecs.registry import VARIANTS
 from ..errors import CodecError, ImageError
 
 SUFFIX = ".fkc"
@@ -35,14 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .fkc file for one input)")
     c.add_argument("--rate", default="q3", help="rate point, q1 (lowest) .. q5 (highest); default q3")
-    c.add_argument("--variant", default="mse", choices=["mse", "joint", "jointrate"],
+    c.add_argument("--variant", default="mse", choices=list(VARIANTS),
                    help="trained variant (default mse; jointrate is trained for --entropy)")
     c.add_argument(
         "--entropy", action="store_true", help="range-code with the fitted context model instead of PNG (smaller)"
     )
     c.add_argument(
         "--roi", action="store_true",
-        help="code only the face (dlib's detector finds it; an image without a face is coded whole)",
+        help="code only the face (dlib's detector finds it; an image without a face is coded whole); "
+        "with --entropy only the face's codes are range-coded, the smallest files",
     )
     c.add_argument("--roi-margin", type=float, default=4.0, metavar="PX", help="pixels kept around the face chip")
     c.add_argument("--device", default=None, help="torch device (default cpu)")

@@ -347,11 +347,16 @@ class ContextPrior:
             raise BitstreamError("the -entropy variants need the 'constriction' package (pip install constriction)") from e
         return constriction
 
-    def encode(self, q: np.ndarray) -> bytes:
-        """Range-code ``q`` (``(C, h, w)`` uint8) channel by channel, row by row."""
+    def encode(self, q: np.ndarray, mask: np.ndarray | None = None) -> bytes:
+        """Range-code ``q`` (``(C, h, w)`` uint8) channel by channel, row by row.
+
+        With ``mask`` (``(h, w)`` bool), only the positions it keeps are coded; the others
+        must be known to the decoder (:meth:`decode`'s ``fill``) and serve as context only.
+        """
         q = np.asarray(q)
         if q.ndim != 3 or q.shape[0] != self.channels or (q.size and int(q.max()) >= self.levels):
             raise ValueError(f"codes of shape {q.shape} do not fit this {self.channels}-channel {self.bits}-bit prior")
+        mask = self._check_mask(mask, q.shape[1:])
         cs = self._coder()
         model = cs.stream.model.Categorical(perfect=False)
         enc = cs.stream.queue.RangeEncoder()
@@ -359,9 +364,13 @@ class ContextPrior:
         spent = 0.0  # what information() counts, summed in the same order, from the same contexts
         for c in range(q.shape[0]):
             for i in range(q.shape[1]):
-                ctx = self.row_contexts(q, c, i)
-                enc.encode(q[c, i].astype(np.int32), model, self.probs[c, ctx])
-                spent += float(log_p[c, ctx, q[c, i]].sum())
+                cols = slice(None) if mask is None else mask[i]
+                sym = q[c, i][cols]
+                if not sym.size:
+                    continue
+                ctx = self.row_contexts(q, c, i)[cols]
+                enc.encode(sym.astype(np.int32), model, self.probs[c, ctx])
+                spent += float(log_p[c, ctx, sym].sum())
         raw = enc.get_compressed().astype("<u4").tobytes()
         # The decoder reads zeros past the end, so trailing zero bytes need not be stored,
         # but only down to the length that decode's information check accepts: a stream
@@ -381,25 +390,45 @@ class ContextPrior:
         # floored so that a symbol never counts for more bits than the coder spends on it
         return -np.log2(np.maximum(self.probs, 2.0**-20))
 
-    def information(self, q: np.ndarray) -> float:
+    def information(self, q: np.ndarray, mask: np.ndarray | None = None) -> float:
         """Information of ``q`` in bits as :meth:`decode`'s check counts it (row by row, floored)."""
-        return self._sum_bits(q, self._log_p())
+        return self._sum_bits(q, self._log_p(), self._check_mask(mask, np.shape(q)[1:]))
 
-    def _sum_bits(self, q: np.ndarray, bits: np.ndarray) -> float:
-        """``sum bits[c, context, symbol]`` over ``q``, row by row in decode's order."""
+    def _sum_bits(self, q: np.ndarray, bits: np.ndarray, mask: np.ndarray | None = None) -> float:
+        """``sum bits[c, context, symbol]`` over ``q`` (where ``mask`` keeps), row by row in decode's order."""
         spent = 0.0
         for c in range(q.shape[0]):
             for i in range(q.shape[1]):
-                spent += float(bits[c, self.row_contexts(q, c, i), q[c, i]].sum())
+                cols = slice(None) if mask is None else mask[i]
+                spent += float(bits[c, self.row_contexts(q, c, i)[cols], q[c, i][cols]].sum())
         return spent
+
+    @staticmethod
+    def _check_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+        if mask is None:
+            return None
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != tuple(shape):
+            raise ValueError(f"the mask must be bool of shape {tuple(shape)}, got {mask.dtype} {mask.shape}")
+        return mask
 
     @classmethod
     def _min_length(cls, spent: float) -> int:
         """Fewest payload bytes whose budget holds ``spent`` bits, plus one byte of slack."""
         return max(0, math.ceil((spent - cls._BASE_BITS) / (8 * cls._SLACK))) + 1
 
-    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+    def decode(
+        self,
+        data: bytes,
+        height: int,
+        width: int,
+        mask: np.ndarray | None = None,
+        fill: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """Codes ``(C, height, width)`` back from :meth:`encode`'s bytes.
+
+        With ``mask``, only the positions it keeps are read from ``data``; the others take
+        ``fill`` (one value per channel), as the encoder's codes held them.
 
         A range decoder reads zeros once its data runs out, so it would turn any payload
         into codes of any declared size. Here the information of the codes decoded so far
@@ -410,10 +439,16 @@ class ContextPrior:
         (:meth:`information`), so every stream it writes passes.
         """
         cs = self._coder()
+        mask = self._check_mask(mask, (height, width))
         pad = (-len(data)) % 4
         words = np.frombuffer(bytes(data) + b"\x00" * (pad + 8), dtype="<u4").astype(np.uint32)
         model = cs.stream.model.Categorical(perfect=False)
         q = np.zeros((self.channels, height, width), np.uint8)
+        if mask is not None:
+            fill = np.asarray(fill if fill is not None else [], dtype=np.int64)
+            if fill.shape != (self.channels,) or (fill < 0).any() or (fill >= self.levels).any():
+                raise BitstreamError(f"a masked stream needs {self.channels} fill values below {self.levels}, got {fill.tolist()}")
+            q[:, ~mask] = fill.astype(np.uint8)[:, None]
         budget = 8 * len(data) * self._SLACK + self._BASE_BITS
         log_p = self._log_p()
         spent = 0.0
@@ -421,9 +456,13 @@ class ContextPrior:
             dec = cs.stream.queue.RangeDecoder(words)
             for c in range(self.channels):
                 for i in range(height):
-                    ctx = self.row_contexts(q, c, i)
-                    q[c, i] = dec.decode(model, self.probs[c, ctx])
-                    spent += float(log_p[c, ctx, q[c, i]].sum())
+                    cols = slice(None) if mask is None else mask[i]
+                    if mask is not None and not cols.any():
+                        continue
+                    ctx = self.row_contexts(q, c, i)[cols]
+                    sym = dec.decode(model, self.probs[c, ctx])
+                    q[c, i, cols] = sym
+                    spent += float(log_p[c, ctx, sym].sum())
                     if spent > budget:
                         raise BitstreamError(
                             f"range-coded payload ran out: {len(data)} bytes cannot hold the "
