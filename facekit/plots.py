@@ -23,6 +23,7 @@ STYLE = {
     "facekit-joint": dict(color="tab:blue", marker="D", lw=2.5),
     "facekit-mse-entropy": dict(color="tab:cyan", marker="P", ls="--"),
     "facekit-joint-entropy": dict(color="tab:cyan", marker="P", lw=2.5),
+    "facekit-jointrate": dict(color="tab:pink", marker="d", lw=1.5),
     "facekit-jointrate-entropy": dict(color="tab:pink", marker="X", lw=2.5),
 }
 # region-of-interest variants (facekit.roi): the colour of their codec, dotted, hollow markers
