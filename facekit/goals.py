@@ -105,7 +105,15 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
     x, y = curve(mine)
     acc = quality_at(x, y, 0.1) if len(x) else None
     goal = f"at least {100 * TARGET_ACCURACY:.2f} % at 0.1 bpp"
-    if acc is None:
+    below = [(b, a) for b, a in zip(x, y, strict=True) if b <= 0.1]
+    if acc is None and below:
+        # the curve ends below 0.1 bpp: a point there that already reaches the target meets the
+        # goal (fewer bytes than 0.1 bpp, same accuracy); one that does not cannot tell
+        b, a = max(below, key=lambda p: p[1])
+        met = True if a >= TARGET_ACCURACY else None
+        out.append({"goal": goal, "met": met,
+                    "detail": f"{100 * a:.2f} % at {b:.3f} bpp, under 0.1 bpp (its highest measured rate is {max(x):.3f} bpp)"})
+    elif acc is None:
         out.append({"goal": goal, "met": None, "detail": "0.1 bpp is outside the measured rates"})
     else:
         out.append({"goal": goal, "met": acc >= TARGET_ACCURACY, "detail": f"{100 * acc:.2f} % at 0.1 bpp (interpolated)"})

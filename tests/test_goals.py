@@ -53,6 +53,20 @@ def test_goals_met_and_not_met():
     assert all(g["met"] is None for g in missing.values())
 
 
+def test_a_curve_that_ends_below_0_1_bpp_meets_the_0_1_goal_only_with_a_point_that_reaches_it():
+    goal = "at least 98.25 % at 0.1 bpp"
+
+    def at_0_1(*xy):  # type: ignore[no-untyped-def]
+        return {g["goal"]: g for g in check_goals(results(c=pts(*xy)), "c")}[goal]
+
+    reached = at_0_1((0.03, 0.90), (0.06, 0.97), (0.095, 0.9835))
+    assert reached["met"] is True and "98.35 % at 0.095 bpp, under 0.1 bpp" in reached["detail"]
+    short = at_0_1((0.03, 0.90), (0.06, 0.97), (0.095, 0.98))  # higher rates might reach it: cannot tell
+    assert short["met"] is None and "98.00 % at 0.095 bpp" in short["detail"]
+    assert at_0_1((0.2, 0.99), (0.4, 0.995))["met"] is None  # starts above 0.1 bpp
+    assert at_0_1((0.05, 0.97), (0.2, 0.99))["detail"].endswith("(interpolated)")  # spans 0.1: read there
+
+
 def test_tables():
     r = results(**{
         "facekit-mse": pts((0.06, 0.80), (0.11, 0.90), setting=["q1", "q2"]),
