@@ -134,3 +134,12 @@ def test_the_command_line_offers_every_variant_without_loading_torch():
     assert learned_variants is VARIANTS
     for v in VARIANTS:  # every variant has its codecs: PNG, range-coded, ROI, range-coded ROI
         assert {f"facekit-{v}{s}" for s in ("", "-entropy", "-roi", "-entropy-roi")} <= set(CODECS), v
+
+
+def test_cli_codecs_lines_up_every_name(capsys):
+    from facekit.cli import main
+
+    assert main(["codecs"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip() and not ln.lstrip().startswith("settings:")]
+    columns = {ln.index(" available") if " available" in ln else ln.index(" UNAVAILABLE") for ln in lines}
+    assert len(columns) == 1 and any("facekit-jointrate-entropy-roi " in ln for ln in lines), lines

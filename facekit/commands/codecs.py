@@ -19,12 +19,13 @@ def cmd_codecs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
+    width = max((len(n) for n in info), default=0)
     for name, d in info.items():
         if d["available"]:
             lib = d.get("library", "")
             settings = ", ".join(str(s) for s in d.get("settings", []))
-            print(f"{name:24s} available  {lib}")
-            print(f"{'':24s}            settings: {settings}")
+            print(f"{name:{width}s} available  {lib}")
+            print(f"{'':{width}s}            settings: {settings}")
         else:
-            print(f"{name:24s} UNAVAILABLE {d['reason']}")
+            print(f"{name:{width}s} UNAVAILABLE {d['reason']}")
     return 0
