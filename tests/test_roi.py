@@ -178,11 +178,16 @@ def _learned(name: str):  # type: ignore[no-untyped-def]
         pytest.skip(f"{name} unavailable: {e}")
 
 
-def test_learned_roi_bitstreams_are_ordinary_and_smaller():
+def _wavy_image(height: int, width: int) -> np.ndarray:
+    """A noisy synthetic RGB image with structure everywhere (so the background costs bits)."""
     rng = np.random.default_rng(1)
-    y, x = np.mgrid[0:128, 0:128]
-    img = np.clip(np.stack([128 + 60 * np.sin(x / 7 + c) * np.cos(y / 11) for c in range(3)], -1)
-                  + rng.normal(0, 4, (128, 128, 3)), 0, 255).astype(np.uint8)
+    y, x = np.mgrid[0:height, 0:width]
+    return np.clip(np.stack([128 + 60 * np.sin(x / 7 + c) * np.cos(y / 11) for c in range(3)], -1)
+                   + rng.normal(0, 4, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+def test_learned_roi_bitstreams_are_ordinary_and_smaller():
+    img = _wavy_image(128, 128)
     plain, roi = _learned("facekit-mse"), _learned("facekit-mse-roi")
     roi.roi = FixedFinder(chip_at(40, 40, chip=48))
     a, b = roi.encode(img, "q4"), plain.encode(img, "q4")
@@ -203,10 +208,7 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
     from facekit.container import pack, parse
     from facekit.errors import BitstreamError
 
-    rng = np.random.default_rng(1)
-    y, x = np.mgrid[0:160, 0:144]
-    img = np.clip(np.stack([128 + 60 * np.sin(x / 7 + c) * np.cos(y / 11) for c in range(3)], -1)
-                  + rng.normal(0, 4, (160, 144, 3)), 0, 255).astype(np.uint8)
+    img = _wavy_image(160, 144)
     png_roi, ent_roi = _learned("facekit-mse-roi"), _learned("facekit-mse-entropy-roi")
     ent = _learned("facekit-mse-entropy")
     assert ent_roi.name == "facekit-mse-entropy-roi"
