@@ -56,21 +56,15 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "jpeg2000-pillow": _classic("JPEG2000Codec", backend="pillow"),
     "webp": _classic("WebPCodec"),
     "avif": _classic("AVIFCodec"),
-    "facekit-mse": _learned("mse"),
-    "facekit-joint": _learned("joint"),
-    "facekit-jointrate": _learned("jointrate"),
-    "facekit-mse-entropy": _learned("mse", entropy=True),
-    "facekit-joint-entropy": _learned("joint", entropy=True),
-    # joint training with the context coder's rate term too (facekit.models.rate): range-coded, or ROI
-    "facekit-jointrate-entropy": _learned("jointrate", entropy=True),
-    # region of interest: only the face the recogniser looks at is coded (facekit.roi)
-    "facekit-mse-roi": _learned("mse", roi=True),
-    "facekit-joint-roi": _learned("joint", roi=True),
-    "facekit-jointrate-roi": _learned("jointrate", roi=True),
-    # ... and range-coded: only the codes inside the face region, after its geometry
-    "facekit-mse-entropy-roi": _learned("mse", entropy=True, roi=True),
-    "facekit-joint-entropy-roi": _learned("joint", entropy=True, roi=True),
-    "facekit-jointrate-entropy-roi": _learned("jointrate", entropy=True, roi=True),
+    # every variant (VARIANTS) as PNG, range-coded (-entropy: the context prior,
+    # facekit.models.quantizer), region of interest (-roi: only the face the recogniser looks
+    # at, facekit.roi) and both (-entropy-roi: only the face region's codes, range-coded)
+    **{
+        f"facekit-{variant}{suffix}": _learned(variant, entropy=entropy, roi=roi)
+        for suffix, entropy, roi in (("", False, False), ("-entropy", True, False), ("-roi", False, True),
+                                     ("-entropy-roi", True, True))
+        for variant in VARIANTS
+    },
     "jpeg-roi": _roi("jpeg"),
     "jpeg2000-roi": _roi("jpeg2000"),
     "webp-roi": _roi("webp"),
