@@ -46,6 +46,12 @@ def main() -> None:
         lines.append(f"Code of the sweep: {sweep['code_commit']}.")
     if (sweep.get("roi") or {}).get("code_commit"):
         lines.append(f"Code of the region-of-interest sweep: {sweep['roi']['code_commit']}.")
+    rerated = [f"`{n}` {p['setting']}" for n, pts in res["codecs"].items() for p in pts if p.get("rate_remeasured")]
+    if rerated:
+        lines.append(
+            "Rates re-measured after a new context prior (`benchmarks/rerate.py`: every image compressed again, its "
+            f"decoded codes checked equal, so accuracy and PSNR are the earlier ones): {', '.join(rerated)}."
+        )
     if sweep.get("not_run"):
         lines.append(f"Planned but not measured: {', '.join(f'`{j}`' for j in sweep['not_run'])}.")
     lines.append("")

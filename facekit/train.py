@@ -653,6 +653,7 @@ def fit_prior(
     images: Sequence[np.ndarray] | None = None,
     names: Sequence[str] | None = None,
     batch: int = 16,
+    left: bool = True,
 ) -> dict[str, Any]:
     """Fit the context prior of shipped weights on their training images and install it.
 
@@ -680,7 +681,7 @@ def fit_prior(
         for i in range(0, len(group), batch):
             x = torch.from_numpy(np.stack(group[i : i + batch])).permute(0, 3, 1, 2).float().div(255)
             codes.extend(model.codes(x).numpy())
-    prior = ContextPrior.fit(codes, model.rate_point.bits)
+    prior = ContextPrior.fit(codes, model.rate_point.bits, left=left)
     info = {
         "fitted_on": f"codes of {len(codes)} training images (the weights' training set, held-out images excluded)",
         "alpha": prior.alpha,
@@ -703,11 +704,12 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--variant", default="mse", choices=list(VARIANTS))
     ap.add_argument("--folder", default=None, help="weights folder (default facekit/weights)")
     ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
+    ap.add_argument("--rows", action="store_true", help="prior: fit the older row-by-row layout (facekit-prior/1, no left neighbour)")
     a = ap.parse_args()
     if a.command == "prior":
         imgs, nms = load_split(a.root)
         for r in a.runs:
-            m = fit_prior(a.variant, r, folder=a.folder, images=imgs, names=nms)
+            m = fit_prior(a.variant, r, folder=a.folder, images=imgs, names=nms, left=not a.rows)
             print(json.dumps({"rate": r, **m}), file=sys.stderr)
     else:
         for r in a.runs:

@@ -172,3 +172,48 @@ def test_provenance_records_the_commit_a_run_started_with(faces, monkeypatch):
     assert res["provenance"]["git_commit"] == "a" * 40
     assert prov.git_commit() == "b" * 40
     prov.code_commit.cache_clear()
+
+
+def test_rerate_script_keeps_the_accuracy_and_checks_every_stream(faces, tmp_path, monkeypatch):
+    """benchmarks/rerate.py: new bpp of a range-coded point, its accuracy carried, its codes checked."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facekit.codecs import get_codec
+    from facekit.errors import CodecError
+
+    root = Path(__file__).resolve().parent.parent
+    res = evaluate(faces, codecs={"facekit-jointrate-entropy": ("q1",)}, recognizer=TinyRecognizer(), progress=False)
+    src = save_results(res, tmp_path / "ra.json")
+    out = tmp_path / "rr.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "rerate.py"), "--results", str(src), "--root", str(faces),
+           "--recognizer", "tests.fakes:TinyRecognizer", "--only", "facekit-jointrate-entropy:q1", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    before, after = res["codecs"]["facekit-jointrate-entropy"][0], load_results(out)["codecs"]["facekit-jointrate-entropy"][0]
+    assert after["bpp"] == pytest.approx(before["bpp"])  # same prior, same bytes
+    assert after["acc_mean"] == before["acc_mean"] and after["fold_accuracies"] == before["fold_accuracies"]
+    rec = after["rate_remeasured"]
+    assert rec["images_checked"] == before["n_images"] and rec["bpp_before"] == before["bpp"]
+    assert rec["prior_format"].startswith("facekit-prior/")
+    merged = merge_results(res, load_results(out), by_point=True)
+    assert merged["codecs"]["facekit-jointrate-entropy"][0]["rate_remeasured"] == rec
+    # a stream that decoded to other codes than the model makes would stop it
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import rerate
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    from facekit.data.lfw import image_name, open_lfw
+
+    one = [image_name("Person_A", 1)]
+    codec = get_codec("facekit-jointrate-entropy")
+    real = codec._entropy_codes
+    monkeypatch.setattr(codec, "_entropy_codes", lambda *a: real(*a) ^ 1)
+    lfw = open_lfw(faces)
+    with pytest.raises(CodecError, match="other codes"):
+        rerate.rerate_point(codec, "q1", lfw, one, TinyRecognizer().read_original, progress=False)
+    with pytest.raises(CodecError, match="not range-coded"):
+        rerate.rerate_point(get_codec("facekit-jointrate"), "q1", lfw, one, lfw.path, progress=False)

@@ -230,12 +230,14 @@ def _smooth_codes(rng, c, h, w, bits):
     return ((base + np.cumsum(rng.integers(-1, 2, (c, h, w)), axis=2)) % (1 << bits)).astype(np.uint8)
 
 
-@pytest.mark.parametrize("c,h,w,bits", [(4, 16, 16, 3), (3, 9, 13, 6), (1, 5, 7, 1), (2, 1, 1, 4)])
-def test_context_prior_roundtrip(c, h, w, bits):
+@pytest.mark.parametrize("left", [False, True], ids=["rows", "left"])
+@pytest.mark.parametrize("c,h,w,bits", [(4, 16, 16, 3), (3, 9, 13, 6), (1, 5, 7, 1), (2, 1, 1, 4), (2, 7, 2, 2)])
+def test_context_prior_roundtrip(c, h, w, bits, left):
     from facekit.models.quantizer import ContextPrior
 
     rng = np.random.default_rng(1)
-    prior = ContextPrior.fit([_smooth_codes(rng, c, h, w, bits) for _ in range(10)], bits)
+    prior = ContextPrior.fit([_smooth_codes(rng, c, h, w, bits) for _ in range(10)], bits, left=left)
+    assert prior.left is left and prior.format.endswith("/2" if left else "/1")
     for _ in range(3):
         q = _smooth_codes(rng, c, h, w, bits)
         data = prior.encode(q)
@@ -247,11 +249,12 @@ def test_context_prior_roundtrip(c, h, w, bits):
         prior.encode(np.full((c + 1, h, w), 0, np.uint8))
 
 
-def test_context_prior_codes_only_the_masked_positions():
+@pytest.mark.parametrize("left", [False, True], ids=["rows", "left"])
+def test_context_prior_codes_only_the_masked_positions(left):
     from facekit.models.quantizer import ContextPrior
 
     rng = np.random.default_rng(4)
-    prior = ContextPrior.fit([_smooth_codes(rng, 3, 12, 14, 4) for _ in range(10)], 4)
+    prior = ContextPrior.fit([_smooth_codes(rng, 3, 12, 14, 4) for _ in range(10)], 4, left=left)
     q = _smooth_codes(rng, 3, 12, 14, 4)
     keep = np.zeros((12, 14), bool)
     keep[3:9, 2:11] = True
@@ -285,13 +288,14 @@ def test_context_prior_beats_png_on_correlated_codes():
     assert len(prior.encode(q)) < len(pack_png(q, 3))
 
 
-def test_context_prior_refuses_payload_too_short_for_declared_size():
+@pytest.mark.parametrize("left", [False, True], ids=["rows", "left"])
+def test_context_prior_refuses_payload_too_short_for_declared_size(left):
     import time
 
     from facekit.models.quantizer import ContextPrior
 
     rng = np.random.default_rng(3)
-    prior = ContextPrior.fit([_smooth_codes(rng, 4, 16, 16, 3) for _ in range(10)], 3)
+    prior = ContextPrior.fit([_smooth_codes(rng, 4, 16, 16, 3) for _ in range(10)], 3, left=left)
     q = _smooth_codes(rng, 4, 16, 16, 3)
     data = prior.encode(q)
     t = time.time()
@@ -301,3 +305,68 @@ def test_context_prior_refuses_payload_too_short_for_declared_size():
     with pytest.raises(BitstreamError, match="ran out"):
         prior.decode(data, 64, 64)  # a real payload claiming a bigger code
     assert time.time() - t < 2
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["rows", "left"])
+@pytest.mark.parametrize("h,w", [(1, 1), (1, 6), (6, 1), (5, 8), (9, 4)])
+def test_coding_steps_visit_each_position_once_after_its_neighbours(h, w, left):
+    """Every neighbour a context reads lies on an earlier step (or is "not available")."""
+    from facekit.models.quantizer import ContextPrior
+
+    prior = ContextPrior(np.zeros((1, 4**4 if left else 4**3, 4), np.int64), 2, 3, left=left)
+    when = np.full((h, w), -1)
+    for t, (ii, jj) in enumerate(prior.steps(h, w)):
+        assert (when[ii, jj] == -1).all()
+        when[ii, jj] = t
+    assert (when >= 0).all()
+    for i in range(h):
+        for j in range(w):
+            needed = [(i - 1, j), (i - 1, max(j - 1, 0)), (i - 1, min(j + 1, w - 1))] + ([(i, j - 1)] if left else [])
+            for a, b in needed:
+                if a >= 0 and b >= 0:
+                    assert when[a, b] < when[i, j], ((i, j), (a, b))
+
+
+def test_left_prior_codes_row_correlated_codes_in_fewer_bytes_and_keeps_its_tables():
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(7)
+    train = [_smooth_codes(rng, 2, 20, 20, 4) for _ in range(30)]  # correlated along rows
+    rows, left = ContextPrior.fit(train, 4), ContextPrior.fit(train, 4, left=True)
+    q = _smooth_codes(rng, 2, 20, 20, 4)
+    assert len(left.encode(q)) < 0.8 * len(rows.encode(q))
+    assert left.bins_per == (8, 8, 6, 3) and "left (8 bins)" in left.describe()
+    state = left.state()
+    assert "counts" not in state and state["counts_zlib"].dtype == torch.uint8
+    again = ContextPrior.from_state(state)
+    assert again.digest() == left.digest() and np.array_equal(again.counts, left.counts)
+    assert again.digest() != ContextPrior.fit(train, 4, bins=(8, 8, 6, 2), left=True).digest()
+    short = {**state, "counts_zlib": state["counts_zlib"][:-3]}
+    with pytest.raises(ValueError, match="packed counts"):
+        ContextPrior.from_state(short)
+    with pytest.raises(ValueError, match="state"):
+        ContextPrior.from_state({**state, "format": "facekit-prior/9"})
+    with pytest.raises(ValueError, match="bins"):
+        ContextPrior(rows.counts, 4, (8, 8, 6), left=True)
+    for channels, bits in ((2, 4), (3, 6), (5, 6), (1, 1)):
+        per = ContextPrior.default_bins(bits, channels, left=True)
+        assert np.prod([b + 1 for b in per]) * (1 << bits) * channels <= 250_000
+
+
+#: sha256 of the two streams below as the row-by-row coder wrote them before the left layout existed
+GOLDEN_ROWS_STREAMS = "21e07a54b78100ba3d3254b0a7230c95d3d0a822dd081fba3153bf70784278aa"
+
+
+def test_rows_layout_streams_do_not_change():
+    """facekit-prior/1 streams stay byte for byte what earlier releases wrote (and decoded)."""
+    import hashlib
+
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(11)
+    prior = ContextPrior.fit([_smooth_codes(rng, 3, 10, 12, 4) for _ in range(10)], 4)
+    q = _smooth_codes(rng, 3, 10, 12, 4)
+    keep = np.zeros((10, 12), bool)
+    keep[2:8, 3:10] = True
+    streams = prior.encode(q) + b"|" + prior.encode(np.where(keep, q, 0).astype(np.uint8), mask=keep)
+    assert hashlib.sha256(streams).hexdigest() == GOLDEN_ROWS_STREAMS

@@ -19,25 +19,28 @@ from .fakes import TinyRecognizer
 from .test_joint import TINY, data
 
 
-def _prior(channels: int = 2, bits: int = 4, seed: int = 0) -> ContextPrior:
+def _prior(channels: int = 2, bits: int = 4, seed: int = 0, left: bool = False) -> ContextPrior:
     rng = np.random.default_rng(seed)
     codes = [rng.integers(0, 1 << bits, (channels, 9, 11), dtype=np.uint8) for _ in range(6)]
-    return ContextPrior.fit(codes, bits=bits)
+    return ContextPrior.fit(codes, bits=bits, left=left)
 
 
-def test_contexts_are_those_of_the_range_coder():
-    prior = _prior()
+@pytest.mark.parametrize("left", [False, True], ids=["rows", "left"])
+def test_contexts_are_those_of_the_range_coder(left):
+    prior = _prior(left=left)
     rate = ContextRate(prior)
     q = np.random.default_rng(1).integers(0, 16, (3, 2, 7, 5), dtype=np.uint8)
     got = rate.contexts(torch.from_numpy(q)).numpy()
     for b in range(q.shape[0]):
-        for c in range(q.shape[1]):
-            for i in range(q.shape[2]):
-                np.testing.assert_array_equal(got[b, c, i], prior.row_contexts(q[b], c, i))
+        np.testing.assert_array_equal(got[b], prior.contexts(q[b]))
+        for c in range(q.shape[1]):  # and those the decoder computes, step by step
+            for ii, jj in prior.steps(q.shape[2], q.shape[3]):
+                np.testing.assert_array_equal(got[b, c, ii, jj], prior.contexts_at(q[b], c, ii, jj))
 
 
-def test_value_is_the_information_the_coder_counts():
-    prior = _prior(seed=2)
+@pytest.mark.parametrize("left", [False, True], ids=["rows", "left"])
+def test_value_is_the_information_the_coder_counts(left):
+    prior = _prior(seed=2, left=left)
     rate = ContextRate(prior)
     q = np.random.default_rng(3).integers(0, 16, (2, 2, 6, 8), dtype=np.uint8)
     y = torch.from_numpy(q).float() / 15 + 0.01  # off the grid, rounds back to q

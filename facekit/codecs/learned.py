@@ -148,7 +148,8 @@ def _install_prior(prior: ContextPrior, variant: str, rate: str, folder: Path, i
         "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
         "digest": prior.digest(),
         "bytes": len(buf.getvalue()),
-        "context": f"up, mean of the two diagonal-up, previous channel; {prior.bins} bins each",
+        "context": prior.describe(),
+        "format": prior.format,
         **(info or {}),
     }
     _write_manifest(folder, manifest)

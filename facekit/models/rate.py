@@ -19,6 +19,7 @@ are those of the starting weights.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,29 +35,20 @@ class ContextRate(nn.Module):
 
     def __init__(self, prior: ContextPrior) -> None:
         super().__init__()
-        self.levels, self.bins = prior.levels, prior.bins
+        self.prior = prior
+        self.levels = prior.levels
         bits = torch.from_numpy(prior._log_p()).to(torch.float32)  # (C, K, L) code lengths in bits
         self.register_buffer("code_bits", bits, persistent=False)
 
     def extra_repr(self) -> str:
-        return f"channels={self.code_bits.shape[0]}, levels={self.levels}, bins={self.bins}"
-
-    def _bin(self, v: torch.Tensor) -> torch.Tensor:
-        return torch.where(v >= self.levels, torch.full_like(v, self.bins), torch.div(v * self.bins, self.levels, rounding_mode="floor"))
+        return f"channels={self.code_bits.shape[0]}, levels={self.levels}, context={self.prior.describe()!r}"
 
     def contexts(self, q: torch.Tensor) -> torch.Tensor:
-        """Context index of every position of integer codes ``(B, C, h, w)``, as ``ContextPrior.row_contexts``."""
-        q = q.long()
-        na = self.levels
-        up = torch.full_like(q, na)
-        up[:, :, 1:] = q[:, :, :-1]
-        left_up = torch.cat([up[..., :1], up[..., :-1]], dim=-1)
-        right_up = torch.cat([up[..., 1:], up[..., -1:]], dim=-1)
-        diag = torch.div(left_up + right_up, 2, rounding_mode="floor")  # na on the first row, as up
-        prev = torch.full_like(q, na)
-        prev[:, 1:] = q[:, :-1]
-        n = self.bins + 1
-        return (self._bin(up) * n + self._bin(diag)) * n + self._bin(prev)
+        """Context index of every position of integer codes ``(B, C, h, w)``: the range coder's own
+        (:meth:`ContextPrior.contexts`, computed on the CPU; the codes are hard, so no gradient flows)."""
+        arr = q.detach().long().cpu().numpy()
+        out = np.stack([self.prior.contexts(a) for a in arr]) if len(arr) else np.zeros(arr.shape, np.int64)
+        return torch.from_numpy(out).to(q.device)
 
     def code_length(self, y: torch.Tensor) -> torch.Tensor:
         """Bits of each position ``(B, C, h, w)``: exact value, straight-through gradient."""
