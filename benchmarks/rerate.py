@@ -31,12 +31,12 @@ import numpy as np
 
 
 def _names(root: str | None, pairs: str) -> tuple[Any, list[str]]:
+    """The data set and the images its pairs file names, in the sweep's order."""
     from facekit.data.lfw import open_lfw
     from facekit.evaluate import read_pairs_any
 
     lfw = open_lfw(root)
-    pair_list = read_pairs_any(lfw, pairs)
-    return lfw, sorted({p.a for p in pair_list} | {p.b for p in pair_list})
+    return lfw, lfw.pair_images(read_pairs_any(lfw, pairs))
 
 
 def rerate_point(

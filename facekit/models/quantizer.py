@@ -297,7 +297,7 @@ class ContextPrior:
         self.bits, self.alpha, self.left = int(bits), float(alpha), bool(left)
         self.levels = levels(bits)
         self.neighbours = self.NEIGHBOURS[self.left]
-        per = (int(bins),) * len(self.neighbours) if np.ndim(bins) == 0 else tuple(int(b) for b in bins)  # type: ignore[arg-type]
+        per = self._per_neighbour(bins, self.left)
         if len(per) != len(self.neighbours) or min(per) < 1 or (not self.left and len(set(per)) != 1):
             raise ValueError(f"bins {bins!r} do not fit the neighbours {self.neighbours}")
         self.bins_per = per
@@ -307,6 +307,13 @@ class ContextPrior:
         self.counts = counts
         smoothed = counts.astype(np.float64) + self.alpha
         self.probs = smoothed / smoothed.sum(axis=2, keepdims=True)
+
+    @classmethod
+    def _per_neighbour(cls, bins: int | Sequence[int], left: bool) -> tuple[int, ...]:
+        """``bins`` as one number per neighbour of the layout."""
+        if np.ndim(bins) == 0:
+            return (int(bins),) * len(cls.NEIGHBOURS[left])  # type: ignore[arg-type]
+        return tuple(int(b) for b in bins)  # type: ignore[union-attr]
 
     @property
     def bins(self) -> int:
@@ -329,15 +336,15 @@ class ContextPrior:
         return ", ".join(f"{words[n]} ({b} bins)" for n, b in zip(self.neighbours, self.bins_per, strict=True))
 
     @classmethod
-    def default_bins(cls, bits: int, channels: int, max_entries: int = 100_000, *, left: bool = False) -> Any:
-        """The finest binning whose table stays under ``max_entries`` (``left``: 250,000).
+    def default_bins(cls, bits: int, channels: int, max_entries: int | None = None, *, left: bool = False) -> Any:
+        """The finest binning whose table stays under ``max_entries`` (default 100,000; ``left``: 250,000).
 
         ``left=False``: one number for all three neighbours (8, 6 or 4 levels, else 2);
         ``left=True``: a tuple, one per neighbour, from :attr:`LEFT_BINS`.
         """
         n = levels(bits)
+        cap = max_entries if max_entries is not None else (250_000 if left else 100_000)
         if left:
-            cap = 250_000 if max_entries == 100_000 else max_entries
             for cand in cls.LEFT_BINS:
                 per = tuple(min(b, n) for b in cand)
                 if int(np.prod([b + 1 for b in per])) * n * channels <= cap:
@@ -345,7 +352,7 @@ class ContextPrior:
             return tuple(min(2, n) for _ in cls.LEFT_BINS[0])
         for b in (8, 6, 4):
             b = min(b, n)
-            if (b + 1) ** 3 * n * channels <= max_entries:
+            if (b + 1) ** 3 * n * channels <= cap:
                 return b
         return 2
 
@@ -394,8 +401,7 @@ class ContextPrior:
             raise ValueError("no codes to fit a context prior on")
         c_count = codes[0].shape[0]
         bins = bins if bins is not None else cls.default_bins(bits, c_count, left=left)
-        per = (bins,) * len(cls.NEIGHBOURS[left]) if np.ndim(bins) == 0 else tuple(bins)  # type: ignore[arg-type]
-        k = int(np.prod([b + 1 for b in per]))
+        k = int(np.prod([b + 1 for b in cls._per_neighbour(bins, left)]))
         counts = np.zeros((c_count, k, levels(bits)), np.int64)
         proto = cls(counts, bits, bins, alpha, left=left)
         for q in codes:
