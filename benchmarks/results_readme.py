@@ -46,7 +46,11 @@ def main() -> None:
         lines.append(f"Code of the sweep: {sweep['code_commit']}.")
     if (sweep.get("roi") or {}).get("code_commit"):
         lines.append(f"Code of the region-of-interest sweep: {sweep['roi']['code_commit']}.")
-    rerated = [f"`{n}` {p['setting']}" for n, pts in res["codecs"].items() for p in pts if p.get("rate_remeasured")]
+    rerated = [
+        f"`{n}` ({', '.join(str(p['setting']) for p in pts if p.get('rate_remeasured'))})"
+        for n, pts in res["codecs"].items()
+        if any(p.get("rate_remeasured") for p in pts)
+    ]
     if rerated:
         lines.append(
             "Rates re-measured after a new context prior (`benchmarks/rerate.py`: every image compressed again, its "
