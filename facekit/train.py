@@ -660,6 +660,8 @@ def fit_prior(
     The codes of the training images (the identity-disjoint LFW split minus the weights'
     held-out images, or ``images`` given directly) are counted into a
     :class:`~facekit.models.quantizer.ContextPrior`; it is saved beside the weights.
+    ``left=True`` fits the left-neighbour layout (``facekit-prior/2``), ``False`` the
+    row-by-row one (``facekit-prior/1``).
     """
     from .codecs.learned import install_prior, load_model, read_manifest
     from .models.quantizer import ContextPrior

@@ -422,16 +422,20 @@ class ContextPrior:
             raise BitstreamError("the -entropy variants need the 'constriction' package (pip install constriction)") from e
         return constriction
 
+    def _coded_steps(self, height: int, width: int, mask: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The positions of each step that are coded (those ``mask`` keeps), empty steps left out."""
+        steps = self.steps(height, width)
+        if mask is not None:
+            steps = [(ii[keep], jj[keep]) for ii, jj in steps for keep in [mask[ii, jj]]]
+        return [(ii, jj) for ii, jj in steps if ii.size]
+
     def _coded(self, q: np.ndarray, mask: np.ndarray | None):  # type: ignore[no-untyped-def]
-        """``(channel, contexts, symbols)`` of each coding step, in decode's order (empty steps skipped)."""
+        """``(channel, contexts, symbols)`` of each coding step, in decode's order."""
         ctx = self.contexts(q)
+        coded = self._coded_steps(q.shape[1], q.shape[2], mask)
         for c in range(q.shape[0]):
-            for ii, jj in self.steps(q.shape[1], q.shape[2]):
-                if mask is not None:
-                    keep = mask[ii, jj]
-                    ii, jj = ii[keep], jj[keep]
-                if ii.size:
-                    yield c, ctx[c, ii, jj], q[c, ii, jj]
+            for ii, jj in coded:
+                yield c, ctx[c, ii, jj], q[c, ii, jj]
 
     def encode(self, q: np.ndarray, mask: np.ndarray | None = None) -> bytes:
         """Range-code ``q`` (``(C, h, w)`` uint8) channel by channel, in :meth:`steps` order.
@@ -535,13 +539,9 @@ class ContextPrior:
         spent = 0.0
         try:
             dec = cs.stream.queue.RangeDecoder(words)
+            coded = self._coded_steps(height, width, mask)
             for c in range(self.channels):
-                for ii, jj in self.steps(height, width):
-                    if mask is not None:
-                        keep = mask[ii, jj]
-                        ii, jj = ii[keep], jj[keep]
-                    if not ii.size:
-                        continue
+                for ii, jj in coded:
                     ctx = self.contexts_at(q, c, ii, jj)
                     sym = dec.decode(model, self.probs[c, ctx])
                     q[c, ii, jj] = sym
@@ -561,20 +561,13 @@ class ContextPrior:
         A ``facekit-prior/2`` table is mostly zeros, so its counts are stored zlib-compressed
         (as a uint8 tensor) with their shape.
         """
+        state: dict[str, Any] = {"format": self.format, "bits": self.bits, "alpha": self.alpha}
         if not self.left:
-            return {
-                "format": self.FORMAT,
-                "bits": self.bits,
-                "bins": self.bins,
-                "alpha": self.alpha,
-                "counts": torch.from_numpy(self.counts.astype(np.int32)),
-            }
+            return {**state, "bins": self.bins, "counts": torch.from_numpy(self.counts.astype(np.int32))}
         packed = zlib.compress(self.counts.astype("<i4").tobytes(), 9)
         return {
-            "format": self.FORMAT_LEFT,
-            "bits": self.bits,
+            **state,
             "bins": list(self.bins_per),
-            "alpha": self.alpha,
             "counts_shape": list(self.counts.shape),
             "counts_zlib": torch.frombuffer(bytearray(packed), dtype=torch.uint8),
         }
@@ -617,9 +610,11 @@ def _coding_steps(left: bool, height: int, width: int) -> list[tuple[np.ndarray,
     """
     if not left:
         cols = np.arange(width)
-        return [(np.full(width, i), cols) for i in range(height)]
-    out = []
-    for t in range(width + 2 * (height - 1)):
-        ii = np.arange(max(0, -(-(t - width + 1) // 2)), min(height - 1, t // 2) + 1)
-        out.append((ii, t - 2 * ii))
+        out = [(np.full(width, i), cols) for i in range(height)]
+    else:
+        fronts = [np.arange(max(0, -(-(t - width + 1) // 2)), min(height - 1, t // 2) + 1) for t in range(width + 2 * (height - 1))]
+        out = [(ii, t - 2 * ii) for t, ii in enumerate(fronts)]
+    for ii, jj in out:  # shared by every caller through the cache: read-only
+        ii.setflags(write=False)
+        jj.setflags(write=False)
     return out
