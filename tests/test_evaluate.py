@@ -217,3 +217,41 @@ def test_rerate_script_keeps_the_accuracy_and_checks_every_stream(faces, tmp_pat
         rerate.rerate_point(codec, "q1", lfw, one, TinyRecognizer().read_original, progress=False)
     with pytest.raises(CodecError, match="not range-coded"):
         rerate.rerate_point(get_codec("facekit-jointrate"), "q1", lfw, one, lfw.path, progress=False)
+
+
+def test_rerate_from_twin_carries_the_png_twins_accuracy(faces, tmp_path):
+    """--from-twin: the range-coded point gets its PNG twin's accuracy, which is its own (same decoded images)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import rerate
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    assert rerate.twin_name("facekit-jointrate-entropy-roi") == "facekit-jointrate-roi"
+    with pytest.raises(ValueError, match="not a range-coded"):
+        rerate.twin_name("facekit-joint-roi")
+    both = {"facekit-jointrate": ("q1",), "facekit-jointrate-entropy": ("q1",)}
+    res = evaluate(faces, codecs=both, recognizer=TinyRecognizer(), progress=False)
+    twin, own = res["codecs"]["facekit-jointrate"][0], res["codecs"]["facekit-jointrate-entropy"][0]
+    assert own["fold_accuracies"] == twin["fold_accuracies"] and own["psnr"] == pytest.approx(twin["psnr"])
+    only_twin = {**res, "codecs": {"facekit-jointrate": [twin]}}
+    src = save_results(only_twin, tmp_path / "ra.json")
+    out = tmp_path / "rr.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "rerate.py"), "--results", str(src), "--root", str(faces),
+           "--recognizer", "tests.fakes:TinyRecognizer", "--only", "facekit-jointrate-entropy:q1", "--from-twin",
+           "--out", str(out)]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    after = load_results(out)["codecs"]["facekit-jointrate-entropy"][0]
+    assert after["bpp"] == pytest.approx(own["bpp"]) and after["acc_mean"] == own["acc_mean"]
+    rec = after["rate_remeasured"]
+    assert rec["accuracy_from"] == "facekit-jointrate:q1" and rec["twin_bpp"] == twin["bpp"] and rec["bpp_before"] is None
+    # without --from-twin the range-coded point itself must be in the results
+    r = subprocess.run(cmd[:-3] + ["--out", str(out)], cwd=root, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode != 0 and "no such point" in r.stderr

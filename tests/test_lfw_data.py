@@ -78,6 +78,33 @@ def test_archive_is_read_and_checked(tmp_path, monkeypatch):
         open_lfw(data)
 
 
+def test_concurrent_extraction_keeps_the_first_complete_folder(tmp_path, monkeypatch):
+    """Two processes extracting at once: the later one must not delete the folder the first is reading."""
+    monkeypatch.setenv("FACEKIT_CACHE", str(tmp_path / "cache"))
+    src = make_lfw(tmp_path / "src" / "lfw-deepfunneled")
+    arch = tmp_path / "lfw-deepfunneled.tgz"
+    with tarfile.open(arch, "w:gz") as tar:
+        tar.add(src, arcname="lfw-deepfunneled")
+    first = extract_archive(arch)
+    marker = first / "Ann_A" / "in-use"
+    marker.write_text("open elsewhere")
+    done = first.parent / ".complete"
+    real_exists = type(done).exists
+    calls = {"n": 0}
+
+    def exists_late(self):  # the first check sees no extraction; the first process finishes meanwhile
+        if self == done:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return False
+        return real_exists(self)
+
+    monkeypatch.setattr(type(done), "exists", exists_late)
+    assert extract_archive(arch) == first
+    assert marker.read_text() == "open elsewhere"  # the folder in use was kept
+    assert not list((tmp_path / "cache" / "lfw").glob(".extract-*"))  # and the second copy removed
+
+
 def test_corrupted_archive_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEKIT_CACHE", str(tmp_path / "cache"))
     bad = tmp_path / "lfw-deepfunneled.tgz"

@@ -185,7 +185,9 @@ def extract_archive(archive: Path, verify: str | None = None) -> Path:
 
     The archive's sha256 (checked against ``verify`` when given) names the cache folder,
     so another version of the archive never reuses a stale extraction. Extraction goes to
-    a temporary folder first, then is renamed: an interrupted run leaves no half folder.
+    a temporary folder first, then is renamed: an interrupted run leaves no half folder,
+    and processes that extract at the same time all end with the first one's complete
+    folder (a later one never replaces a folder the first may already be reading).
     """
     archive = Path(archive)
     digest = sha256_file(archive)
@@ -207,9 +209,15 @@ def extract_archive(archive: Path, verify: str | None = None) -> Path:
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"{archive} is not a readable tar archive (corrupted or truncated): {e}") from e
         (tmp / ".complete").write_text(digest)
-        if target.exists():
+        if done.exists():  # another process finished first and may be reading it: keep its copy
+            return _single_image_folder(target, archive)
+        if target.exists():  # a stale folder without the completion mark
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not done.exists():  # not another process winning the race at the last moment
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
