@@ -46,15 +46,29 @@ def main() -> None:
         lines.append(f"Code of the sweep: {sweep['code_commit']}.")
     if (sweep.get("roi") or {}).get("code_commit"):
         lines.append(f"Code of the region-of-interest sweep: {sweep['roi']['code_commit']}.")
+    def _own(p: dict) -> bool:
+        return bool(p.get("rate_remeasured")) and not p["rate_remeasured"].get("accuracy_from")
+
     rerated = [
-        f"`{n}` ({', '.join(str(p['setting']) for p in pts if p.get('rate_remeasured'))})"
+        f"`{n}` ({', '.join(str(p['setting']) for p in pts if _own(p))})"
         for n, pts in res["codecs"].items()
-        if any(p.get("rate_remeasured") for p in pts)
+        if any(_own(p) for p in pts)
+    ]
+    twins = [
+        f"`{n}:{p['setting']}` (from `{p['rate_remeasured']['accuracy_from']}`)"
+        for n, pts in res["codecs"].items()
+        for p in pts
+        if (p.get("rate_remeasured") or {}).get("accuracy_from")
     ]
     if rerated:
         lines.append(
             "Rates re-measured after a new context prior (`benchmarks/rerate.py`: every image compressed again, its "
             f"decoded codes checked equal, so accuracy and PSNR are the earlier ones): {', '.join(rerated)}."
+        )
+    if twins:
+        lines.append(
+            "Range-coded points whose accuracy and PSNR are those of their PNG twin, which decodes to the same images "
+            f"(`benchmarks/rerate.py --from-twin`, every stream's codes checked): {', '.join(twins)}."
         )
     if sweep.get("not_run"):
         lines.append(f"Planned but not measured: {', '.join(f'`{j}`' for j in sweep['not_run'])}.")
