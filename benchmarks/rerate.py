@@ -45,6 +45,11 @@ def _names(root: str | None, pairs: str) -> tuple[Any, list[str]]:
     return lfw, lfw.pair_images(read_pairs_any(lfw, pairs))
 
 
+def _point(res: dict[str, Any], name: str, setting: str) -> dict[str, Any] | None:
+    """The point of codec ``name`` at ``setting`` in a results file, or None."""
+    return next((p for p in res["codecs"].get(name, []) if p["setting"] == setting), None)
+
+
 def twin_name(name: str) -> str:
     """The PNG codec whose decoded images a range-coded ``-entropy`` codec shares."""
     if "-entropy" not in name:
@@ -126,7 +131,7 @@ def main() -> None:
     for job in a.only:
         name, setting = job.split(":", 1)
         source = twin_name(name) if a.from_twin else name
-        before = {p["setting"]: p for p in old["codecs"].get(source, [])}.get(setting)
+        before = _point(old, source, setting)
         if before is None:
             raise SystemExit(f"{source}:{setting}: no such point in {a.results} to re-rate")
         if before.get("n_images") not in (None, len(names)):
@@ -139,26 +144,26 @@ def main() -> None:
         r = rerate_point(codec, setting, lfw, names, reader)
         point = {k: v for k, v in before.items() if k != "rate_remeasured"}
         point["bpp"] = r["bpp"]
+        if a.from_twin:
+            own = _point(old, name, setting)
+            carried = {"bpp_before": own["bpp"] if own else None, "accuracy_from": f"{source}:{setting}",
+                       "twin_bpp": before["bpp"]}
+            how = (f"every image compressed again; each stream's decoded codes equal the model's, which {source} "
+                   "stores losslessly, so the decoded images, embeddings and accuracy are those measured for it")
+        else:
+            carried = {"bpp_before": before["bpp"]}
+            how = ("every image compressed again; each stream's decoded codes equal the model's, so the decoded "
+                   "images, embeddings and accuracy are those of the earlier measurement")
         point["rate_remeasured"] = {
-            "bpp_before": before["bpp"],
+            **carried,
             "prior": r["prior"],
             "prior_format": r["prior_format"],
             "images_checked": r["n_images"],
             "payload_types": r["payload_types"],
-            "how": "every image compressed again; each stream's decoded codes equal the model's, so the decoded images, "
-            "embeddings and accuracy are those of the earlier measurement",
+            "how": how,
             "code_commit": code_commit(),
             "seconds": round(time.time() - t0, 1),
         }
-        if a.from_twin:
-            own = {p["setting"]: p for p in old["codecs"].get(name, [])}.get(setting)
-            point["rate_remeasured"]["bpp_before"] = own["bpp"] if own else None
-            point["rate_remeasured"]["accuracy_from"] = f"{source}:{setting}"
-            point["rate_remeasured"]["twin_bpp"] = before["bpp"]
-            point["rate_remeasured"]["how"] = (
-                f"every image compressed again; each stream's decoded codes equal the model's, which {source} stores "
-                "losslessly, so the decoded images, embeddings and accuracy are those measured for it"
-            )
         out["codecs"].setdefault(name, []).append(point)
         out["provenance"] = provenance(seed=old.get("provenance", {}).get("seed"))
         save_results(out, a.out)

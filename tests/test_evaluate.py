@@ -174,6 +174,18 @@ def test_provenance_records_the_commit_a_run_started_with(faces, monkeypatch):
     prov.code_commit.cache_clear()
 
 
+def _rerate_module(root):
+    """benchmarks/rerate.py as a module (benchmarks/ is not a package)."""
+    import sys
+
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import rerate
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    return rerate
+
+
 def test_rerate_script_keeps_the_accuracy_and_checks_every_stream(faces, tmp_path, monkeypatch):
     """benchmarks/rerate.py: new bpp of a range-coded point, its accuracy carried, its codes checked."""
     import os
@@ -201,11 +213,7 @@ def test_rerate_script_keeps_the_accuracy_and_checks_every_stream(faces, tmp_pat
     merged = merge_results(res, load_results(out), by_point=True)
     assert merged["codecs"]["facekit-jointrate-entropy"][0]["rate_remeasured"] == rec
     # a stream that decoded to other codes than the model makes would stop it
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import rerate
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
+    rerate = _rerate_module(root)
     from facekit.data.lfw import image_name, open_lfw
 
     one = [image_name("Person_A", 1)]
@@ -227,11 +235,7 @@ def test_rerate_from_twin_carries_the_png_twins_accuracy(faces, tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "benchmarks"))
-    try:
-        import rerate
-    finally:
-        sys.path.remove(str(root / "benchmarks"))
+    rerate = _rerate_module(root)
     assert rerate.twin_name("facekit-jointrate-entropy-roi") == "facekit-jointrate-roi"
     with pytest.raises(ValueError, match="not a range-coded"):
         rerate.twin_name("facekit-joint-roi")
