@@ -100,6 +100,7 @@ def rerate_point(
 
 def main() -> None:
     from facekit.codecs import get_codec
+    from facekit.container import VERSION as CONTAINER_FORMAT
     from facekit.evaluate import load_results, save_results
     from facekit.provenance import code_commit, provenance
 
@@ -142,7 +143,7 @@ def main() -> None:
             codec.roi = finder
         t0 = time.time()
         r = rerate_point(codec, setting, lfw, names, reader)
-        point = {k: v for k, v in before.items() if k != "rate_remeasured"}
+        point = {k: v for k, v in before.items() if k not in ("rate_remeasured", "container")}
         point["bpp"] = r["bpp"]
         if a.from_twin:
             own = _point(old, name, setting)
@@ -154,6 +155,7 @@ def main() -> None:
             carried = {"bpp_before": before["bpp"]}
             how = ("every image compressed again; each stream's decoded codes equal the model's, so the decoded "
                    "images, embeddings and accuracy are those of the earlier measurement")
+        point["container"] = {"format": CONTAINER_FORMAT, "measured": True}
         point["rate_remeasured"] = {
             **carried,
             "prior": r["prior"],

@@ -1,41 +1,68 @@
-"""The file format of the learned codec: a small, strictly parsed container around the PNG.
+"""The file format of the learned codec: a small, strictly parsed container around the payload.
 
-Layout (all integers big-endian)::
+Format version 2 (what :func:`pack` writes; all integers big-endian)::
 
     offset  size  field
-    0       4     magic b"FKC\\x89"
-    4       1     format version (1)
-    5       1     length n of the model name (1..64)
-    6       n     model name, ASCII (e.g. "mse-q3": variant and rate point)
-    6+n     6     first 6 bytes of the sha256 fingerprint of the model's weights
-    12+n    2     image height (1..8192)
-    14+n    2     image width  (1..8192)
-    16+n    4     payload length m
-    20+n    m     payload (the PNG holding the quantised code)
-    20+n+m  4     CRC32 of every byte before it
+    0       2     magic b"FK"
+    2       1     format version (2)
+    3       1     model id: variant, rate point and payload kind in one byte (see below),
+                  or 255 when the model's name follows
+   (4       1     length n of the model name (1..64), then n bytes of ASCII name: only
+                  when the id is 255)
+    4       4     first 4 bytes of the sha256 fingerprint of the model's weights (and prior)
+    8       2     image height (1..8192)
+    10      2     image width  (1..8192)
+    12      m     payload (the PNG or range-coded stream): everything up to the CRC
+    12+m    4     CRC32 of every byte before it
+
+The model id of a shipped model ``"<variant>-q<N>"`` (``-ctx`` for the range-coded
+``-entropy`` variants) is ``32 * v + 16 * entropy + (N - 1)``, where ``v`` is the
+variant's place in :data:`ID_VARIANTS` (a list only ever appended to) and ``N`` is 1..16.
+So a stored image pays 16 bytes for its header and check: about 0.002 bpp on a 250x250
+face, against 40 for format version 1 (below), which spelled the model's name out and
+stored the payload's length. At the lowest rate points a face takes 300-600 bytes, so
+the header is part of the rate that every comparison counts (``8 * len(file) / (H * W)``).
+
+Format version 1 (facekit 0.1 before this change; still read, never written)::
+
+    0  4  magic b"FKC\\x89" | 4  1  version (1) | 5  1  name length n | 6  n  model name
+    6+n  6  weights hash | 12+n  2  height | 14+n  2  width | 16+n  4  payload length m
+    20+n  m  payload | 20+n+m  4  CRC32
 
 The container bytes are what :class:`facekit.codecs.learned.LearnedCodec` returns from
-``encode``, so the rate counts these 24 + n bytes too. :func:`parse` refuses anything
-that is not exactly such a file (wrong magic, unknown version, truncation, trailing
-bytes, a CRC mismatch, absurd dimensions) with a :class:`~facekit.errors.BitstreamError`
-that names the problem; :func:`check_model` refuses bytes made by other weights.
+``encode``. :func:`parse` refuses anything that is not exactly such a file (wrong magic,
+unknown version, truncation, trailing bytes, a CRC mismatch, absurd dimensions) with a
+:class:`~facekit.errors.BitstreamError` that names the problem; :func:`check_model`
+refuses bytes made by other weights.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
 
 from .errors import BitstreamError
 
-MAGIC = b"FKC\x89"
-VERSION = 1
-HASH_BYTES = 6
+MAGIC = b"FK"
+VERSION = 2
+HASH_BYTES = 4
+#: variants with a one-byte model id, by their place in the id; only ever appended to
+ID_VARIANTS = ("mse", "joint", "jointrate")
+#: the model id that says "the model's name follows"
+NAMED = 255
 #: largest image side a container may declare (a decompression-bomb guard)
 MAX_SIDE = 8192
 MAX_NAME = 64
-_FIXED = len(MAGIC) + 1 + 1 + HASH_BYTES + 2 + 2 + 4 + 4
+#: bytes of a version-2 container besides its payload (magic, version, id, hash, size, CRC)
+OVERHEAD = len(MAGIC) + 1 + 1 + HASH_BYTES + 2 + 2 + 4
+
+MAGIC_V1 = b"FKC\x89"
+HASH_BYTES_V1 = 6
+_FIXED_V1 = len(MAGIC_V1) + 1 + 1 + HASH_BYTES_V1 + 2 + 2 + 4 + 4
+
+_ID_NAME = re.compile(r"^([a-z]+)-q([0-9]+)(-ctx)?$")
 
 
 @dataclass(frozen=True)
@@ -52,78 +79,151 @@ class Container:
     @property
     def overhead(self) -> int:
         """Bytes of the container around the payload."""
-        return _FIXED + len(self.model.encode("ascii"))
+        if self.version == 1:
+            return _FIXED_V1 + len(self.model.encode("ascii"))
+        return OVERHEAD + (0 if model_id(self.model) is not None else 1 + len(self.model.encode("ascii")))
 
 
-def model_hash(fingerprint: str | bytes) -> bytes:
-    """The first :data:`HASH_BYTES` bytes of a hex (or raw) sha256 fingerprint."""
+def model_id(model: str) -> int | None:
+    """The one-byte id of a model name (``"jointrate-q2-ctx"`` -> 82), or None if it has none."""
+    m = _ID_NAME.match(model)
+    if m is None or m.group(1) not in ID_VARIANTS or not 1 <= int(m.group(2)) <= 16 or m.group(2).startswith("0"):
+        return None
+    return 32 * ID_VARIANTS.index(m.group(1)) + 16 * bool(m.group(3)) + int(m.group(2)) - 1
+
+
+def model_from_id(ident: int) -> str:
+    """The model name of a one-byte id; :class:`BitstreamError` for an id no model has."""
+    v, entropy, n = ident >> 5, (ident >> 4) & 1, (ident & 15) + 1
+    if v >= len(ID_VARIANTS):
+        raise BitstreamError(f"unknown model id {ident} (no variant {v}): made by a newer facekit?")
+    return f"{ID_VARIANTS[v]}-q{n}" + ("-ctx" if entropy else "")
+
+
+def model_hash(fingerprint: str | bytes, size: int = HASH_BYTES) -> bytes:
+    """The first ``size`` bytes of a hex (or raw) sha256 fingerprint."""
     raw = bytes.fromhex(fingerprint) if isinstance(fingerprint, str) else bytes(fingerprint)
-    if len(raw) < HASH_BYTES:
+    if len(raw) < size:
         raise ValueError(f"fingerprint too short: {len(raw)} bytes")
-    return raw[:HASH_BYTES]
+    return raw[:size]
 
 
 def pack(model: str, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
-    """Wrap ``payload`` in a container (see the module docstring for the layout)."""
+    """Wrap ``payload`` in a version-2 container (see the module docstring for the layout)."""
     name = model.encode("ascii")
     if not 1 <= len(name) <= MAX_NAME:
         raise ValueError(f"model name must be 1..{MAX_NAME} ASCII bytes, got {model!r}")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise ValueError(f"image {width}x{height} exceeds the container's {MAX_SIDE}x{MAX_SIDE} limit")
+    ident = model_id(model)
+    head = bytes([ident]) if ident is not None else bytes([NAMED, len(name)]) + name
+    body = MAGIC + bytes([VERSION]) + head + model_hash(fingerprint) + struct.pack(">HH", height, width) + payload
+    return body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def pack_format1(model: str, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
+    """The format-1 container of ``payload``, as facekit wrote it before format 2.
+
+    Only for comparing with files and measurements made before format 2 (the tests, and
+    ``benchmarks/recontainer.py``); :func:`pack` writes format 2.
+    """
+    name = model.encode("ascii")
     body = (
-        MAGIC
-        + struct.pack(">BB", VERSION, len(name))
-        + name
-        + model_hash(fingerprint)
-        + struct.pack(">HHI", height, width, len(payload))
-        + payload
+        MAGIC_V1 + bytes([1, len(name)]) + name + model_hash(fingerprint, HASH_BYTES_V1)
+        + struct.pack(">HHI", height, width, len(payload)) + payload
     )
     return body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
+def _check_crc(data: bytes) -> None:
+    (crc,) = struct.unpack(">I", data[-4:])
+    if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
+        raise BitstreamError("CRC32 mismatch: the file is damaged or truncated (bit flips, an edited byte, missing or trailing bytes)")
+
+
+def _check_size(height: int, width: int) -> None:
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise BitstreamError(
+            f"absurd image size {width}x{height} (limit {MAX_SIDE}x{MAX_SIDE}): refusing to decode"
+        )
+
+
+def _name(raw: bytes) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise BitstreamError("model name is not ASCII") from e
+
+
 def parse(data: bytes) -> Container:
-    """Parse and check a container; :class:`BitstreamError` naming the problem otherwise."""
+    """Parse and check a container (format 2, or 1); :class:`BitstreamError` naming the problem otherwise."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if data[: len(MAGIC_V1)] == MAGIC_V1:
+        return _parse_v1(data)
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError(
             f"not a facekit learned-codec file (wrong magic {data[:4]!r}, expected {MAGIC!r})"
         )
+    if len(data) < 4:
+        raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the container header")
+    if data[2] != VERSION:
+        raise BitstreamError(f"unknown container format version {data[2]} (this facekit reads versions 1 and {VERSION})")
+    at = 4
+    if data[3] == NAMED:
+        n = data[4] if len(data) > 4 else 0
+        at = 5 + n
+    header_end = at + HASH_BYTES + 4
+    if len(data) < header_end + 4:
+        raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {header_end + 4}-byte header and check")
+    _check_crc(data)
+    if data[3] == NAMED:
+        if not 1 <= data[4] <= MAX_NAME:
+            raise BitstreamError(f"bad model-name length {data[4]}")
+        model = _name(data[5:at])
+    else:
+        model = model_from_id(data[3])
+    height, width = struct.unpack(">HH", data[at + HASH_BYTES : header_end])
+    _check_size(height, width)
+    return Container(
+        model=model,
+        model_hash=data[at : at + HASH_BYTES],
+        height=height,
+        width=width,
+        payload=data[header_end:-4],
+        version=VERSION,
+    )
+
+
+def _parse_v1(data: bytes) -> Container:
+    """A format-1 container (written by facekit before format 2)."""
     if len(data) < 6:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the container header")
     version, n = data[4], data[5]
-    if version != VERSION:
-        raise BitstreamError(f"unknown container format version {version} (this facekit reads version {VERSION})")
-    header_end = 6 + n + HASH_BYTES + 8
+    if version != 1:
+        raise BitstreamError(f"unknown container format version {version} (this facekit reads versions 1 and {VERSION})")
+    header_end = 6 + n + HASH_BYTES_V1 + 8
     if len(data) < header_end + 4:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {header_end + 4}-byte header")
-    height, width, length = struct.unpack(">HHI", data[6 + n + HASH_BYTES : header_end])
+    height, width, length = struct.unpack(">HHI", data[6 + n + HASH_BYTES_V1 : header_end])
     expected = header_end + length + 4
     if len(data) < expected:
         raise BitstreamError(f"truncated: {len(data)} bytes, the header promises {expected}")
     if len(data) > expected:
         raise BitstreamError(f"{len(data) - expected} unexpected trailing bytes after the container")
-    (crc,) = struct.unpack(">I", data[-4:])
-    if zlib.crc32(data[:-4]) & 0xFFFFFFFF != crc:
-        raise BitstreamError("CRC32 mismatch: the file is damaged (bit flips or an edited byte)")
+    _check_crc(data)
     if not 1 <= n <= MAX_NAME:
         raise BitstreamError(f"bad model-name length {n}")
-    try:
-        model = data[6 : 6 + n].decode("ascii")
-    except UnicodeDecodeError as e:
-        raise BitstreamError("model name is not ASCII") from e
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-        raise BitstreamError(
-            f"absurd image size {width}x{height} (limit {MAX_SIDE}x{MAX_SIDE}): refusing to decode"
-        )
+    model = _name(data[6 : 6 + n])
+    _check_size(height, width)
     return Container(
         model=model,
-        model_hash=data[6 + n : 6 + n + HASH_BYTES],
+        model_hash=data[6 + n : 6 + n + HASH_BYTES_V1],
         height=height,
         width=width,
         payload=data[header_end : header_end + length],
-        version=version,
+        version=1,
     )
 
 
@@ -133,7 +233,7 @@ def check_model(container: Container, model: str, fingerprint: str | bytes) -> N
         raise BitstreamError(
             f"bitstream was made by model {container.model!r}, not {model!r}: decode it with that model"
         )
-    want = model_hash(fingerprint)
+    want = model_hash(fingerprint, len(container.model_hash))
     if container.model_hash != want:
         raise BitstreamError(
             f"bitstream was made by other weights of {model!r} (weights hash {container.model_hash.hex()}, "

@@ -29,6 +29,7 @@ import numpy as np
 from .codecs import get_codec
 from .codecs.base import Codec, bits_per_pixel
 from .config import cache_dir
+from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
 from .errors import DataError
 from .protocol import evaluate_pairs, pair_distances
@@ -304,6 +305,8 @@ def evaluate(
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in (settings or codec.settings)]
         for s, run in pts:
             p = {"setting": s, **score(ctx, run)}
+            if name.startswith("facekit"):  # bpp measured on files of this container format
+                p["container"] = {"format": CONTAINER_FORMAT, "measured": True}
             points.append(p)
             if on_point:
                 on_point(name, p)

@@ -15,7 +15,7 @@ problem, in bounded time and memory, and never crash the interpreter.
 * :func:`apply_ops`, :func:`random_ops` and :func:`reseal` are the mutations the fuzz
   tests (``tests/test_fuzz.py``) and ``benchmarks/fuzz_report.py`` share: truncation,
   bit flips, interesting integers, insertions, deletions, splices, wrong magic; ``reseal``
-  repairs the container's length and CRC32 and PNG chunk CRCs so that a mutation reaches
+  repairs the container's CRC32 (and format 1's length) and PNG chunk CRCs so that a mutation reaches
   the checks behind them.
 """
 
@@ -328,19 +328,26 @@ def reseal_png(data: bytes) -> bytes:
 def reseal(data: bytes) -> bytes:
     """Repair what a checksum would catch, so a mutation reaches the checks behind it.
 
-    A facekit container gets its payload length, its payload's PNG chunk CRCs and its
-    CRC32 recomputed; a PNG gets its chunk CRCs recomputed; anything else is unchanged.
+    A facekit container gets its payload's PNG chunk CRCs and its CRC32 recomputed (and,
+    in format 1, its payload length); a PNG gets its chunk CRCs recomputed; anything else
+    is unchanged.
     """
     from . import container
 
     if data.startswith(PNG_SIGNATURE):
         return reseal_png(data)
-    if not data.startswith(container.MAGIC) or len(data) < 6:
+    if data.startswith(container.MAGIC_V1) and len(data) >= 6:
+        header_end = 6 + data[5] + container.HASH_BYTES_V1 + 8
+        if len(data) < header_end + 4:
+            return data
+        payload = reseal_png(data[header_end:-4])
+        body = data[: header_end - 4] + struct.pack(">I", len(payload)) + payload
+    elif data.startswith(container.MAGIC) and len(data) >= 5 and data[2] == container.VERSION:
+        at = 4 if data[3] != container.NAMED else 5 + data[4]
+        header_end = at + container.HASH_BYTES + 4
+        if len(data) < header_end + 4:
+            return data
+        body = data[:header_end] + reseal_png(data[header_end:-4])
+    else:
         return data
-    n = data[5]
-    header_end = 6 + n + container.HASH_BYTES + 8
-    if len(data) < header_end + 4:
-        return data
-    payload = reseal_png(data[header_end:-4])
-    body = data[: header_end - 4] + struct.pack(">I", len(payload)) + payload
     return body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)

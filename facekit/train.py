@@ -653,15 +653,17 @@ def fit_prior(
     images: Sequence[np.ndarray] | None = None,
     names: Sequence[str] | None = None,
     batch: int = 16,
-    left: bool = True,
+    layout: int = 3,
 ) -> dict[str, Any]:
     """Fit the context prior of shipped weights on their training images and install it.
 
     The codes of the training images (the identity-disjoint LFW split minus the weights'
     held-out images, or ``images`` given directly) are counted into a
     :class:`~facekit.models.quantizer.ContextPrior`; it is saved beside the weights.
-    ``left=True`` fits the left-neighbour layout (``facekit-prior/2``), ``False`` the
-    row-by-row one (``facekit-prior/1``).
+    ``layout`` 3 (the default) chooses its neighbours on those codes
+    (:meth:`~facekit.models.quantizer.ContextPrior.select`, ``facekit-prior/3``); 2 fits
+    the fixed left-neighbour layout (``facekit-prior/2``), 1 the row-by-row one
+    (``facekit-prior/1``).
     """
     from .codecs.learned import install_prior, load_model, read_manifest
     from .models.quantizer import ContextPrior
@@ -683,12 +685,24 @@ def fit_prior(
         for i in range(0, len(group), batch):
             x = torch.from_numpy(np.stack(group[i : i + batch])).permute(0, 3, 1, 2).float().div(255)
             codes.extend(model.codes(x).numpy())
-    prior = ContextPrior.fit(codes, model.rate_point.bits, left=left)
-    info = {
+    if layout not in (1, 2, 3):
+        raise ValueError(f"prior layout must be 1, 2 or 3, got {layout}")
+    if layout == 3:
+        prior = ContextPrior.select(codes, model.rate_point.bits)
+    else:
+        prior = ContextPrior.fit(codes, model.rate_point.bits, left=layout == 2)
+    info: dict[str, Any] = {
         "fitted_on": f"codes of {len(codes)} training images (the weights' training set, held-out images excluded)",
         "alpha": prior.alpha,
         "fit_time_s": round(time.time() - t0, 1),
     }
+    if layout == 3:
+        info["beta"] = prior.beta
+        info["selection"] = (
+            "greedy forward selection on the codes of a fifth of those images (seed 0) under a prior "
+            "counted on the rest; held-out bytes per image after each step: "
+            + ", ".join(f"{'+'.join(s['neighbours']) or 'none'} {s['held_out_bytes']}" for s in prior.selection)
+        )
     meta = install_prior(prior, variant, rate, folder=folder, info=info)
     assert read_manifest(folder)["models"][f"{variant}-{rate}"]["prior"]["sha256"] == meta["sha256"]
     return meta
@@ -706,12 +720,14 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--variant", default="mse", choices=list(VARIANTS))
     ap.add_argument("--folder", default=None, help="weights folder (default facekit/weights)")
     ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
-    ap.add_argument("--rows", action="store_true", help="prior: fit the older row-by-row layout (facekit-prior/1, no left neighbour)")
+    ap.add_argument("--layout", type=int, default=3, choices=[1, 2, 3],
+                    help="prior: 3 chooses the neighbours on the training codes (facekit-prior/3, the default); "
+                         "2 the fixed up/left/diagonal/previous-channel context (facekit-prior/2); 1 the row-by-row one")
     a = ap.parse_args()
     if a.command == "prior":
         imgs, nms = load_split(a.root)
         for r in a.runs:
-            m = fit_prior(a.variant, r, folder=a.folder, images=imgs, names=nms, left=not a.rows)
+            m = fit_prior(a.variant, r, folder=a.folder, images=imgs, names=nms, layout=a.layout)
             print(json.dumps({"rate": r, **m}), file=sys.stderr)
     else:
         for r in a.runs:

@@ -29,11 +29,63 @@ def recrc(body: bytes) -> bytes:
 def test_roundtrip_and_overhead():
     data = make()
     c = container.parse(data)
-    assert (c.model, c.height, c.width, c.payload, c.version) == ("mse-q3", 250, 250, PAYLOAD, 1)
+    assert (c.model, c.height, c.width, c.payload, c.version) == ("mse-q3", 250, 250, PAYLOAD, 2)
     assert c.model_hash == bytes.fromhex(FP)[: container.HASH_BYTES]
-    assert len(data) == len(PAYLOAD) + c.overhead
-    assert c.overhead == 24 + len("mse-q3")
+    assert len(data) == len(PAYLOAD) + c.overhead == len(PAYLOAD) + 16
+    assert data[:4] == b"FK\x02\x02"  # magic, version, the id of mse-q3
     container.check_model(c, "mse-q3", FP)
+
+
+@pytest.mark.parametrize(
+    ("name", "ident"),
+    [("mse-q1", 0), ("mse-q3", 2), ("joint-q5", 36), ("jointrate-q2-ctx", 81), ("jointrate-q16-ctx", 95)],
+)
+def test_model_ids(name, ident):
+    assert container.model_id(name) == ident
+    assert container.model_from_id(ident) == name
+    c = container.parse(make(model=name))
+    assert (c.model, c.overhead) == (name, 16)
+
+
+@pytest.mark.parametrize("name", ["custom-q3", "mse-q17", "mse-q0", "mse-q03", "mse-hi", "joint-q2-xyz"])
+def test_other_names_are_spelled_out(name):
+    assert container.model_id(name) is None
+    data = make(model=name)
+    assert data[3] == container.NAMED
+    c = container.parse(data)
+    assert c.model == name
+    assert c.overhead == 16 + 1 + len(name) == len(data) - len(PAYLOAD)
+
+
+def test_unknown_model_id():
+    data = bytearray(make())
+    data[3] = 3 << 5  # a variant number no facekit has (yet)
+    with pytest.raises(BitstreamError, match="unknown model id 96"):
+        container.parse(recrc(bytes(data)))
+
+
+def test_reads_format_1():
+    data = container.pack_format1("joint-q2-ctx", FP, 250, 240, PAYLOAD)
+    c = container.parse(data)
+    assert (c.model, c.height, c.width, c.payload, c.version) == ("joint-q2-ctx", 250, 240, PAYLOAD, 1)
+    assert c.overhead == 24 + len("joint-q2-ctx") == len(data) - len(PAYLOAD)
+    container.check_model(c, "joint-q2-ctx", FP)
+    with pytest.raises(BitstreamError, match="other weights"):
+        container.check_model(c, "joint-q2-ctx", "cd" * 32)
+    for n in range(len(data)):
+        with pytest.raises(BitstreamError):
+            container.parse(data[:n])
+    with pytest.raises(BitstreamError, match="trailing"):
+        container.parse(data + b"\x00")
+    bad = bytearray(data)
+    bad[4] = 7
+    with pytest.raises(BitstreamError, match="version 7"):
+        container.parse(recrc(bytes(bad)))
+
+
+def test_format_2_is_smaller_by_the_name_and_length():
+    for name in ("mse-q3", "jointrate-q2-ctx"):
+        assert len(container.pack_format1(name, FP, 250, 250, PAYLOAD)) - len(make(model=name)) == 8 + len(name)
 
 
 @pytest.mark.parametrize("cut", [0, 1, 3, 5, 9, 20, 30, -5, -1])
@@ -62,7 +114,7 @@ def test_every_bit_flip_is_refused():
 
 def test_bit_flip_in_payload_names_crc():
     bad = bytearray(make())
-    bad[40] ^= 0x10
+    bad[20] ^= 0x10
     with pytest.raises(BitstreamError, match="CRC32 mismatch"):
         container.parse(bytes(bad))
 
@@ -76,19 +128,19 @@ def test_wrong_magic():
 
 def test_unknown_version():
     data = bytearray(make())
-    data[4] = 9
+    data[2] = 9
     with pytest.raises(BitstreamError, match="version 9"):
         container.parse(recrc(bytes(data)))
 
 
 def test_trailing_bytes():
-    with pytest.raises(BitstreamError, match="trailing"):
+    with pytest.raises(BitstreamError, match="CRC32 mismatch.*trailing"):
         container.parse(make() + b"\x00")
 
 
 def test_absurd_dimensions_refused():
     data = bytearray(make())
-    off = 6 + len("mse-q3") + container.HASH_BYTES
+    off = 4 + container.HASH_BYTES
     data[off : off + 4] = struct.pack(">HH", 60000, 60000)
     with pytest.raises(BitstreamError, match="absurd image size"):
         container.parse(recrc(bytes(data)))
@@ -110,3 +162,17 @@ def test_wrong_model_and_weights():
 def test_not_bytes():
     with pytest.raises(BitstreamError):
         container.parse("FKC")  # type: ignore[arg-type]
+
+
+def test_format_1_files_written_before_format_2_still_decode_and_repack_byte_for_byte():
+    from pathlib import Path
+
+    for name in ("face.q1.fkc", "face.q3.fkc", "face.q1-ctx.fkc"):
+        data = (Path(__file__).parent / "corpus" / name).read_bytes()
+        assert data[:4] == container.MAGIC_V1
+        c = container.parse(data)
+        assert c.version == 1 and len(c.model_hash) == container.HASH_BYTES_V1
+        assert container.pack_format1(c.model, c.model_hash, c.height, c.width, c.payload) == data
+        assert len(container.pack(c.model, c.model_hash + bytes(2), c.height, c.width, c.payload)) == (
+            len(data) - 8 - len(c.model)
+        )

@@ -259,3 +259,41 @@ def test_rerate_from_twin_carries_the_png_twins_accuracy(faces, tmp_path):
     r = subprocess.run(cmd[:-3] + ["--out", str(out)], cwd=root, capture_output=True, text=True, timeout=300,
                        env={**os.environ, "PYTHONPATH": str(root)})
     assert r.returncode != 0 and "no such point" in r.stderr
+
+
+def test_recontainer_carries_format_1_points_to_what_format_2_measures(faces, tmp_path, monkeypatch):
+    """benchmarks/recontainer.py: a point measured on format-1 files gets exactly the bpp format 2 measures."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from facekit import container
+
+    root = Path(__file__).resolve().parent.parent
+    sweep = {"facekit-jointrate": ("q1",), "facekit-jointrate-entropy": ("q1", "q2")}
+    new = evaluate(faces, codecs=sweep, recognizer=TinyRecognizer(), progress=False, use_cache=False)
+    with monkeypatch.context() as m:  # the codec as it was before format 2
+        m.setattr(container, "pack", container.pack_format1)
+        old = evaluate(faces, codecs=sweep, recognizer=TinyRecognizer(), progress=False, use_cache=False)
+    for points in old["codecs"].values():
+        for p in points:
+            assert p.pop("container") == {"format": 2, "measured": True}  # what evaluate records now
+    src = save_results(old, tmp_path / "ra.json")
+    cmd = [sys.executable, str(root / "benchmarks" / "recontainer.py"), str(src), "--root", str(faces), "--check", "3"]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = load_results(src)
+    for name, points in new["codecs"].items():
+        for want, before, after in zip(points, old["codecs"][name], got["codecs"][name], strict=True):
+            assert after["bpp"] == pytest.approx(want["bpp"], rel=1e-12) and after["bpp"] < before["bpp"]
+            assert after["acc_mean"] == before["acc_mean"] == want["acc_mean"]
+            rec = after["container"]
+            assert rec["format"] == 2 and rec["bpp_format1"] == before["bpp"] and rec["images_checked"] == 3
+            assert rec["bytes_saved_per_image"] == 8 + len(
+                f"jointrate-{after['setting']}" + ("-ctx" if "entropy" in name else ""))
+    # a second run changes nothing: every point now says what it was measured on
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and "0 points carried" in r.stderr
+    assert load_results(src) == got

@@ -230,17 +230,19 @@ def test_every_resealed_bit_flip_is_refused_or_decoded_to_the_declared_size():
 def test_container_declaring_huge_sizes_is_refused_before_allocation():
     payload = pack_png(np.zeros((4, 2, 2), np.uint8), 3, effort=0)
     good = container.pack("mse-q1", "ab" * 32, 20, 20, payload)
-    n = len("mse-q1")
+    at = 4 + container.HASH_BYTES  # format 2: magic, version, model id, hash, then the size
     for h, w in ((65535, 65535), (8193, 8), (8, 60000), (0, 10), (10, 0)):
         body = bytearray(good[:-4])
-        body[12 + n : 16 + n] = struct.pack(">HH", h, w)
+        body[at : at + 4] = struct.pack(">HH", h, w)
         bad = reseal(bytes(body) + b"\0\0\0\0")
         out = run_isolated(container.parse, bad, memory_mb=64, timeout=30)
         assert out.status == "refused" and out.error == "BitstreamError", out
         assert "absurd image size" in out.message
-    # a payload length field pointing far past the end
-    body = bytearray(good[:-4])
-    body[16 + n : 20 + n] = struct.pack(">I", 0xFFFFFFF0)
+    # format 1 (still read): a payload length field pointing far past the end
+    name = b"mse-q1"
+    body = bytearray(
+        container.MAGIC_V1 + bytes([1, len(name)]) + name + bytes(6) + struct.pack(">HHI", 20, 20, 0xFFFFFFF0) + payload
+    )
     with pytest.raises(BitstreamError, match="truncated"):
         container.parse(bytes(body) + struct.pack(">I", zlib.crc32(bytes(body))))
 

@@ -370,3 +370,100 @@ def test_rows_layout_streams_do_not_change():
     keep[2:8, 3:10] = True
     streams = prior.encode(q) + b"|" + prior.encode(np.where(keep, q, 0).astype(np.uint8), mask=keep)
     assert hashlib.sha256(streams).hexdigest() == GOLDEN_ROWS_STREAMS
+
+
+# --------------------------------------------------------------------------- facekit-prior/3
+
+
+@pytest.mark.parametrize("c,h,w,bits", [(4, 16, 16, 3), (3, 9, 13, 6), (1, 5, 7, 1), (2, 1, 1, 4), (2, 7, 2, 2)])
+def test_selected_prior_roundtrip_state_and_masks(c, h, w, bits):
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(11)
+    prior = ContextPrior.select([_smooth_codes(rng, c, h, w, bits) for _ in range(12)], bits)
+    assert prior.format == "facekit-prior/3" and prior.left
+    assert prior.selection[0]["neighbours"] == [] and [s["neighbours"] for s in prior.selection][-1] == list(prior.neighbours)
+    assert np.allclose(prior.probs.sum(axis=2), 1.0) and (prior.probs > 0).all()
+    for _ in range(3):
+        q = _smooth_codes(rng, c, h, w, bits)
+        data = prior.encode(q)
+        assert np.array_equal(prior.decode(data, h, w), q)
+        assert len(data) <= prior.bits_estimate(q) / 8 + 8
+    keep = np.zeros((h, w), bool)
+    keep[h // 3 :, : max(1, w - 1)] = True
+    q = _smooth_codes(rng, c, h, w, bits)
+    fill = rng.integers(0, 1 << bits, c).astype(np.uint8)
+    q[:, ~keep] = fill[:, None]
+    assert np.array_equal(prior.decode(prior.encode(q, mask=keep), h, w, mask=keep, fill=fill.tolist()), q)
+    again = ContextPrior.from_state(prior.state())
+    assert again.digest() == prior.digest() and np.array_equal(again.probs, prior.probs)
+    assert (again.neighbours, again.bins_per, again.beta) == (prior.neighbours, prior.bins_per, prior.beta)
+
+
+def test_every_prior3_neighbour_is_decoded_before_the_position_that_reads_it():
+    """Same-channel offsets lie on earlier wavefronts; each offset alone round-trips a random code."""
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(12)
+    steps = ContextPrior(np.zeros((1, 1, 4), np.int64), 2, [], neighbours=[]).steps(6, 7)
+    when = np.full((6, 7), -1)
+    for t, (ii, jj) in enumerate(steps):
+        when[ii, jj] = t
+    for name, (dc, di, dj) in ContextPrior.OFFSETS.items():
+        if dc == 0:
+            assert dj + 2 * di < 0, name
+            for i in range(6):
+                for j in range(7):
+                    if 0 <= i + di < 6 and 0 <= j + dj < 7:
+                        assert when[i + di, j + dj] < when[i, j], (name, i, j)
+        codes = [rng.integers(0, 4, (3, 6, 7)).astype(np.uint8) for _ in range(5)]
+        prior = ContextPrior.fit(codes, 2, [4], neighbours=[name], beta=1.0)
+        assert np.array_equal(prior.decode(prior.encode(codes[0]), 6, 7), codes[0]), name
+
+
+def test_select_finds_the_neighbour_that_predicts_and_backs_off_in_its_order():
+    from facekit.models.quantizer import ContextPrior
+
+    rng = np.random.default_rng(13)
+    train = [_smooth_codes(rng, 2, 20, 20, 4) for _ in range(30)]  # correlated along rows: "left" predicts
+    prior = ContextPrior.select(train, 4)
+    assert prior.neighbours[0] == "left" and prior.bins_per[0] == 16
+    held = [s["held_out_bytes"] for s in prior.selection]
+    assert held == sorted(held, reverse=True) and held[-1] < 0.7 * held[0]
+    q = _smooth_codes(rng, 2, 20, 20, 4)
+    assert len(prior.encode(q)) < len(ContextPrior.fit(train, 4, left=True).encode(q))
+    # the table cap bounds the context: with room for one 16-level neighbour only, one is chosen
+    small = ContextPrior.select(train, 4, cap=2 * 17 * 16)
+    assert len(small.neighbours) == 1 and small.counts.size <= 2 * 17 * 16
+    assert "back-off 4" in prior.describe() and "left (16 bins)" in prior.describe()
+    # an unseen context gets the distribution of the context of its first neighbours
+    fine = ContextPrior.fit(train[:3], 4, [16, 16], neighbours=["left", "up"], beta=4.0)
+    coarse = ContextPrior.fit(train[:3], 4, [16], neighbours=["left"], beta=4.0)
+    unseen = np.flatnonzero(fine.counts[0].sum(axis=1) == 0)
+    seen_left = unseen[coarse.counts[0].sum(axis=1)[unseen // 17] > 0]
+    assert len(seen_left) > 10
+    assert np.allclose(fine.probs[0, seen_left], coarse.probs[0, seen_left // 17])
+    assert fine.probs[0, seen_left].max(axis=1).mean() > 2.0 / fine.levels  # not a uniform guess
+
+
+def test_prior3_refuses_bad_layouts():
+    from facekit.models.quantizer import ContextPrior
+
+    zeros = np.zeros((1, 5, 4), np.int64)
+    with pytest.raises(ValueError, match="distinct names"):
+        ContextPrior(zeros, 2, [4], neighbours=["below"])
+    with pytest.raises(ValueError, match="distinct names"):
+        ContextPrior(np.zeros((1, 25, 4), np.int64), 2, [4, 4], neighbours=["up", "up"])
+    with pytest.raises(ValueError, match="beta"):
+        ContextPrior(zeros, 2, [4], neighbours=["up"], beta=-1)
+    with pytest.raises(ValueError, match="back-off"):
+        ContextPrior(np.zeros((1, 64, 4), np.int64), 2, 3, beta=2.0)
+    with pytest.raises(ValueError, match="counts"):
+        ContextPrior(zeros, 2, [8], neighbours=["up"])
+    with pytest.raises(ValueError, match="bins"):
+        ContextPrior.fit([np.zeros((1, 3, 3), np.uint8)], 2, neighbours=["up"])
+    with pytest.raises(ValueError, match="two training codes"):
+        ContextPrior.select([np.zeros((1, 3, 3), np.uint8)], 2)
+    a = ContextPrior(zeros, 2, [4], neighbours=["up"], beta=1.0)
+    assert a.digest() != ContextPrior(zeros, 2, [4], neighbours=["left"], beta=1.0).digest()
+    assert a.digest() != ContextPrior(zeros, 2, [4], neighbours=["up"], beta=2.0).digest()

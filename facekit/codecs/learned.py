@@ -505,6 +505,7 @@ class LearnedCodec(Codec):
             "name": self.name,
             "settings": list(self.settings),
             "torch": torch.__version__,
+            "container": container.VERSION,
             "models": {
                 r: manifest["models"].get(model_name(self.variant, r), {}).get("metrics", {})
                 for r in self.settings
