@@ -18,7 +18,8 @@ checks that every image the pairs file names has the size of the first. A point 
 gets ``bpp`` minus the saving and a record ``"container": {"format": 2, "bpp_format1":
 ..., "bytes_saved_per_image": ..., "images_checked": ...}``. Points re-measured under
 format 2 (``benchmarks/rerate.py`` after this change, or a new sweep) carry
-``"container": {"format": 2, "measured": true}`` and are left alone.
+``"container": {"format": 2, "measured": true}`` and are left alone. A range-coded point
+whose prior has been refitted since it was measured is refused (re-rate it instead).
 """
 
 from __future__ import annotations
@@ -38,6 +39,24 @@ def _sizes(lfw: Any, names: list[str]) -> set[tuple[int, int]]:
         with Image.open(lfw.path(n)) as im:
             sizes.add((im.height, im.width))
     return sizes
+
+
+def same_prior(codec: Any, setting: str, point: dict[str, Any]) -> None:
+    """Refuse a range-coded point whose rate was measured with another prior than the current one.
+
+    The arithmetic holds only for the same payloads. A point re-rated earlier names its
+    prior's digest; any ``facekit-prior/3`` prior is newer than container format 2, so a
+    format-1 measurement never used one.
+    """
+    if not getattr(codec, "entropy", False):
+        return
+    prior = codec._load(setting)["prior"]
+    recorded = (point.get("rate_remeasured") or {}).get("prior")
+    if (recorded is not None and recorded != prior.digest()) or (recorded is None and prior.general):
+        raise SystemExit(
+            f"{codec.name}:{setting} was measured with another context prior than the installed one "
+            f"({prior.format}): re-measure it with benchmarks/rerate.py instead"
+        )
 
 
 def check_point(codec: Any, setting: str, images: list[np.ndarray]) -> int:
@@ -92,8 +111,9 @@ def main() -> None:
                 if "container" in p:
                     continue
                 key = (cname, p["setting"])
+                codec = codecs.setdefault(cname, get_codec(cname))
+                same_prior(codec, p["setting"], p)
                 if key not in saved_by:
-                    codec = codecs.setdefault(cname, get_codec(cname))
                     saved_by[key] = check_point(codec, p["setting"], sample)
                 saved = saved_by[key]
                 before = p["bpp"]

@@ -271,7 +271,7 @@ def test_recontainer_carries_format_1_points_to_what_format_2_measures(faces, tm
     from facekit import container
 
     root = Path(__file__).resolve().parent.parent
-    sweep = {"facekit-jointrate": ("q1",), "facekit-jointrate-entropy": ("q1", "q2")}
+    sweep = {"facekit-jointrate": ("q1",), "facekit-joint-entropy": ("q1", "q2")}  # joint q1, q2: facekit-prior/2
     new = evaluate(faces, codecs=sweep, recognizer=TinyRecognizer(), progress=False, use_cache=False)
     with monkeypatch.context() as m:  # the codec as it was before format 2
         m.setattr(container, "pack", container.pack_format1)
@@ -291,9 +291,17 @@ def test_recontainer_carries_format_1_points_to_what_format_2_measures(faces, tm
             assert after["acc_mean"] == before["acc_mean"] == want["acc_mean"]
             rec = after["container"]
             assert rec["format"] == 2 and rec["bpp_format1"] == before["bpp"] and rec["images_checked"] == 3
+            variant = name.split("-")[1]
             assert rec["bytes_saved_per_image"] == 8 + len(
-                f"jointrate-{after['setting']}" + ("-ctx" if "entropy" in name else ""))
+                f"{variant}-{after['setting']}" + ("-ctx" if "entropy" in name else ""))
     # a second run changes nothing: every point now says what it was measured on
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0 and "0 points carried" in r.stderr
     assert load_results(src) == got
+    # a range-coded point measured with another prior than the installed one is refused
+    for stale in ({"rate_remeasured": {"prior": "0" * 64}}, {}):
+        bad = {**got, "codecs": {"facekit-jointrate-entropy": [{**new["codecs"]["facekit-joint-entropy"][0], **stale}]}}
+        bad["codecs"]["facekit-jointrate-entropy"][0].pop("container")
+        save_results(bad, src)  # jointrate q1's prior is a facekit-prior/3, newer than format 2
+        r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
+        assert r.returncode != 0 and "re-measure it with benchmarks/rerate.py" in r.stderr, r.stderr[-500:]

@@ -7,8 +7,8 @@ paper), ``LearnedCodec("joint")`` the one trained jointly with a face recogniser
 where the entropy-coded variant is used"; :class:`facekit.models.rate.ContextRate`).
 Its settings are the rate points (``q1`` lowest rate ... ``q5`` highest) whose weights
 ship in :mod:`facekit.weights`. ``encode`` returns a whole container
-(:mod:`facekit.container`: magic, version, model name, weights hash, image size, the
-PNG of the quantised code, CRC32), so bpp counts every byte.
+(:mod:`facekit.container`: magic, version, a one-byte model id, weights hash, image size,
+the PNG of the quantised code, CRC32: 16 bytes besides the PNG), so bpp counts every byte.
 
 ``LearnedCodec(variant, entropy=True)`` (``facekit-mse-entropy``, beyond the paper)
 keeps the same networks and integers but codes them with a fitted context model and a

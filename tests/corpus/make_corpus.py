@@ -12,6 +12,8 @@ same bytes everywhere. What it writes here:
   *tiny* random models for the ``mse`` variant at rate points ``q1`` and ``q3`` (8
   channels a layer; the real ones are 100x larger and not needed to fuzz the format);
 * ``face.q1.fkc``, ``face.q3.fkc``: containers the learned codec made with those weights;
+* ``face.q1.format1.fkc``: the payload of ``face.q1.fkc`` in a format-1 container (what
+  facekit wrote before container format 2, still read);
 * ``face.q1-ctx.fkc``: the same face through the ``-entropy`` variant (a context prior
   fitted on the codes of four synthetic faces, range coding), when this facekit has it;
 * ``face.q1.decoded.png``, ``face.q3.decoded.png``: what they decode to on the CPU that
@@ -124,6 +126,12 @@ def build(out: Path = HERE) -> dict:
         buf = io.BytesIO()
         Image.fromarray(dec).save(buf, "PNG", optimize=True)
         put(f"face.{rate}.decoded.png", buf.getvalue(), f"CPU decode of face.{rate}.fkc (reference)")
+    from facekit import container
+
+    first = container.parse((out / f"face.{RATES[0]}.fkc").read_bytes())
+    put(f"face.{RATES[0]}.format1.fkc",
+        container.pack_format1(first.model, codec._load(RATES[0])["fingerprint"], first.height, first.width, first.payload),
+        f"face.{RATES[0]}.fkc's payload in a format-1 container (container.pack_format1), as facekit wrote them before format 2")
     if entropy:
         ecodec = LearnedCodec("mse", folder=weights, entropy=True)
         put("face.q1-ctx.fkc", ecodec.encode(image, "q1"),

@@ -24,6 +24,8 @@ from facekit.errors import BitstreamError, FacekitError, ImageError
 HERE = Path(__file__).resolve().parent
 WEIGHTS = HERE / "weights"
 FKC = ("face.q1.fkc", "face.q3.fkc")
+#: ``face.q1.fkc``'s payload in a format-1 container (what facekit wrote before format 2)
+FKC_FORMAT1 = "face.q1.format1.fkc"
 FKC_ENTROPY = "face.q1-ctx.fkc"
 #: classical codec name (``get_codec``) -> its corpus file
 CLASSIC_FILES = {
@@ -56,7 +58,7 @@ class Target:
 
 def corpus_files() -> dict[str, bytes]:
     """Every data file of the corpus (not the code, not the metadata)."""
-    names = [*FKC, FKC_ENTROPY, *CLASSIC_FILES.values(), "face.q1.decoded.png", "face.q3.decoded.png",
+    names = [*FKC, FKC_FORMAT1, FKC_ENTROPY, *CLASSIC_FILES.values(), "face.q1.decoded.png", "face.q3.decoded.png",
              "face.tif", "face.gif"]
     return {n: (HERE / n).read_bytes() for n in names if (HERE / n).exists()}
 
@@ -116,10 +118,10 @@ def build_targets(names: list[str] | None = None, workdir: Path | None = None) -
 
     if want("container.parse"):
         targets["container.parse"] = Target(
-            "container.parse", container.parse, [files[n] for n in FKC], BitstreamError, reseal=True
+            "container.parse", container.parse, [files[n] for n in (*FKC, FKC_FORMAT1)], BitstreamError, reseal=True
         )
     for name, codec, seeds in (
-        ("learned.decode", LearnedCodec("mse", folder=WEIGHTS) if want("learned.decode") else None, FKC),
+        ("learned.decode", LearnedCodec("mse", folder=WEIGHTS) if want("learned.decode") else None, (*FKC, FKC_FORMAT1)),
         ("learned-entropy.decode", entropy_codec() if want("learned-entropy.decode") else None, (FKC_ENTROPY,)),
     ):
         if codec is not None:
