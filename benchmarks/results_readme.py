@@ -70,6 +70,17 @@ def main() -> None:
             "Range-coded points whose accuracy and PSNR are those of their PNG twin, which decodes to the same images "
             f"(`benchmarks/rerate.py --from-twin`, every stream's codes checked): {', '.join(twins)}."
         )
+    carried = [
+        f"`{n}` ({', '.join(str(p['setting']) for p in pts if 'bpp_format1' in (p.get('container') or {}))})"
+        for n, pts in res["codecs"].items()
+        if any("bpp_format1" in (p.get("container") or {}) for p in pts)
+    ]
+    if carried:
+        lines.append(
+            "Learned-codec points measured on container format 1 and carried to format 2 "
+            "(`benchmarks/recontainer.py`: same payloads, every file 8 + len(model name) bytes shorter, checked on "
+            f"images of each point; bpp_format1 in the JSON): {', '.join(carried)}."
+        )
     if sweep.get("not_run"):
         lines.append(f"Planned but not measured: {', '.join(f'`{j}`' for j in sweep['not_run'])}.")
     lines.append("")
