@@ -111,7 +111,9 @@ def main() -> None:
                 if "container" in p:
                     continue
                 key = (cname, p["setting"])
-                codec = codecs.setdefault(cname, get_codec(cname))
+                if cname not in codecs:  # one codec (and its loaded models) per name
+                    codecs[cname] = get_codec(cname)
+                codec = codecs[cname]
                 same_prior(codec, p["setting"], p)
                 if key not in saved_by:
                     saved_by[key] = check_point(codec, p["setting"], sample)

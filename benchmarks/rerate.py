@@ -137,7 +137,9 @@ def main() -> None:
             raise SystemExit(f"{source}:{setting}: no such point in {a.results} to re-rate")
         if before.get("n_images") not in (None, len(names)):
             raise SystemExit(f"{job}: the point was measured on {before['n_images']} images, the pairs file names {len(names)}")
-        codec = codecs.setdefault(name, get_codec(name))
+        if name not in codecs:  # one codec (and its loaded models) per name
+            codecs[name] = get_codec(name)
+        codec = codecs[name]
         if codec.roi is not None:  # one face finder (and its cache) for every ROI point
             finder = finder or codec.roi
             codec.roi = finder

@@ -543,31 +543,33 @@ class ContextPrior:
             for g, grp in (("fit", fit), ("val", val)) for c in range(c_count)
         }
 
-        def held_out_bytes(spec: list[tuple[str, int]]) -> float:
-            total = 0.0
-            for c in range(c_count):
-                s_fit, s_val = syms["fit", c], syms["val", c]
-                top = np.bincount(s_fit, minlength=n_levels).astype(np.float64)
-                p = ((top + alpha) / (top.sum() + alpha * n_levels))[s_val]
-                i_fit, i_val, k = np.zeros_like(s_fit), np.zeros_like(s_val), 1
-                for name, b in spec:
-                    for g, idx in (("fit", i_fit), ("val", i_val)):
-                        v = feats[g, c, name]
-                        idx *= b + 1
-                        idx += np.where(v >= n_levels, b, (v * b) // n_levels)
-                    k *= b + 1
-                    cnt = np.bincount(i_fit * n_levels + s_fit, minlength=k * n_levels).reshape(k, n_levels)
-                    p = (cnt[i_val, s_val] + beta * p) / (cnt.sum(axis=1)[i_val] + beta)
-                total += float(-np.log2(p).sum())
-            return total / 8 / len(val)
+        def extend(state: tuple[np.ndarray, np.ndarray, int, np.ndarray], c: int, name: str, b: int):  # type: ignore[no-untyped-def]
+            """A channel's context indices (fit, held out), table size and held-out probabilities, one neighbour on."""
+            i_fit, i_val, k, p = state
+            v_fit, v_val = feats["fit", c, name], feats["val", c, name]
+            i_fit = i_fit * (b + 1) + np.where(v_fit >= n_levels, b, (v_fit * b) // n_levels)
+            i_val = i_val * (b + 1) + np.where(v_val >= n_levels, b, (v_val * b) // n_levels)
+            k *= b + 1
+            s_fit, s_val = syms["fit", c], syms["val", c]
+            cnt = np.bincount(i_fit * n_levels + s_fit, minlength=k * n_levels).reshape(k, n_levels)
+            return i_fit, i_val, k, (cnt[i_val, s_val] + beta * p) / (cnt.sum(axis=1)[i_val] + beta)
 
+        def held_out_bytes(states: list[tuple[np.ndarray, np.ndarray, int, np.ndarray]]) -> float:
+            return sum(float(-np.log2(st[3]).sum()) for st in states) / 8 / len(val)
+
+        states = []  # per channel, for the neighbours chosen so far (none: the channel's symbol counts)
+        for c in range(c_count):
+            s_fit, s_val = syms["fit", c], syms["val", c]
+            top = np.bincount(s_fit, minlength=n_levels).astype(np.float64)
+            p0 = ((top + alpha) / (top.sum() + alpha * n_levels))[s_val]
+            states.append((np.zeros_like(s_fit), np.zeros_like(s_val), 1, p0))
         spec: list[tuple[str, int]] = []
-        best = held_out_bytes(spec)
+        best = held_out_bytes(states)
         trace = [{"neighbours": [], "bins": [], "held_out_bytes": round(best, 2)}]
         while True:
-            size = int(np.prod([b + 1 for _, b in spec])) * n_levels * c_count
+            size = states[0][2] * n_levels * c_count
             trials = [
-                (held_out_bytes([*spec, (n, b)]), n, b)
+                (held_out_bytes([extend(st, c, n, b) for c, st in enumerate(states)]), n, b)
                 for n in names if n not in {m for m, _ in spec}
                 for b in options if size * (b + 1) <= cap
             ]
@@ -577,6 +579,7 @@ class ContextPrior:
             if score > best * (1 - min_gain):
                 break
             best, spec = score, [*spec, (n, b)]
+            states = [extend(st, c, n, b) for c, st in enumerate(states)]
             trace.append({"neighbours": [m for m, _ in spec], "bins": [x for _, x in spec], "held_out_bytes": round(best, 2)})
         prior = cls.fit(codes, bits, [b for _, b in spec], alpha, neighbours=[n for n, _ in spec], beta=beta)
         prior.selection = trace
