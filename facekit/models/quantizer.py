@@ -286,7 +286,7 @@ class ContextPrior:
       context of its first ``k - 1`` neighbours, down to the channel's symbol counts
       (interpolated smoothing in the manner of PPM and Witten-Bell), so rich contexts
       seen a few times do not fall back to a uniform guess. On LFW's test images it codes
-      the jointrate codes in 2-13 % fewer bytes than ``/2`` (most at q4, whose 16 levels
+      the jointrate codes in 1-13 % fewer bytes than ``/2`` (most at q4, whose 16 levels
       ``/2`` binned to 8).
 
     The tables are maximum-likelihood counts over the training codes with add-``alpha``
