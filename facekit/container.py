@@ -121,6 +121,21 @@ def pack(model: str, fingerprint: str | bytes, height: int, width: int, payload:
     return body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
 
 
+def payload_start(data: bytes) -> int | None:
+    """Offset of the payload in container bytes of either format; None if ``data`` is neither.
+
+    The header's length, read from its own fields (format 1: the name's length; format 2:
+    whether the model id is followed by a name); the bytes need not be that long.
+    """
+    if data[: len(MAGIC_V1)] == MAGIC_V1 and len(data) >= 6:
+        return 6 + data[5] + HASH_BYTES_V1 + 8
+    if data[: len(MAGIC)] == MAGIC and len(data) >= 4 and data[2] == VERSION:
+        if data[3] != NAMED:
+            return 4 + HASH_BYTES + 4
+        return 5 + data[4] + HASH_BYTES + 4 if len(data) >= 5 else None
+    return None
+
+
 def pack_format1(model: str, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
     """The format-1 container of ``payload``, as facekit wrote it before format 2.
 
@@ -170,11 +185,10 @@ def parse(data: bytes) -> Container:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the container header")
     if data[2] != VERSION:
         raise BitstreamError(f"unknown container format version {data[2]} (this facekit reads versions 1 and {VERSION})")
-    at = 4
-    if data[3] == NAMED:
-        n = data[4] if len(data) > 4 else 0
-        at = 5 + n
-    header_end = at + HASH_BYTES + 4
+    header_end = payload_start(data)
+    if header_end is None:  # a named model, cut before its name's length
+        raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the container header")
+    at = header_end - HASH_BYTES - 4  # where the weights hash starts
     if len(data) < header_end + 4:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {header_end + 4}-byte header and check")
     _check_crc(data)
@@ -203,7 +217,8 @@ def _parse_v1(data: bytes) -> Container:
     version, n = data[4], data[5]
     if version != 1:
         raise BitstreamError(f"unknown container format version {version} (this facekit reads versions 1 and {VERSION})")
-    header_end = 6 + n + HASH_BYTES_V1 + 8
+    header_end = payload_start(data)
+    assert header_end is not None  # the magic matched and the name's length is there
     if len(data) < header_end + 4:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {header_end + 4}-byte header")
     height, width, length = struct.unpack(">HHI", data[6 + n + HASH_BYTES_V1 : header_end])

@@ -336,18 +336,12 @@ def reseal(data: bytes) -> bytes:
 
     if data.startswith(PNG_SIGNATURE):
         return reseal_png(data)
-    if data.startswith(container.MAGIC_V1) and len(data) >= 6:
-        header_end = 6 + data[5] + container.HASH_BYTES_V1 + 8
-        if len(data) < header_end + 4:
-            return data
-        payload = reseal_png(data[header_end:-4])
-        body = data[: header_end - 4] + struct.pack(">I", len(payload)) + payload
-    elif data.startswith(container.MAGIC) and len(data) >= 5 and data[2] == container.VERSION:
-        at = 4 if data[3] != container.NAMED else 5 + data[4]
-        header_end = at + container.HASH_BYTES + 4
-        if len(data) < header_end + 4:
-            return data
-        body = data[:header_end] + reseal_png(data[header_end:-4])
-    else:
+    header_end = container.payload_start(data)
+    if header_end is None or len(data) < header_end + 4:
         return data
+    payload = reseal_png(data[header_end:-4])
+    if data.startswith(container.MAGIC_V1):  # format 1 also states the payload's length
+        body = data[: header_end - 4] + struct.pack(">I", len(payload)) + payload
+    else:
+        body = data[:header_end] + payload
     return body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)

@@ -443,8 +443,13 @@ class ContextPrior:
                 else:
                     v = np.where(ok, q[c - dc, np.clip(r, 0, h - 1), np.clip(s, 0, w - 1)], na)
             v = np.asarray(v, np.int64)
-            index = index * (b + 1) + np.where(v >= na, b, (v * b) // na)
+            index = index * (b + 1) + self._bin(v, b, na)
         return index
+
+    @staticmethod
+    def _bin(values: np.ndarray, bins: int, levels: int) -> np.ndarray:
+        """A neighbour's values (``levels`` for "not available") as bins ``0..bins-1``, ``bins`` for not available."""
+        return np.where(values >= levels, bins, (values * bins) // levels)
 
     def contexts(self, q: np.ndarray) -> np.ndarray:
         """Context index of every position of codes ``(C, h, w)``."""
@@ -547,8 +552,8 @@ class ContextPrior:
             """A channel's context indices (fit, held out), table size and held-out probabilities, one neighbour on."""
             i_fit, i_val, k, p = state
             v_fit, v_val = feats["fit", c, name], feats["val", c, name]
-            i_fit = i_fit * (b + 1) + np.where(v_fit >= n_levels, b, (v_fit * b) // n_levels)
-            i_val = i_val * (b + 1) + np.where(v_val >= n_levels, b, (v_val * b) // n_levels)
+            i_fit = i_fit * (b + 1) + cls._bin(v_fit, b, n_levels)
+            i_val = i_val * (b + 1) + cls._bin(v_val, b, n_levels)
             k *= b + 1
             s_fit, s_val = syms["fit", c], syms["val", c]
             cnt = np.bincount(i_fit * n_levels + s_fit, minlength=k * n_levels).reshape(k, n_levels)
