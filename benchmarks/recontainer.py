@@ -45,14 +45,14 @@ def same_prior(codec: Any, setting: str, point: dict[str, Any]) -> None:
     """Refuse a range-coded point whose rate was measured with another prior than the current one.
 
     The arithmetic holds only for the same payloads. A point re-rated earlier names its
-    prior's digest; any ``facekit-prior/3`` prior is newer than container format 2, so a
-    format-1 measurement never used one.
+    prior's digest; any ``facekit-prior/3`` or ``/4`` prior is newer than container format 2,
+    so a format-1 measurement never used one.
     """
     if not getattr(codec, "entropy", False):
         return
     prior = codec._load(setting)["prior"]
     recorded = (point.get("rate_remeasured") or {}).get("prior")
-    if (recorded is not None and recorded != prior.digest()) or (recorded is None and prior.general):
+    if (recorded is not None and recorded != prior.digest()) or (recorded is None and getattr(prior, "general", True)):
         raise SystemExit(
             f"{codec.name}:{setting} was measured with another context prior than the installed one "
             f"({prior.format}): re-measure it with benchmarks/rerate.py instead"

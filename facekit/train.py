@@ -654,6 +654,8 @@ def fit_prior(
     names: Sequence[str] | None = None,
     batch: int = 16,
     layout: int = 3,
+    seed: int = 0,
+    steps: int = 3000,
 ) -> dict[str, Any]:
     """Fit the context prior of shipped weights on their training images and install it.
 
@@ -663,11 +665,16 @@ def fit_prior(
     ``layout`` 3 (the default) chooses its neighbours on those codes
     (:meth:`~facekit.models.quantizer.ContextPrior.select`, ``facekit-prior/3``); 2 fits
     the fixed left-neighbour layout (``facekit-prior/2``), 1 the row-by-row one
-    (``facekit-prior/1``).
+    (``facekit-prior/1``). ``layout`` 4 trains the integer networks of
+    :class:`~facekit.models.neural_prior.NeuralPrior` (``facekit-prior/4``) on those codes
+    and on the codes of the images' mirror images (``steps`` batches, drawn by ``seed``).
     """
     from .codecs.learned import install_prior, load_model, read_manifest
+    from .models.neural_prior import NeuralPrior
     from .models.quantizer import ContextPrior
 
+    if layout not in (1, 2, 3, 4):
+        raise ValueError(f"prior layout must be 1, 2, 3 or 4, got {layout}")
     model, entry = load_model(variant, rate, folder=folder)
     if images is None:
         images, names = load_split(root)
@@ -677,6 +684,8 @@ def fit_prior(
     if not train_imgs:
         raise TrainingError("no images to fit the prior on")
     t0 = time.time()
+    if layout == 4:  # the network has more to learn than a table: the mirror images' codes double the data
+        train_imgs = train_imgs + [np.ascontiguousarray(im[:, ::-1]) for im in train_imgs]
     codes: list[np.ndarray] = []
     by_size: dict[tuple[int, int], list[np.ndarray]] = {}
     for im in train_imgs:
@@ -685,17 +694,24 @@ def fit_prior(
         for i in range(0, len(group), batch):
             x = torch.from_numpy(np.stack(group[i : i + batch])).permute(0, 3, 1, 2).float().div(255)
             codes.extend(model.codes(x).numpy())
-    if layout not in (1, 2, 3):
-        raise ValueError(f"prior layout must be 1, 2 or 3, got {layout}")
-    if layout == 3:
-        prior = ContextPrior.select(codes, model.rate_point.bits)
+    info: dict[str, Any] = {}
+    if layout == 4:
+        if len({q.shape for q in codes}) != 1:
+            raise TrainingError("a facekit-prior/4 prior is fitted on images of one size")
+        prior: Any = NeuralPrior.fit(codes, model.rate_point.bits, steps=steps, seed=seed)
+        info["fitted_on"] = (
+            f"codes of {len(codes) // 2} training images and of their mirror images "
+            "(the weights' training set, held-out images excluded)"
+        )
+        info["training"] = {**prior.training, "threads": torch.get_num_threads()}
     else:
-        prior = ContextPrior.fit(codes, model.rate_point.bits, left=layout == 2)
-    info: dict[str, Any] = {
-        "fitted_on": f"codes of {len(codes)} training images (the weights' training set, held-out images excluded)",
-        "alpha": prior.alpha,
-        "fit_time_s": round(time.time() - t0, 1),
-    }
+        if layout == 3:
+            prior = ContextPrior.select(codes, model.rate_point.bits)
+        else:
+            prior = ContextPrior.fit(codes, model.rate_point.bits, left=layout == 2)
+        info["fitted_on"] = f"codes of {len(codes)} training images (the weights' training set, held-out images excluded)"
+        info["alpha"] = prior.alpha
+    info["fit_time_s"] = round(time.time() - t0, 1)
     if layout == 3:
         info["beta"] = prior.beta
         info["selection"] = (
@@ -720,8 +736,9 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--variant", default="mse", choices=list(VARIANTS))
     ap.add_argument("--folder", default=None, help="weights folder (default facekit/weights)")
     ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
-    ap.add_argument("--layout", type=int, default=3, choices=[1, 2, 3],
+    ap.add_argument("--layout", type=int, default=3, choices=[1, 2, 3, 4],
                     help="prior: 3 chooses the neighbours on the training codes (facekit-prior/3, the default); "
+                         "4 trains small integer networks over a wide causal window (facekit-prior/4); "
                          "2 the fixed up/left/diagonal/previous-channel context (facekit-prior/2); 1 the row-by-row one")
     a = ap.parse_args()
     if a.command == "prior":

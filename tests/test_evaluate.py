@@ -302,6 +302,6 @@ def test_recontainer_carries_format_1_points_to_what_format_2_measures(faces, tm
     for stale in ({"rate_remeasured": {"prior": "0" * 64}}, {}):
         bad = {**got, "codecs": {"facekit-jointrate-entropy": [{**new["codecs"]["facekit-joint-entropy"][0], **stale}]}}
         bad["codecs"]["facekit-jointrate-entropy"][0].pop("container")
-        save_results(bad, src)  # jointrate q1's prior is a facekit-prior/3, newer than format 2
+        save_results(bad, src)  # jointrate q1 has a facekit-prior/4, newer than format 2
         r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
         assert r.returncode != 0 and "re-measure it with benchmarks/rerate.py" in r.stderr, r.stderr[-500:]

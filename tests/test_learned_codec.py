@@ -280,6 +280,25 @@ def test_entropy_variant_decodes_the_same_integers(weights_with_prior, smooth_im
     assert get_codec("facekit-mse-entropy", folder=weights_with_prior).name == "facekit-mse-entropy"
 
 
+def test_neural_prior_installs_and_codes_the_same_integers(weights, smooth_image):
+    """``fit_prior(layout=4)``: a facekit-prior/4 prior is trained, listed and used by the codec."""
+    from facekit.codecs.learned import read_manifest
+    from facekit.train import fit_prior
+
+    rng = np.random.default_rng(0)
+    imgs = [np.clip(smooth_image.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
+    meta = fit_prior("mse", "q1", folder=weights, images=imgs, layout=4, steps=20)
+    entry = read_manifest(weights)["models"]["mse-q1"]["prior"]
+    assert entry["format"] == meta["format"] == "facekit-prior/4" and "mirror images" in entry["fitted_on"]
+    assert entry["training"]["steps"] == 20 and "selection" not in entry and "alpha" not in entry
+    png = LearnedCodec("mse", folder=weights)
+    ent = LearnedCodec("mse", folder=weights, entropy=True)
+    data = ent.encode(smooth_image, "q1")
+    assert np.array_equal(ent.decode(data), png.decode(png.encode(smooth_image, "q1")))
+    with pytest.raises(ValueError, match="layout"):
+        fit_prior("mse", "q1", folder=weights, images=imgs, layout=5)
+
+
 def test_entropy_variant_refuses_tampered_prior(weights_with_prior, smooth_image):
     path = weights_with_prior / "mse-q1-ctx.pt"
     raw = bytearray(path.read_bytes())

@@ -12,7 +12,9 @@ the PNG of the quantised code, CRC32: 16 bytes besides the PNG), so bpp counts e
 
 ``LearnedCodec(variant, entropy=True)`` (``facekit-mse-entropy``, beyond the paper)
 keeps the same networks and integers but codes them with a fitted context model and a
-range coder (:class:`facekit.models.quantizer.ContextPrior`, stored beside the weights),
+range coder (:class:`facekit.models.quantizer.ContextPrior`'s count tables or, for the
+jointrate weights, :class:`facekit.models.neural_prior.NeuralPrior`'s integer networks;
+stored beside the weights),
 or as the PNG when that is shorter (one tag byte says which), so it is never more than
 one byte above the PNG variant.
 
@@ -45,7 +47,8 @@ import torch
 from .. import container
 from ..errors import BitstreamError, CodecError, WeightsError
 from ..models.autoencoder import RATE_POINTS, FaceCodecNet, load_weights, save_weights
-from ..models.quantizer import ContextPrior, pack_png, unpack_png
+from ..models.neural_prior import NeuralPrior
+from ..models.quantizer import ContextPrior, RangeCodedPrior, pack_png, unpack_png
 from .base import Codec, check_image
 from .registry import VARIANTS
 
@@ -118,7 +121,7 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def install_prior(
-    prior: ContextPrior,
+    prior: RangeCodedPrior,
     variant: str,
     rate: str,
     *,
@@ -131,7 +134,7 @@ def install_prior(
         return _install_prior(prior, variant, rate, folder, info)
 
 
-def _install_prior(prior: ContextPrior, variant: str, rate: str, folder: Path, info: dict[str, Any] | None) -> dict[str, Any]:
+def _install_prior(prior: RangeCodedPrior, variant: str, rate: str, folder: Path, info: dict[str, Any] | None) -> dict[str, Any]:
     manifest = read_manifest(folder)
     name = model_name(variant, rate)
     if name not in manifest["models"]:
@@ -156,7 +159,14 @@ def _install_prior(prior: ContextPrior, variant: str, rate: str, folder: Path, i
     return entry["prior"]
 
 
-def load_prior(entry: dict[str, Any], folder: Path, fingerprint: str) -> ContextPrior:
+def prior_from_state(state: dict[str, Any]) -> RangeCodedPrior:
+    """A prior file's state as its prior: count tables (``facekit-prior/1`` to ``/3``) or networks (``/4``)."""
+    if state.get("format") == NeuralPrior.FORMAT:
+        return NeuralPrior.from_state(state)
+    return ContextPrior.from_state(state)
+
+
+def load_prior(entry: dict[str, Any], folder: Path, fingerprint: str) -> RangeCodedPrior:
     """A model's context prior, sha256-checked, and made for exactly these weights."""
     meta = entry.get("prior")
     if not meta:
@@ -170,7 +180,7 @@ def load_prior(entry: dict[str, Any], folder: Path, fingerprint: str) -> Context
         raise WeightsError(f"prior file {path} does not match its sha256 in the manifest: modified or damaged")
     try:
         state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        prior = ContextPrior.from_state(state)
+        prior = prior_from_state(state)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
         raise WeightsError(f"prior file {path} cannot be loaded: {e}") from e
     if state.get("model_fingerprint") != fingerprint:
@@ -431,7 +441,7 @@ class LearnedCodec(Codec):
 
     @classmethod
     def _entropy_payload(
-        cls, prior: ContextPrior, q: np.ndarray, bits: int, region: tuple[np.ndarray, bytes] | None = None
+        cls, prior: RangeCodedPrior, q: np.ndarray, bits: int, region: tuple[np.ndarray, bytes] | None = None
     ) -> bytes:
         """The shortest of the context-model stream and the PNG, behind a one-byte type tag.
 
@@ -451,7 +461,7 @@ class LearnedCodec(Codec):
     @classmethod
     def _entropy_codes(
         cls,
-        prior: ContextPrior,
+        prior: RangeCodedPrior,
         payload: bytes,
         shape: tuple[int, int, int],
         bits: int,

@@ -12,7 +12,15 @@ from .autoencoder import (
     load_weights,
     save_weights,
 )
-from .quantizer import ContextPrior, Quantizer, pack_png, read_png_header, unpack_png
+from .neural_prior import NeuralPrior
+from .quantizer import (
+    ContextPrior,
+    Quantizer,
+    RangeCodedPrior,
+    pack_png,
+    read_png_header,
+    unpack_png,
+)
 
 __all__ = [
     "RATE_POINTS",
@@ -20,7 +28,9 @@ __all__ = [
     "Decoder",
     "Encoder",
     "FaceCodecNet",
+    "NeuralPrior",
     "Quantizer",
+    "RangeCodedPrior",
     "RatePoint",
     "build_model",
     "deterministic_kernels",

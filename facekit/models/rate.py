@@ -35,6 +35,12 @@ class ContextRate(nn.Module):
 
     def __init__(self, prior: ContextPrior) -> None:
         super().__init__()
+        if not isinstance(prior, ContextPrior):
+            raise TypeError(
+                f"the training rate term reads count tables ({ContextPrior.FORMAT_NEIGHBOURS} and earlier), not a "
+                f"{getattr(prior, 'format', type(prior).__name__)} prior: fit a count prior for the starting weights "
+                "(python -m facekit.train prior --layout 3) to train with lambda_rate"
+            )
         self.prior = prior
         self.levels = prior.levels
         bits = torch.from_numpy(prior._log_p()).to(torch.float32)  # (C, K, L) code lengths in bits
