@@ -736,7 +736,9 @@ code's bits per pixel under the context prior of the starting weights (the model
 `facekit joint ... --lambda-rate 0.1`, or `JointConfig(lambda_rate=...)` with
 `finetune_joint(..., rate_prior=prior)`. With `--install` such a run ships as its own
 variant, `jointrate` (codec `facekit-jointrate-entropy`), beside the `joint` weights; refit
-its prior afterwards (`python -m facekit.train prior q2 --variant jointrate`).
+its prior afterwards (`python -m facekit.train prior q2 --variant jointrate --layout 4`:
+the shipped jointrate priors are small integer networks over a wide causal window,
+`facekit-prior/4`; `--layout 3` fits count tables, which a later run's rate term can read).
 """),
     ]
 
