@@ -51,6 +51,16 @@ POSITION_BINS = 8
 SCALE, LOGIT_STEPS, EXP_RANGE = 12, 16, 24
 
 
+def _n_inputs(c: int) -> int:
+    """Code inputs of channel ``c``: the same-channel window, then one window per earlier channel."""
+    return len(SAME) + c * len(PREV)
+
+
+def _first_rows(c: int, n_levels: int) -> int:
+    """Rows of channel ``c``'s first layer: ``levels + 1`` per code input, then the position bins."""
+    return _n_inputs(c) * (n_levels + 1) + 2 * POSITION_BINS
+
+
 def exp_table() -> np.ndarray:
     """``round(2**40 exp(-k / 16))`` for k = 0 .. 16 * 24 - 1: every entry at least 1."""
     k = np.arange(LOGIT_STEPS * EXP_RANGE, dtype=np.float64)
@@ -126,11 +136,11 @@ class NeuralPrior(RangeCodedPrior):
         return [(0, di, dj) for di, dj in SAME] + [(b, di, dj) for b in range(1, c + 1) for di, dj in PREV]
 
     def n_inputs(self, c: int) -> int:
-        return len(self.offsets(c))
+        return _n_inputs(c)
 
     def rows(self, c: int) -> int:
         """Rows of channel ``c``'s first layer: ``levels + 1`` per code input, then the position bins."""
-        return self.n_inputs(c) * (self.levels + 1) + 2 * POSITION_BINS
+        return _first_rows(c, self.levels)
 
     def describe(self) -> str:
         return (
@@ -258,10 +268,8 @@ class NeuralPrior(RangeCodedPrior):
 
     @classmethod
     def _zero_layers(cls, c: int, n_levels: int) -> dict[str, np.ndarray]:
-        n_in = len(SAME) + c * len(PREV)
-        rows = n_in * (n_levels + 1) + 2 * POSITION_BINS
         return {
-            "emb": np.zeros((rows, 1), np.int64), "b1": np.zeros(1, np.int64), "w2": np.zeros((1, 1), np.int64),
+            "emb": np.zeros((_first_rows(c, n_levels), 1), np.int64), "b1": np.zeros(1, np.int64), "w2": np.zeros((1, 1), np.int64),
             "b2": np.zeros(1, np.int64), "w3": np.zeros((1, n_levels), np.int64), "b3": np.zeros(n_levels, np.int64),
         }
 
