@@ -49,7 +49,7 @@ MAGIC = b"FK"
 VERSION = 2
 HASH_BYTES = 4
 #: variants with a one-byte model id, by their place in the id; only ever appended to
-ID_VARIANTS = ("mse", "joint", "jointrate")
+ID_VARIANTS = ("mse", "joint", "jointrate", "jointface")
 #: the model id that says "the model's name follows"
 NAMED = 255
 #: largest image side a container may declare (a decompression-bomb guard)

@@ -11,7 +11,11 @@ where ``f`` is a frozen recogniser (dlib's ResNet by default, :mod:`facekit.reco
 *original* image, and ``D`` the squared Euclidean (or cosine) distance of the
 embeddings; with ``lambda_rate > 0`` it adds ``lambda_rate * bpp``, the code's bits per pixel
 under the starting weights' context prior (:mod:`facekit.models.rate`, beyond the paper,
-which has no rate term). The gradient reaches the codec's pixels through ``grid_sample``; the
+which has no rate term). With ``background_weight < 1`` the squared error of each pixel
+outside the face chip that the recogniser reads (found on the original, widened by a small
+margin) counts that much less (:func:`face_weights`): the codec may then spend fewer bits
+on the background, which the recogniser never sees (the ``jointface`` variant; beyond the
+paper, whose distortion term weighs every pixel alike). The gradient reaches the codec's pixels through ``grid_sample``; the
 recogniser itself may be fine-tuned too (``finetune_recognizer``), but is frozen by
 default so that evaluation judges the codec with an unchanged recogniser.
 
@@ -86,6 +90,33 @@ def mirror_theta(theta: np.ndarray) -> np.ndarray:
     return t
 
 
+def face_weights(
+    theta: torch.Tensor | np.ndarray, height: int, width: int, background: float, margin: float = 0.1
+) -> torch.Tensor:
+    """Per-pixel distortion weights ``(B, 1, H, W)``: 1 on the face, ``background`` elsewhere.
+
+    The face is the region the recogniser's chip covers: the pixels whose chip coordinates
+    under the transform ``theta`` (``(B, 2, 3)``, ``affine_grid`` convention with
+    ``align_corners=True``, found on the original) lie within ``[-1 - margin, 1 + margin]``.
+    dlib's chip already pads the face by a quarter of its size on each side.
+    """
+    th = torch.as_tensor(theta, dtype=torch.float32)
+    if th.ndim == 2:
+        th = th[None]
+    if th.ndim != 3 or th.shape[1:] != (2, 3):
+        raise ValueError(f"expected transforms (B, 2, 3), got shape {tuple(th.shape)}")
+    if not 0.0 <= background <= 1.0:
+        raise ValueError(f"the background weight must be in [0, 1], got {background}")
+    gy, gx = torch.meshgrid(
+        torch.linspace(-1, 1, height, device=th.device), torch.linspace(-1, 1, width, device=th.device), indexing="ij"
+    )
+    p = torch.stack([gx, gy], -1).reshape(1, -1, 2) - th[:, None, :, 2]  # (B, HW, 2) image coordinates
+    u = torch.linalg.solve(th[:, :, :2], p.transpose(1, 2)).transpose(1, 2)  # chip coordinates
+    inside = u.abs().amax(-1) <= 1.0 + margin
+    w = torch.where(inside, torch.ones((), device=th.device), torch.full((), float(background), device=th.device))
+    return w.reshape(th.shape[0], 1, height, width)
+
+
 class AlignedImageSet:
     """Whole training images with their transforms, and deterministic augmentation."""
 
@@ -98,9 +129,21 @@ class AlignedImageSet:
         self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
         self.thetas = np.stack([np.asarray(t, np.float32) for t in thetas])
         self.names = list(names)
+        #: read from a training pack (:func:`read_split_pack`), for the record
+        self.from_pack = False
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def subset(self, indices: Sequence[int]) -> AlignedImageSet:
+        """The images at ``indices``, in that order."""
+        idx = list(indices)
+        out = AlignedImageSet.__new__(AlignedImageSet)
+        out.images = self.images[idx]
+        out.thetas = self.thetas[idx]
+        out.names = [self.names[i] for i in idx]
+        out.from_pack = self.from_pack
+        return out
 
     def sample(self, position: int, seed: int, jitter: float) -> tuple[torch.Tensor, np.ndarray]:
         n = len(self)
@@ -146,11 +189,23 @@ class JointConfig:
     checkpoint_every: int = 50
     log_every: int = 10
     val_images: int = 16
+    #: weight of the squared error of pixels outside the face chip (1: every pixel alike,
+    #: as Bian et al.; below 1: the ``jointface`` variant, :func:`face_weights`)
+    background_weight: float = 1.0
+    #: the step from which the learning rate is a tenth of ``lr`` (0: never)
+    lr_drop_at: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     RESUMABLE_CHANGES = ("steps", "checkpoint_every", "log_every")
+
+    def variant(self) -> str:
+        """The shipped variant a run of this config becomes: ``jointface`` (face-weighted
+        distortion), ``jointrate`` (rate term) or ``joint`` (the paper's phase two)."""
+        if self.background_weight != 1.0:
+            return "jointface"
+        return "jointrate" if self.lambda_rate else "joint"
 
 
 def split_with_transforms(
@@ -167,11 +222,82 @@ def split_with_transforms(
     return images, [locs[n].theta for n in names], names
 
 
+PACK_FORMAT = "facekit-joint-pack/1"
+
+
+def write_split_pack(
+    path: str | os.PathLike[str], recognizer: Any, root: str | os.PathLike[str] | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Write the identity-disjoint split as one small ``.npz`` to train on elsewhere.
+
+    It holds each image's original file bytes (LFW's JPEGs, about 13 MB for the 1,549
+    images), its name and the transform found on it, so a machine with a GPU but without
+    LFW, dlib's detector or a network can run :func:`finetune_joint`
+    (``facekit joint --pack FILE``). :func:`read_split_pack` decodes the files with Pillow;
+    dlib's own JPEG decoder, which :func:`split_with_transforms` uses, may differ from it
+    by a level or two in a few pixels.
+    """
+    from .data.lfw import identity_disjoint_split, open_lfw
+    from .recognition import find_alignments
+
+    lfw = open_lfw(root)
+    names = sorted(n for imgs in identity_disjoint_split(lfw).values() for n in imgs)
+    locs = find_alignments(recognizer, lfw, names, progress=progress)
+    blobs = [Path(lfw.path(n)).read_bytes() for n in names]
+    offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(
+            f, format=np.array(PACK_FORMAT), alignment_id=np.array(str(getattr(recognizer, "alignment_id", ""))),
+            names=np.array(names), thetas=np.stack([np.asarray(locs[n].theta, np.float32) for n in names]),
+            offsets=offsets, data=np.frombuffer(b"".join(blobs), np.uint8),
+        )
+    os.replace(tmp, out)
+    return {"path": str(out), "images": len(names), "bytes": out.stat().st_size}
+
+
+def read_split_pack(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """Images (RGB uint8), transforms and names of a pack written by :func:`write_split_pack`."""
+    import io
+
+    from PIL import Image
+
+    p = Path(path)
+    if not p.is_file():
+        raise TrainingError(f"training pack {p} does not exist")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            fmt = str(z["format"])
+            names = [str(n) for n in z["names"]]
+            thetas = np.asarray(z["thetas"], np.float32)
+            offsets = np.asarray(z["offsets"], np.int64)
+            data = np.asarray(z["data"], np.uint8)
+    except (OSError, ValueError, KeyError) as e:
+        raise TrainingError(f"{p} is not a readable training pack: {e}") from e
+    if fmt != PACK_FORMAT:
+        raise TrainingError(f"{p} is a {fmt!r} file, not a {PACK_FORMAT!r} training pack")
+    n = len(names)
+    if thetas.shape != (n, 2, 3) or offsets.shape != (n + 1,) or offsets[0] != 0 or offsets[-1] != len(data) \
+            or np.any(np.diff(offsets) <= 0):
+        raise TrainingError(f"training pack {p} is inconsistent (names, transforms and file offsets disagree)")
+    images = []
+    for i, name in enumerate(names):
+        try:
+            with Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())) as im:
+                im.load()
+                images.append(np.asarray(im.convert("RGB")))
+        except OSError as e:
+            raise TrainingError(f"training pack {p}: image {name} cannot be decoded: {e}") from e
+    return images, list(thetas), names
+
+
 @torch.no_grad()
 def validate(model: FaceCodecNet, ident: IdentityLoss, data: AlignedImageSet, idx: Sequence[int], device) -> dict[str, float]:
-    """PSNR (rounded to 8 bits), real PNG bpp and identity distance on held-out images."""
+    """PSNR (rounded to 8 bits) of the whole image and of the face region (:func:`face_weights`),
+    real PNG bpp and identity distance on held-out images."""
     model.eval()
-    ps, bpps, ids = [], [], []
+    ps, face_ps, bpps, ids = [], [], [], []
     for i in idx:
         x = (data.images[i : i + 1].float() / 255).to(device)
         th = torch.from_numpy(data.thetas[i : i + 1]).to(device)
@@ -180,10 +306,13 @@ def validate(model: FaceCodecNet, ident: IdentityLoss, data: AlignedImageSet, id
         x_hat = torch.round(x_hat.clamp(0, 1) * 255) / 255
         mse = float(torch.mean((x - x_hat) ** 2))
         ps.append(10 * math.log10(1 / max(mse, 1e-12)))
+        face = face_weights(th, x.shape[-2], x.shape[-1], 0.0, margin=0.0).to(device)
+        face_mse = float(((x - x_hat) ** 2 * face).sum() / (face.sum() * x.shape[1]).clamp_min(1))
+        face_ps.append(10 * math.log10(1 / max(face_mse, 1e-12)))
         bpps.append(8 * len(enc["strings"][0]) / (x.shape[-1] * x.shape[-2]))
         ids.append(float(torch.sqrt(((ident.recognizer.embed(x, th) - ident.recognizer.embed(x_hat, th)) ** 2).sum())))
     model.train()
-    return {"val_psnr": float(np.mean(ps)), "val_png_bpp": float(np.mean(bpps)), "val_id_dist": float(np.mean(ids))}
+    return {"val_psnr": float(np.mean(ps)), "val_face_psnr": float(np.mean(face_ps)), "val_png_bpp": float(np.mean(bpps)), "val_id_dist": float(np.mean(ids))}
 
 
 def finetune_joint(
@@ -199,6 +328,7 @@ def finetune_joint(
     threads: int | None = None,
     verbose: bool = True,
     rate_prior: Any | None = None,
+    time_limit_s: float | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (initialised from its distortion-only weights) with the joint loss.
 
@@ -210,6 +340,11 @@ def finetune_joint(
     end ``model.pt`` and ``summary.json`` in ``out_dir``. ``resume`` continues from the
     checkpoint (the config must match, except the fields in ``RESUMABLE_CHANGES``);
     ``stop_after`` stops after checkpointing at that step, as an interruption would.
+
+    ``time_limit_s`` ends the run once that many seconds of training have passed (for a
+    lent GPU's fixed budget); unless ``cfg.lr_drop_at`` is set, the learning rate drops to
+    a tenth for the last fifth of that time. The summary's config then records the steps
+    done and the step of the drop, so the same config without the limit repeats the run.
     """
     if threads:
         torch.set_num_threads(int(threads))
@@ -258,6 +393,12 @@ def finetune_joint(
         if cfg.finetune_recognizer and "recognizer" in state:
             recognizer.load_state_dict(state["recognizer"])
         step = int(state["step"])
+    def set_lr(value: float) -> None:
+        for group in opt.param_groups:
+            group["lr"] = value
+
+    if cfg.lr_drop_at and step >= cfg.lr_drop_at:
+        set_lr(cfg.lr * 0.1)
     loss_fn = JointLoss(lambda_mse=cfg.lambda_mse, lambda_id=cfg.lambda_id, identity_fn=lambda a, b: torch.zeros(()),
                         lambda_rate=cfg.lambda_rate)
     hist_path = out / "history.jsonl"
@@ -266,11 +407,30 @@ def finetune_joint(
     t0 = time.time()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     while step < end:
+        if time_limit_s is not None:
+            elapsed = time.time() - t0
+            if not cfg.lr_drop_at and elapsed >= 0.8 * time_limit_s:
+                cfg = dataclasses.replace(cfg, lr_drop_at=step)
+                set_lr(cfg.lr * 0.1)
+            if elapsed >= time_limit_s:
+                cfg = dataclasses.replace(cfg, steps=step)
+                end = step
+                atomic_save({
+                    "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": step,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(),
+                    **({"recognizer": recognizer.state_dict()} if cfg.finetune_recognizer else {}),
+                }, ckpt)
+                break
+        if cfg.lr_drop_at and step == cfg.lr_drop_at:
+            set_lr(cfg.lr * 0.1)
         x, th = train_data.batch(step, cfg.batch_size, cfg.seed, cfg.jitter)
         x, th = x.to(dev), th.to(dev)
         out_m = model(x)
         loss_fn.identity_fn = lambda a, b, th=th: ident(a, b, th)
-        terms = loss_fn(x, out_m)
+        weight = None
+        if cfg.background_weight != 1.0:
+            weight = face_weights(th, x.shape[-2], x.shape[-1], cfg.background_weight)
+        terms = loss_fn(x, out_m, weight)
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if cfg.grad_clip:
@@ -295,8 +455,10 @@ def finetune_joint(
         "rate_point": cfg.rate, "steps_done": step, "steps": cfg.steps, "finished": step >= cfg.steps,
         "config": cfg.to_dict(), "train_images": len(train_data), "val_images": [data.names[i] for i in val_idx],
         "device": str(dev), "hardware": hardware_description(dev), "train_time_s": round(time.time() - t0, 1),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "pack": bool(getattr(data, "from_pack", False)),
     }
+    if time_limit_s is not None:
+        summary["time_limit_s"] = time_limit_s
     if step >= cfg.steps:
         if val_idx:
             summary.update(validate(model, ident, data, val_idx, dev))
@@ -310,10 +472,11 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
                   base_entry: dict[str, Any] | None = None, variant: str | None = None) -> dict[str, Any]:
     """Ship a finished joint run, with the record of how it was made.
 
-    A run trained with the rate term (``lambda_rate > 0``) is the ``jointrate`` variant
-    (``facekit-jointrate-entropy``), one without it the ``joint`` variant (the paper's
-    phase two); ``variant`` may only confirm that choice, so weights trained for the
-    range coder never replace the PNG codec's, nor the other way round.
+    A run with a face-weighted distortion (``background_weight < 1``) is the ``jointface``
+    variant; otherwise one trained with the rate term (``lambda_rate > 0``) is the
+    ``jointrate`` variant (``facekit-jointrate-entropy``), one without it the ``joint``
+    variant (the paper's phase two) (:meth:`JointConfig.variant`). ``variant`` may only
+    confirm that choice, so weights trained for one recipe never replace another's.
     """
     from .codecs.learned import install_weights
     from .models.autoencoder import RatePoint
@@ -326,17 +489,21 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
     model = FaceCodecNet(RatePoint.from_dict(blob["rate_point"]))
     model.load_state_dict(blob["state_dict"])
     cfg = summary["config"]
-    made_as = "jointrate" if cfg.get("lambda_rate") else "joint"
+    bg = float(cfg.get("background_weight", 1.0))
+    made_as = JointConfig(lambda_rate=float(cfg.get("lambda_rate") or 0.0), background_weight=bg).variant()
     if variant is not None and variant != made_as:
         raise TrainingError(
-            f"joint run {run} was trained with lambda_rate {cfg.get('lambda_rate', 0.0)}: it ships as the "
-            f"{made_as!r} variant, not {variant!r}"
+            f"joint run {run} was trained with lambda_rate {cfg.get('lambda_rate', 0.0)} and background weight "
+            f"{bg}: it ships as the {made_as!r} variant, not {variant!r}"
         )
+    data_desc = ("LFW deep-funneled, identity-disjoint split (people in no pair of pairs.txt), whole 250x250 "
+                 "images aligned by dlib's detector + 5 landmarks, minus the held-out images")
+    if summary.get("pack"):
+        data_desc += " (read from a training pack, facekit joint --write-pack: the same files, decoded by Pillow)"
     training = {
         "phase": "joint fine-tuning from the distortion-only (mse) weights of the same rate point",
         "init": (base_entry or {}).get("sha256"),
-        "data": "LFW deep-funneled, identity-disjoint split (people in no pair of pairs.txt), whole 250x250 "
-                "images aligned by dlib's detector + 5 landmarks, minus the held-out images",
+        "data": data_desc,
         "train_images": summary["train_images"],
         "held_out_images": summary["val_images"],
         "steps": summary["steps"],
@@ -344,19 +511,24 @@ def install_joint(run_dir: str | os.PathLike[str], *, folder: str | os.PathLike[
         "loss": f"{cfg['lambda_mse']} * MSE + {cfg['lambda_id']} * {cfg['identity']} distance of "
                 f"{cfg['recognizer']} embeddings (original vs reconstruction, original's alignment)"
                 + (f" + {cfg['lambda_rate']} * bpp under the starting weights' context prior"
-                   if cfg.get("lambda_rate") else ""),
+                   if cfg.get("lambda_rate") else "")
+                + (f"; the squared error of pixels outside the face chip (margin 0.1) weighs {bg}" if bg != 1.0 else ""),
         "recognizer_frozen": not cfg["finetune_recognizer"],
-        "optimizer": f"Adam lr {cfg['lr']}, grad clip {cfg['grad_clip']}",
+        "optimizer": f"Adam lr {cfg['lr']}, grad clip {cfg['grad_clip']}"
+                     + (f", lr / 10 from step {cfg['lr_drop_at']}" if cfg.get("lr_drop_at") else ""),
         "augmentation": f"horizontal flips (transform mirrored), colour jitter +-{cfg['jitter']}",
         "seed": cfg["seed"],
         "hardware": summary["hardware"],
         "device": summary["device"],
         "train_time_s": summary["train_time_s"],
         "torch": summary["torch"],
-        "held_out_metrics": {k: summary[k] for k in ("val_psnr", "val_png_bpp", "val_id_dist") if k in summary},
+        "held_out_metrics": {k: summary[k] for k in ("val_psnr", "val_face_psnr", "val_png_bpp", "val_id_dist")
+                             if k in summary},
         "command": f"facekit joint --rate {cfg['rate']} --steps {cfg['steps']} --batch-size {cfg['batch_size']} "
                    f"--lr {cfg['lr']} --lambda-id {cfg['lambda_id']} "
                    + (f"--lambda-rate {cfg['lambda_rate']} " if cfg.get("lambda_rate") else "")
+                   + (f"--background-weight {bg} " if bg != 1.0 else "")
+                   + (f"--lr-drop-at {cfg['lr_drop_at']} " if cfg.get("lr_drop_at") else "")
                    + f"--seed {cfg['seed']} --out RUN --install",
     }
     return install_weights(model, made_as, folder=folder, info={"training": training})

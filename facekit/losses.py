@@ -133,13 +133,24 @@ class JointLoss(nn.Module):
             f"lambda_id={self.lambda_id}, lambda_rate={self.lambda_rate}"
         )
 
-    def forward(self, x: torch.Tensor, out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, out: Mapping[str, Any], weight: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``weight`` (broadcastable to ``x``, e.g. ``(B, 1, H, W)``) weighs each pixel's squared
+        error in the distortion term (``mse_weighted``); ``mse`` and ``psnr`` stay unweighted."""
         x_hat = out["x_hat"].float()
         x = x.float()
         terms: dict[str, torch.Tensor] = {}
         err = mse(x, x_hat)
         terms["mse"] = err
-        loss = self.lambda_mse * err
+        if weight is None:
+            loss = self.lambda_mse * err
+        else:
+            if weight.dim() != x.dim():
+                raise ValueError(f"pixel weights need {x.dim()} dimensions like x, got shape {tuple(weight.shape)}")
+            weighted = (weight.to(x.dtype) * (x_hat - x) ** 2).mean()
+            terms["mse_weighted"] = weighted
+            loss = self.lambda_mse * weighted
         if self.lambda_msssim:
             ms = ms_ssim(x, x_hat.clamp(0, 1)).mean()
             terms["ms_ssim"] = ms

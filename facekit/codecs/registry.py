@@ -13,7 +13,7 @@ from .base import Codec
 #: (phase one); joint: + identity term (phase two); jointrate: + identity term + rate term of
 #: the context prior, for the entropy-coded variant. Here, not in the torch-using
 #: ``facekit.codecs.learned``, so that command lines can offer them without loading torch.
-VARIANTS = ("mse", "joint", "jointrate")
+VARIANTS = ("mse", "joint", "jointrate", "jointface")
 
 
 def _classic(cls_name: str, **kw: Any) -> Callable[..., Codec]:

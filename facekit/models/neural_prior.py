@@ -149,19 +149,30 @@ class NeuralPrior(RangeCodedPrior):
         )
 
     # --- inputs -------------------------------------------------------------------------
+    def _gather(self, c: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Channel ``c``'s inputs as arrays: source channel, row and column offsets, row shift (cached)."""
+        cache: dict[int, tuple[np.ndarray, ...]] = self.__dict__.setdefault("_gather_cache", {})
+        if c not in cache:
+            off = np.array(self.offsets(c), np.int64).reshape(-1, 3)
+            cache[c] = (c - off[:, 0], off[:, 1], off[:, 2], np.arange(len(off), dtype=np.int64) * (self.levels + 1))
+        return cache[c]  # type: ignore[return-value]
+
     def inputs(self, q: np.ndarray, c: int, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
-        """``(n, inputs + 2)`` first-layer row indices of positions ``(ii, jj)`` of channel ``c``."""
+        """``(n, inputs + 2)`` first-layer row indices of positions ``(ii, jj)`` of channel ``c``.
+
+        A window position off the code reads "not available" (value ``levels``). This runs
+        once per decoding step, so it gathers straight from ``q`` (clipped, then masked)
+        rather than from a padded copy of it.
+        """
         h, w = q.shape[1], q.shape[2]
-        na = self.levels
-        off = np.array(self.offsets(c), np.int64).reshape(-1, 3)
-        pad = 3
-        padded = np.full((c + 1, h + 2 * pad, w + 2 * pad), na, np.int64)
-        padded[:, pad : pad + h, pad : pad + w] = q[: c + 1]
+        ch, di, dj, shift = self._gather(c)
         ii = np.asarray(ii, np.int64)
         jj = np.asarray(jj, np.int64)
-        vals = padded[c - off[:, 0], pad + ii[:, None] + off[:, 1], pad + jj[:, None] + off[:, 2]]
-        idx = vals + np.arange(len(off), dtype=np.int64) * (na + 1)
-        base = len(off) * (na + 1)
+        ri, rj = ii[:, None] + di, jj[:, None] + dj
+        inside = (ri >= 0) & (ri < h) & (rj >= 0) & (rj < w)
+        vals = q[ch, np.clip(ri, 0, h - 1), np.clip(rj, 0, w - 1)].astype(np.int64)
+        idx = np.where(inside, vals, self.levels) + shift
+        base = len(shift) * (self.levels + 1)
         pos = np.stack([base + (ii * POSITION_BINS) // h, base + POSITION_BINS + (jj * POSITION_BINS) // w], 1)
         return np.concatenate([idx, pos], 1)
 
