@@ -36,6 +36,8 @@ REPRO: dict[str, tuple[Any, ...]] = {
     "facekit-mse-entropy": (),
     "facekit-joint-entropy": (),
     "facekit-jointrate-entropy": (),
+    "facekit-jointface": (),  # trained on a GPU with the face-weighted distortion (scripts/gpu_joint.sh)
+    "facekit-jointface-entropy": (),
     # region of interest (facekit.roi): only the face chip is coded, by facekit and by the baselines
     "facekit-joint-roi": (),
     "facekit-jointrate-roi": (),

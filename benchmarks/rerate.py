@@ -58,10 +58,12 @@ def twin_name(name: str) -> str:
 
 
 def rerate_point(
-    codec: Any, setting: str, lfw: Any, names: list[str], read: Any, batch: int = 32, progress: bool = True
+    codec: Any, setting: str, lfw: Any, names: list[str], read: Any, batch: int = 32, progress: bool = True,
+    check_every: int = 1,
 ) -> dict[str, Any]:
     """Mean bpp of ``codec`` at ``setting`` over ``names`` (each read with ``read(path)``, as the
-    sweep's recogniser reads originals), every stream's codes checked."""
+    sweep's recogniser reads originals); the codes of every ``check_every``-th stream (every
+    one by default) are decoded and checked. Every image is compressed, so the rate is exact."""
     import torch
     from tqdm.auto import tqdm
 
@@ -73,7 +75,10 @@ def rerate_point(
         raise CodecError(f"{codec.name} is not range-coded: its rate does not depend on a prior")
     loaded = codec._load(setting)
     model, prior = loaded["model"], loaded["prior"]
+    if check_every < 1:
+        raise ValueError(f"check_every must be at least 1, got {check_every}")
     bpps: list[float] = []
+    checked = 0
     kinds: dict[int, int] = {}
     bar = tqdm(total=len(names), desc=f"{codec.name}@{setting}", disable=not progress, leave=False)
     for k in range(0, len(names), batch):
@@ -83,9 +88,12 @@ def rerate_point(
         if len({im.shape for im in origs}) != 1:
             raise CodecError("rerate expects images of one size (LFW's 250x250)")
         wants = model.codes(torch.from_numpy(np.stack(origs)).permute(0, 3, 1, 2).float().div(255)).numpy()
-        for n, im, data, want in zip(chunk, origs, datas, wants, strict=True):
+        for i, (n, im, data, want) in enumerate(zip(chunk, origs, datas, wants, strict=True)):
             h, w = im.shape[:2]
             bpps.append(bits_per_pixel(data, h, w))
+            if (k + i) % check_every:
+                continue
+            checked += 1
             if codec.roi is not None:
                 want = codec._apply_roi(want, codec._roi_region(im, want.shape, model.downsample))
             payload = container.parse(data).payload
@@ -95,7 +103,7 @@ def rerate_point(
                 raise CodecError(f"{codec.name}@{setting}: the stream of {n} decodes to other codes than the model makes")
         bar.update(len(chunk))
     bar.close()
-    return {"bpp": float(np.mean(bpps)), "n_images": len(bpps), "prior": prior.digest(), "prior_format": prior.format, "payload_types": kinds}
+    return {"bpp": float(np.mean(bpps)), "n_images": len(bpps), "n_checked": checked, "prior": prior.digest(), "prior_format": prior.format, "payload_types": kinds}
 
 
 def main() -> None:
@@ -111,6 +119,8 @@ def main() -> None:
     ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
     ap.add_argument("--recognizer", default=None, help="whose reader decodes the originals (default: the results' recogniser)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--check-every", type=int, default=1,
+                    help="decode and check the codes of every N-th stream only (default 1: all); every image is still compressed")
     ap.add_argument("--from-twin", action="store_true",
                     help="carry the accuracy of the PNG twin's point (facekit-X-entropy -> facekit-X), not the point's own")
     a = ap.parse_args()
@@ -144,7 +154,7 @@ def main() -> None:
             finder = finder or codec.roi
             codec.roi = finder
         t0 = time.time()
-        r = rerate_point(codec, setting, lfw, names, reader)
+        r = rerate_point(codec, setting, lfw, names, reader, check_every=a.check_every)
         point = {k: v for k, v in before.items() if k not in ("rate_remeasured", "container")}
         point["bpp"] = r["bpp"]
         if a.from_twin:
@@ -157,12 +167,16 @@ def main() -> None:
             carried = {"bpp_before": before["bpp"]}
             how = ("every image compressed again; each stream's decoded codes equal the model's, so the decoded "
                    "images, embeddings and accuracy are those of the earlier measurement")
+        if a.check_every > 1:
+            how = how.replace("each stream's decoded codes equal",
+                              f"the decoded codes of every {a.check_every}th stream ({r['n_checked']} images) equal")
         point["container"] = {"format": CONTAINER_FORMAT, "measured": True}
         point["rate_remeasured"] = {
             **carried,
             "prior": r["prior"],
             "prior_format": r["prior_format"],
-            "images_checked": r["n_images"],
+            "images_rated": r["n_images"],
+            "images_checked": r["n_checked"],
             "payload_types": r["payload_types"],
             "how": how,
             "code_commit": code_commit(),
@@ -172,7 +186,7 @@ def main() -> None:
         out["provenance"] = provenance(seed=old.get("provenance", {}).get("seed"))
         save_results(out, a.out)
         print(f"{job}: {before['bpp']:.4f} -> {r['bpp']:.4f} bpp ({100 * (1 - r['bpp'] / before['bpp']):.1f} % fewer), "
-              f"{r['n_images']} images, {time.time() - t0:.0f} s", flush=True)
+              f"{r['n_images']} images ({r['n_checked']} decoded and checked), {time.time() - t0:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,8 @@ DEFAULT_SWEEP: dict[str, tuple[Any, ...]] = {
     "avif": (0, 5, 10, 20, 30, 40, 50, 70),
     "facekit-mse": (),  # () means: the codec's own settings
     "facekit-joint": (),
-    "facekit-jointrate-entropy": (),  # the best whole-image variant (rate term, range-coded)
+    "facekit-jointrate-entropy": (),  # rate term, range-coded
+    "facekit-jointface-entropy": (),  # the best whole-image variant (face-weighted distortion, rate term, range-coded)
     "facekit-joint-roi": (),
     "facekit-jointrate-entropy-roi": (),  # ... and the best ROI one
     "jpeg2000-roi": (0.03, 0.05, 0.1, 0.2, 0.4),

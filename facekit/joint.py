@@ -393,6 +393,14 @@ def finetune_joint(
         if cfg.finetune_recognizer and "recognizer" in state:
             recognizer.load_state_dict(state["recognizer"])
         step = int(state["step"])
+
+    def save_checkpoint() -> None:
+        atomic_save({
+            "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": step,
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            **({"recognizer": recognizer.state_dict()} if cfg.finetune_recognizer else {}),
+        }, ckpt)
+
     def set_lr(value: float) -> None:
         for group in opt.param_groups:
             group["lr"] = value
@@ -415,11 +423,7 @@ def finetune_joint(
             if elapsed >= time_limit_s:
                 cfg = dataclasses.replace(cfg, steps=step)
                 end = step
-                atomic_save({
-                    "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": step,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    **({"recognizer": recognizer.state_dict()} if cfg.finetune_recognizer else {}),
-                }, ckpt)
+                save_checkpoint()
                 break
         if cfg.lr_drop_at and step == cfg.lr_drop_at:
             set_lr(cfg.lr * 0.1)
@@ -446,11 +450,7 @@ def finetune_joint(
                       f"psnr {row['psnr']:.2f} id {row.get('identity', 0):.4f}"
                       + (f" bpp {row['bpp']:.4f}" if "bpp" in row else ""), flush=True)
         if step % cfg.checkpoint_every == 0 or step == end:
-            atomic_save({
-                "version": CHECKPOINT_VERSION, "config": cfg.to_dict(), "step": step,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                **({"recognizer": recognizer.state_dict()} if cfg.finetune_recognizer else {}),
-            }, ckpt)
+            save_checkpoint()
     summary: dict[str, Any] = {
         "rate_point": cfg.rate, "steps_done": step, "steps": cfg.steps, "finished": step >= cfg.steps,
         "config": cfg.to_dict(), "train_images": len(train_data), "val_images": [data.names[i] for i in val_idx],

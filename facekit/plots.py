@@ -25,6 +25,8 @@ STYLE = {
     "facekit-joint-entropy": dict(color="tab:cyan", marker="P", lw=2.5),
     "facekit-jointrate": dict(color="tab:pink", marker="d", lw=1.5),
     "facekit-jointrate-entropy": dict(color="tab:pink", marker="X", lw=2.5),
+    "facekit-jointface": dict(color="tab:olive", marker="h", lw=1.5),
+    "facekit-jointface-entropy": dict(color="darkgreen", marker="H", lw=3),
 }
 # region-of-interest variants (facekit.roi): the colour of their codec, dotted, hollow markers
 STYLE.update({f"{k}-roi": {**v, "ls": ":", "mfc": "none"} for k, v in list(STYLE.items()) if k != "uncompressed"})

@@ -739,6 +739,15 @@ variant, `jointrate` (codec `facekit-jointrate-entropy`), beside the `joint` wei
 its prior afterwards (`python -m facekit.train prior q2 --variant jointrate --layout 4`:
 the shipped jointrate priors are small integer networks over a wide causal window,
 `facekit-prior/4`; `--layout 3` fits count tables, which a later run's rate term can read).
+
+The recogniser reads only the face chip, so the distortion term may weigh the background
+less: `--background-weight 0.1` multiplies the squared error outside the chip (found on
+the original, `facekit.joint.face_weights`) by 0.1, and the run ships as the `jointface`
+variant (`facekit-jointface-entropy`). Those weights were trained on a lent GPU, several rate
+points side by side for a fixed time each: `facekit joint --write-pack pack.npz` writes the
+training split (files and transforms, 14 MB) for a machine without LFW or dlib, and
+`bash scripts/gpu_joint.sh pack.npz DLIB_WEIGHTS runs/gpu 450` runs the lines of
+`scripts/gpu_joint_runs.txt` with `--time-limit 450`.
 """),
     ]
 

@@ -126,7 +126,7 @@ def test_the_command_line_offers_every_variant_without_loading_torch():
         "print(a.variant, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["jointrate", "False"]
+    assert out == ["jointface", "False"]
     from facekit.codecs import CODECS
     from facekit.codecs.learned import VARIANTS as learned_variants
     from facekit.codecs.registry import VARIANTS

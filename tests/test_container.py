@@ -38,7 +38,8 @@ def test_roundtrip_and_overhead():
 
 @pytest.mark.parametrize(
     ("name", "ident"),
-    [("mse-q1", 0), ("mse-q3", 2), ("joint-q5", 36), ("jointrate-q2-ctx", 81), ("jointrate-q16-ctx", 95)],
+    [("mse-q1", 0), ("mse-q3", 2), ("joint-q5", 36), ("jointrate-q2-ctx", 81), ("jointrate-q16-ctx", 95),
+     ("jointface-q3", 98), ("jointface-q4-ctx", 115)],
 )
 def test_model_ids(name, ident):
     assert container.model_id(name) == ident
@@ -59,8 +60,8 @@ def test_other_names_are_spelled_out(name):
 
 def test_unknown_model_id():
     data = bytearray(make())
-    data[3] = 3 << 5  # a variant number no facekit has (yet)
-    with pytest.raises(BitstreamError, match="unknown model id 96"):
+    data[3] = len(container.ID_VARIANTS) << 5  # a variant number no facekit has (yet)
+    with pytest.raises(BitstreamError, match=f"unknown model id {len(container.ID_VARIANTS) * 32}"):
         container.parse(recrc(bytes(data)))
 
 

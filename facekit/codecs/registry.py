@@ -11,7 +11,8 @@ from .base import Codec
 
 #: the trained variants of the learned codec (weights ``<variant>-q<N>``): mse: distortion only
 #: (phase one); joint: + identity term (phase two); jointrate: + identity term + rate term of
-#: the context prior, for the entropy-coded variant. Here, not in the torch-using
+#: the context prior, for the entropy-coded variant; jointface: as jointrate, with the squared
+#: error of the background (outside the recogniser's face chip) weighted down. Here, not in the torch-using
 #: ``facekit.codecs.learned``, so that command lines can offer them without loading torch.
 VARIANTS = ("mse", "joint", "jointrate", "jointface")
 
