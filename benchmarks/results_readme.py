@@ -54,8 +54,14 @@ def main() -> None:
         for n, pts in res["codecs"].items()
         if any(_own(p) for p in pts)
     ]
+    def _checked(r: dict) -> str:
+        rated, checked = r.get("images_rated"), r.get("images_checked")
+        if rated and checked is not None and checked < rated:
+            return f"; codes checked on {checked} of {rated} streams"
+        return ""
+
     twins = [
-        f"`{n}:{p['setting']}` (from `{p['rate_remeasured']['accuracy_from']}`)"
+        f"`{n}:{p['setting']}` (from `{p['rate_remeasured']['accuracy_from']}`{_checked(p['rate_remeasured'])})"
         for n, pts in res["codecs"].items()
         for p in pts
         if (p.get("rate_remeasured") or {}).get("accuracy_from")
@@ -68,7 +74,7 @@ def main() -> None:
     if twins:
         lines.append(
             "Range-coded points whose accuracy and PSNR are those of their PNG twin, which decodes to the same images "
-            f"(`benchmarks/rerate.py --from-twin`, every stream's codes checked): {', '.join(twins)}."
+            f"(`benchmarks/rerate.py --from-twin`, every stream's codes checked unless noted): {', '.join(twins)}."
         )
     carried = [
         f"`{n}` ({', '.join(str(p['setting']) for p in pts if 'bpp_format1' in (p.get('container') or {}))})"
@@ -96,6 +102,10 @@ def main() -> None:
     rate_gain = rate_term_gain_table(res)
     if rate_gain:
         lines += ["## What the rate term adds to joint training (both range-coded)", "", rate_gain, ""]
+    face_gain = rate_term_gain_table(res, rated="facekit-jointface-entropy")
+    if face_gain:
+        lines += ["## What the face-weighted distortion adds to joint training (both range-coded, GPU runs)", "",
+                  face_gain, ""]
     if args.notes and args.notes.exists():
         lines += [args.notes.read_text()]
     out = args.out or args.results.parent / "README.md"

@@ -8,6 +8,8 @@ over LFW pair images (the evaluation images, never trained on). Writes
 ``results/roi_face_psnr.json`` unless ``--out`` says otherwise.
 
     python benchmarks/roi_face_psnr.py --n 100
+    python benchmarks/roi_face_psnr.py --n 100 --no-roi --jobs facekit-joint:q3 facekit-jointface:q3 \
+        --out results/face_psnr_jointface.json      # the face-weighted codec against plain joint training
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ def psnr_over(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> f
     return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
 
 
+def _job(text: str) -> tuple[str, str | int | float]:
+    """``"avif:10"`` -> ``("avif", 10)``; ``"facekit-joint:q3"`` -> ``("facekit-joint", "q3")``."""
+    name, sep, setting = text.rpartition(":")
+    if not sep or not name or not setting:
+        raise SystemExit(f"--jobs wants CODEC:SETTING, got {text!r}")
+    for kind in (int, float):
+        try:
+            return name, kind(setting)
+        except ValueError:
+            pass
+    return name, setting
+
+
 def main() -> None:
     from facekit.codecs import get_codec
     from facekit.codecs.base import bits_per_pixel
@@ -46,7 +61,11 @@ def main() -> None:
     ap.add_argument("--root", default=None)
     ap.add_argument("--n", type=int, default=100, help="images, spread evenly over the pair images")
     ap.add_argument("--out", type=Path, default=REPO / "results" / "roi_face_psnr.json")
+    ap.add_argument("--jobs", nargs="+", metavar="CODEC:SETTING", default=None,
+                    help="instead of the built-in list, e.g. facekit-jointface:q3 avif:10")
+    ap.add_argument("--no-roi", action="store_true", help="only the codecs named, not their -roi versions too")
     args = ap.parse_args()
+    jobs = JOBS if args.jobs is None else [_job(j) for j in args.jobs]
     lfw = open_lfw(args.root)
     names = sorted(lfw.pair_images())
     names = [names[i] for i in sorted(set(np.linspace(0, len(names) - 1, args.n).round().astype(int).tolist()))]
@@ -57,8 +76,8 @@ def main() -> None:
     print(f"{len(images)} LFW pair images; face = the pixels of the recogniser's chip "
           f"({100 * np.mean([c.mean() for c in chips]):.0f} % of the image on average)")
     print(f"{'codec':20s} {'setting':>7s} {'bpp':>7s} {'PSNR':>6s} {'face PSNR':>9s}")
-    for base, setting in JOBS:
-        for name in (base, f"{base}-roi"):
+    for base, setting in jobs:
+        for name in (base,) if args.no_roi else (base, f"{base}-roi"):
             try:
                 codec = get_codec(name)
             except Exception as e:  # noqa: BLE001 - report and go on

@@ -305,3 +305,39 @@ def test_recontainer_carries_format_1_points_to_what_format_2_measures(faces, tm
         save_results(bad, src)  # jointrate q1 has a facekit-prior/4, newer than format 2
         r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=env)
         assert r.returncode != 0 and "re-measure it with benchmarks/rerate.py" in r.stderr, r.stderr[-500:]
+
+
+def test_results_readme_says_how_many_streams_a_twin_point_checked(faces, tmp_path):
+    """benchmarks/results_readme.py names a --check-every point's partial check; roi_face_psnr parses its --jobs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    both = {"facekit-jointrate": ("q1",), "facekit-jointrate-entropy": ("q1",)}
+    res = evaluate(faces, codecs=both, recognizer=TinyRecognizer(), progress=False)
+    point = res["codecs"]["facekit-jointrate-entropy"][0]
+    point["rate_remeasured"] = {"accuracy_from": "facekit-jointrate:q1", "images_rated": 12, "images_checked": 2}
+    src = save_results(res, tmp_path / "ra.json")
+    out = tmp_path / "README.md"
+    cmd = [sys.executable, str(root / "benchmarks" / "results_readme.py"), str(src), "--out", str(out)]
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = out.read_text()
+    assert "`facekit-jointrate-entropy:q1` (from `facekit-jointrate:q1`; codes checked on 2 of 12 streams)" in text
+    point["rate_remeasured"]["images_checked"] = 12  # every stream checked: nothing to note
+    save_results(res, src)
+    r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert r.returncode == 0 and "codes checked on" not in out.read_text()
+
+    sys.path.insert(0, str(root / "benchmarks"))
+    try:
+        import roi_face_psnr
+    finally:
+        sys.path.remove(str(root / "benchmarks"))
+    assert roi_face_psnr._job("avif:10") == ("avif", 10)
+    assert roi_face_psnr._job("jpeg2000:0.1") == ("jpeg2000", 0.1)
+    assert roi_face_psnr._job("facekit-jointface:q3") == ("facekit-jointface", "q3")
+    with pytest.raises(SystemExit, match="CODEC:SETTING"):
+        roi_face_psnr._job("avif")
