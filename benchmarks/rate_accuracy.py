@@ -42,6 +42,7 @@ REPRO: dict[str, tuple[Any, ...]] = {
     "facekit-joint-roi": (),
     "facekit-jointrate-roi": (),
     "facekit-jointrate-entropy-roi": (),
+    "facekit-jointrate-entropy-roi-bg": ("q2", "q3", "q4", "q5"),  # the face as -roi, the background at q1
     "jpeg2000-roi": (0.05, 0.1, 0.2),
     "avif-roi": (0, 10, 20, 30, 50),
 }

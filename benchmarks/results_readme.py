@@ -10,7 +10,7 @@ from pathlib import Path
 
 from facekit.evaluate import load_results
 from facekit.goals import goals_table, joint_gain_table, rate_term_gain_table
-from facekit.plots import rate_accuracy_figure, roi_figure, summary_table
+from facekit.plots import is_roi, rate_accuracy_figure, roi_figure, summary_table
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     args = ap.parse_args()
     res = load_results(args.results)
     fig = args.results.with_suffix(".png")
-    roi = [n for n in res["codecs"] if n.endswith("-roi")]
+    roi = [n for n in res["codecs"] if is_roi(n)]
     rate_accuracy_figure(res, fig, codecs=[n for n in res["codecs"] if n not in roi])
     roi_fig = fig.with_name(fig.stem + "_roi.png")
     roi_figure(res, roi_fig)

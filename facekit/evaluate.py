@@ -48,6 +48,7 @@ DEFAULT_SWEEP: dict[str, tuple[Any, ...]] = {
     "facekit-jointface-entropy": (),  # the best whole-image variant (face-weighted distortion, rate term, range-coded)
     "facekit-joint-roi": (),
     "facekit-jointrate-entropy-roi": (),  # ... and the best ROI one
+    "facekit-jointrate-entropy-roi-bg": ("q2", "q3", "q4", "q5"),  # ... and with a q1 background
     "jpeg2000-roi": (0.03, 0.05, 0.1, 0.2, 0.4),
     "avif-roi": (0, 10, 20, 30, 50),
 }

@@ -9,7 +9,7 @@ JPEG. facekit's goals go further (the issue tracker's "what it must show"):
 3. within 0.5 points of the uncompressed images (at least 98.25 %) at 0.1 bpp;
 4. a bitrate saving of at least 50 % against AVIF and WebP at equal accuracy.
 
-For a region-of-interest codec (a name ending in ``-roi``, :mod:`facekit.roi`) the same
+For a region-of-interest codec (a name ending in ``-roi`` or ``-roi-bg``, :mod:`facekit.roi`) the same
 goals are checked, and then again against the baselines that code only the face too
 (``jpeg2000-roi``, ``avif-roi``, ``webp-roi``), the comparison that separates what the
 learned codec adds from what ROI coding alone gives.
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .bdrate import bd_rate, curve, monotone_envelope, quality_at, rate_at
+from .plots import is_roi
 
 #: the accuracy (fraction) that goal 3 asks for at 0.1 bpp
 TARGET_ACCURACY = 0.9825
@@ -133,7 +134,7 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
 
     for other in ("avif", "webp"):
         saving(other, f"bitrate saving of at least 50 % against {other.upper() if other == 'avif' else 'WebP'}", 0.5)
-    if learned.endswith("-roi"):
+    if is_roi(learned):
         # the fair comparison for region-of-interest coding: baselines that code only the face too
         for other, label in (("jpeg2000-roi", "JPEG 2000"), ("avif-roi", "AVIF"), ("webp-roi", "WebP")):
             if other in codecs:

@@ -29,7 +29,14 @@ STYLE = {
     "facekit-jointface-entropy": dict(color="darkgreen", marker="H", lw=3),
 }
 # region-of-interest variants (facekit.roi): the colour of their codec, dotted, hollow markers
-STYLE.update({f"{k}-roi": {**v, "ls": ":", "mfc": "none"} for k, v in list(STYLE.items()) if k != "uncompressed"})
+# (with a coded background, -roi-bg: dash-dotted)
+STYLE.update({f"{k}{suffix}": {**v, "ls": ls, "mfc": "none"} for k, v in list(STYLE.items()) if k != "uncompressed"
+              for suffix, ls in (("-roi", ":"), ("-roi-bg", "-."))})
+
+
+def is_roi(name: str) -> bool:
+    """A region-of-interest codec (``-roi``, or ``-roi-bg`` with a coded background: :mod:`facekit.roi`)."""
+    return name.endswith("-roi") or "-roi-" in name
 
 LEARNED_PREFIX = "facekit"
 
@@ -44,7 +51,8 @@ def rate_accuracy_figure(
 
     ``codecs`` draws only those (in that order); by default every codec of the results.
     Region-of-interest codecs (``-roi``) are left out of the PSNR panel: their background
-    is flat by design, so their whole-image PSNR says nothing about the face.
+    is flat by design, so their whole-image PSNR says nothing about the face (``-roi-bg``
+    codecs code a background, so they stay).
     """
     import matplotlib
 
@@ -68,7 +76,7 @@ def rate_accuracy_figure(
     n = results.get("protocol", {}).get("n_pairs", "")
     ax1.set(xscale="log", xlabel="bits per pixel", ylabel="LFW verification accuracy (%)",
             title=title or f"rate-accuracy ({rec}, {n} pairs, 10-fold)")
-    roi = any(n.endswith("-roi") for n in names)
+    roi = any(n.endswith("-roi") for n in names)  # left out of the PSNR panel
     ax2.set(xscale="log", xlabel="bits per pixel", ylabel="PSNR (dB)",
             title="rate-distortion" + (" (whole image; ROI codecs left out)" if roi else ""))
     for ax in (ax1, ax2):
@@ -120,11 +128,11 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
 
 
 def roi_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = None):
-    """The region-of-interest codecs (``-roi``) beside the codecs they are made from, or
-    None when the results hold no ROI codec; saved to ``path`` when given."""
-    roi = [n for n in results["codecs"] if n.endswith("-roi")]
+    """The region-of-interest codecs (``-roi``, ``-roi-bg``) beside the codecs they are made
+    from, or None when the results hold no ROI codec; saved to ``path`` when given."""
+    roi = [n for n in results["codecs"] if is_roi(n)]
     if not roi:
         return None
-    pair = [n for k in roi for n in (k.removesuffix("-roi"), k) if n in results["codecs"]]
+    pair = [n for k in roi for n in (k[: k.index("-roi")], k) if n in results["codecs"]]
     return rate_accuracy_figure(results, path, codecs=["uncompressed", *dict.fromkeys(pair)],
                                 title="region of interest: only the face chip is coded (facekit.roi)")

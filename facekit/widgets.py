@@ -42,7 +42,7 @@ from .reproduce import resolve_device
 #: codecs offered by default, in this order, when available
 DEFAULT_CODECS = (
     "facekit-joint", "facekit-jointface-entropy", "facekit-jointrate-entropy", "facekit-mse", "facekit-joint-roi", "facekit-jointrate-entropy-roi",
-    "jpeg", "jpeg2000", "webp", "avif", "avif-roi",
+    "facekit-jointrate-entropy-roi-bg", "jpeg", "jpeg2000", "webp", "avif", "avif-roi",
 )
 
 #: a short description of each codec's setting, for the slider's label

@@ -383,6 +383,16 @@ def test_cli_range_coded_roi_is_smaller_and_decodes_to_the_png_roi_image(tmp_pat
     assert main(["decompress", str(tmp_path / "ranged.fkc"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
     with Image.open(tmp_path / "out.png") as im:
         assert np.array_equal(np.asarray(im), LearnedCodec("jointrate").decode(png))
+    # --background q1: a second stream for the rest of the image; the face decodes as before
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "bg.fkc"), "--entropy",
+                 "--background", "q1", *w]) == 0
+    both = (tmp_path / "bg.fkc").read_bytes()
+    assert container.parse(both).payload[0] == LearnedCodec.PAYLOAD_MASKED_BG and len(ranged) < len(both)
+    assert main(["decompress", str(tmp_path / "bg.fkc"), "-o", str(tmp_path / "bg.png"), "--quiet"]) == 0
+    with Image.open(tmp_path / "bg.png") as im:
+        assert np.array_equal(np.asarray(im), LearnedCodec("jointrate", entropy=True).decode(both))
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "no.fkc"), "--background", "q1", *w]) != 0
+    assert not (tmp_path / "no.fkc").exists()
 
 
 def test_shipped_q3_prior_round_trips_the_codes_of_johnny_tapia_0003():

@@ -161,7 +161,7 @@ def test_region_geometry_rebuilds_the_mask_exactly_and_refuses_garbage():
 def test_every_roi_codec_is_registered():
     for name in ("jpeg-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-mse-roi", "facekit-joint-roi",
                  "facekit-jointrate-roi", "facekit-mse-entropy-roi", "facekit-joint-entropy-roi",
-                 "facekit-jointrate-entropy-roi"):
+                 "facekit-jointrate-entropy-roi", "facekit-jointrate-entropy-roi-bg"):
         try:
             codec = get_codec(name)
         except Exception as e:  # noqa: BLE001 - AVIF or the weights may be missing here
@@ -235,6 +235,61 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
     assert ent_roi.encode(img, "q4") == ent.encode(img, "q4")
 
 
+def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
+    """-entropy-roi-bg: the face region decodes as with -entropy-roi, the rest from q1's codes, not flat."""
+    from facekit.codecs.learned import LearnedCodec, _leb128, _read_leb128
+    from facekit.container import pack, parse
+    from facekit.errors import BitstreamError, CodecError
+
+    img = _wavy_image(160, 144)
+    roi, bg = _learned("facekit-mse-entropy-roi"), _learned("facekit-mse-entropy-roi-bg")
+    ent = _learned("facekit-mse-entropy")
+    assert bg.name == "facekit-mse-entropy-roi-bg" and bg.background == "q1"
+    region = chip_at(40, 50, scale=0.5, angle=0.2)
+    roi.roi = bg.roi = FixedFinder(region, margin=4.0)
+    inside = region_mask(region, img.shape[:2], cell=1, margin=4.0)
+    q1 = ent.decode(ent.encode(img, "q1"))
+    for rate in ("q2", "q4"):
+        a, b = bg.encode(img, rate), roi.encode(img, rate)
+        c = parse(a)
+        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED_BG
+        assert len(b) < len(a) < len(b) + len(ent.encode(img, "q1"))  # the background costs less than a q1 image
+        face_only, both = roi.decode(b), bg.decode(a)
+        assert np.array_equal(ent.decode(a), both)  # the plain -entropy codec reads it too
+        assert np.array_equal(both[inside], face_only[inside])  # what the recogniser sees is unchanged
+        outside = ~inside
+        err = np.abs(both[outside].astype(int) - img[outside]).mean()
+        assert err < np.abs(face_only[outside].astype(int) - img[outside]).mean() - 2  # a background, not a flat colour
+        assert np.abs(both[outside].astype(int) - q1[outside]).mean() < 8  # ... at about q1's quality
+    # the batch path gives the same bytes and images
+    assert bg.encode_batch([img, img], "q4") == [a, a] and all(np.array_equal(x, both) for x in bg.decode_batch([a, a]))
+    # damaged or foreign type-3 payloads end in BitstreamError
+    fp = ent._load("q4")["fingerprint"]
+    used = unpack_region(c.payload[1:])[2]
+    n = 1 + used + ent._load("q4")["model"].rate_point.channels  # tag, geometry, q4's fill values: the rate byte
+    for cut in (3, n, n + 3, n + 6, len(c.payload) - 40):
+        with pytest.raises(BitstreamError):
+            ent.decode(pack(c.model, fp, c.height, c.width, c.payload[:cut]))
+    for pos, value, why in ((n, 9, "background rate point 'q9'"), (n + 1, c.payload[n + 1] ^ 0xFF, "other mse-q1")):
+        forged = bytearray(c.payload)
+        forged[pos] = value
+        with pytest.raises(BitstreamError, match=why):
+            ent.decode(pack(c.model, fp, c.height, c.width, bytes(forged)))
+    # no face: the whole image at the face's rate, byte for byte as without ROI
+    bg.roi = FixedFinder(FaceRegion(None, "none"))
+    assert bg.encode(img, "q4") == ent.encode(img, "q4")
+    with pytest.raises(CodecError, match="roi=True and entropy=True"):
+        LearnedCodec("mse", roi=True, background="q1")
+    with pytest.raises(CodecError, match="no rate point 'q9'"):
+        LearnedCodec("mse", roi=True, entropy=True, background="q9")
+    for value in (0, 1, 127, 128, 300, 2**21, 2**28 - 1):
+        assert _read_leb128(b"x" + _leb128(value) + b"y", 1) == (value, 1 + len(_leb128(value)))
+    with pytest.raises(BitstreamError, match="truncated"):
+        _read_leb128(_leb128(300)[:1], 0)
+    with pytest.raises(BitstreamError, match="more than 5 bytes"):
+        _read_leb128(b"\xff" * 6, 0)
+
+
 def test_finder_caches_by_pixels(smooth_image):
     finder = FaceRegionFinder()
     calls = []
@@ -283,3 +338,21 @@ def test_figure_draws_only_the_codecs_asked_for():
     assert [line.get_label() for line in fig.axes[1].get_lines()] == ["avif"]  # no whole-image PSNR for ROI
     assert STYLE["avif-roi"]["color"] == STYLE["avif"]["color"] and STYLE["avif-roi"]["ls"] == ":"
     assert len(rate_accuracy_figure(res).axes[0].get_lines()) == 3
+
+
+def test_roi_codecs_with_a_background_count_as_roi_but_keep_their_psnr():
+    from facekit.goals import check_goals
+    from facekit.plots import STYLE, is_roi, rate_accuracy_figure, roi_figure
+
+    assert is_roi("avif-roi") and is_roi("facekit-jointrate-entropy-roi-bg") and not is_roi("facekit-jointrate-entropy")
+    pts = [{"setting": s, "bpp": b, "acc_mean": a, "acc_std": 0.01, "psnr": p}
+           for s, b, a, p in (("q2", 0.05, 0.93, 20.0), ("q3", 0.08, 0.97, 20.5))]
+    res = {"codecs": {"facekit-jointrate-entropy": pts, "facekit-jointrate-entropy-roi-bg": pts, "avif-roi": pts}}
+    fig = rate_accuracy_figure(res)
+    assert [ln.get_label() for ln in fig.axes[1].get_lines()] == ["facekit-jointrate-entropy",
+                                                                  "facekit-jointrate-entropy-roi-bg"]
+    assert STYLE["facekit-jointrate-entropy-roi-bg"]["ls"] == "-."
+    drawn = [ln.get_label() for ln in roi_figure(res).axes[0].get_lines()]
+    assert drawn == ["facekit-jointrate-entropy", "facekit-jointrate-entropy-roi-bg", "avif-roi"]
+    goals = [g["goal"] for g in check_goals(res, "facekit-jointrate-entropy-roi-bg")]
+    assert any(g.startswith("ROI baselines: above AVIF with ROI") for g in goals)

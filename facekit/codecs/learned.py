@@ -25,6 +25,15 @@ and one fill value per channel, and range-codes only the codes inside the region
 decoder rebuilds the mask from the geometry. Both decode to the same image, so the two
 ROI codecs differ in rate only (about 25-35 % fewer bytes for the range-coded one).
 
+``background="q1"`` with ``roi=True, entropy=True`` (``facekit-<variant>-entropy-roi-bg``)
+keeps a background instead of a flat one: after the face region's stream comes a second,
+range-coded stream of the lowest rate point's codes outside the region (payload type 3).
+The decoder pastes the face decoder's pixels inside the region (the chip and its margin)
+over the background decoder's image, so the recogniser sees exactly what the ROI codec
+gives it, and a viewer sees the whole scene at the lowest rate's quality. This is the
+region-of-interest idea of JPEG 2000 (Part 1's Maxshift: the face first, the rest at a
+lower rate) with two learned rate points.
+
 Weights are listed in ``facekit/weights/manifest.json`` with their sha256; a file is
 checked against it before ``torch.load(..., weights_only=True)`` reads it, and a file
 that does not match is refused (:class:`~facekit.errors.WeightsError`).
@@ -272,7 +281,10 @@ class LearnedCodec(Codec):
     stored, so the bytes are ordinary bitstreams of the same model. With ``entropy=True``
     as well (``facekit-<variant>-entropy-roi``) the payload is range-coded inside the
     region only, after the region's geometry (payload type 2); ``facekit-<variant>-entropy``
-    decodes it, to the same image as the PNG ROI stream.
+    decodes it, to the same image as the PNG ROI stream. ``background`` (a rate point of
+    the same variant, with ``roi`` and ``entropy``; names ``facekit-<variant>-entropy-roi-bg``)
+    adds that rate point's codes outside the region as a second stream (payload type 3),
+    so the decoded background is a low-rate image instead of a flat colour.
     """
 
     integer_setting = False
@@ -287,6 +299,7 @@ class LearnedCodec(Codec):
         entropy: bool = False,
         roi: bool = False,
         roi_margin: float = 4.0,
+        background: str | None = None,
         max_pixels: int = MAX_PIXELS,
     ) -> None:
         if variant not in VARIANTS:
@@ -294,7 +307,11 @@ class LearnedCodec(Codec):
         self.variant = variant
         self.entropy = bool(entropy)
         self.max_pixels = int(max_pixels)
-        self.name = f"facekit-{variant}" + ("-entropy" if self.entropy else "") + ("-roi" if roi else "")
+        if background is not None and not (roi and self.entropy):
+            raise CodecError("a coded background (background=...) needs roi=True and entropy=True")
+        self.background = background
+        self.name = (f"facekit-{variant}" + ("-entropy" if self.entropy else "") + ("-roi" if roi else "")
+                     + ("-bg" if background is not None else ""))
         self.roi = None
         if roi:
             from ..roi import FaceRegionFinder
@@ -317,6 +334,9 @@ class LearnedCodec(Codec):
                 + (f" (the {variant} variant is made by phase-two training, facekit joint --install)"
                    if variant != "mse" else "")
             )
+        if background is not None and background not in self.settings:
+            raise CodecError(f"{self.name}: no rate point {background!r} for the background; "
+                             f"settings: {', '.join(self.settings)}")
         self._models: dict[str, dict[str, Any]] = {}
 
     # ---------------------------------------------------------------- models
@@ -372,6 +392,13 @@ class LearnedCodec(Codec):
                         self._entropy_payload(loaded["prior"], qi, model.rate_point.bits, r)
                         for qi, r in zip(q, regions, strict=True)
                     ]
+                    if self.background is not None and any(r is not None for r in regions):
+                        bg = self._load(self.background)
+                        qb = bg["model"].codes(x.to(self.device)).numpy()
+                        payloads = [
+                            p if r is None else self._background_payload(loaded["prior"], qi, r, bg, qbi, (h, w))
+                            for p, qi, r, qbi in zip(payloads, q, regions, qb, strict=True)
+                        ]
                 else:
                     payloads = [pack_png(qi, model.rate_point.bits) for qi in q]
             else:
@@ -418,7 +445,10 @@ class LearnedCodec(Codec):
             loaded = self._load(rate)
             model: FaceCodecNet = loaded["model"]
             payloads = [parsed[i][0].payload for i in idx]
+            backgrounds: list[dict[str, Any] | None] = [None] * len(payloads)
             if self.entropy:
+                split = [self._split_background(p, model.rate_point.channels) for p in payloads]
+                payloads, backgrounds = [a for a, _ in split], [b for _, b in split]
                 c_, ch, cw = model.rate_point.code_shape(h, w)
                 q = torch.from_numpy(
                     np.stack([
@@ -431,13 +461,100 @@ class LearnedCodec(Codec):
             x_hat = model.decode_codes(q, (h, w))
             arr = torch.round(x_hat * 255.0).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             for j, i in enumerate(idx):
-                out[i] = np.ascontiguousarray(arr[j])
+                face = np.ascontiguousarray(arr[j])
+                out[i] = face if backgrounds[j] is None else self._paste_on_background(face, backgrounds[j], (h, w))
         return [a for a in out if a is not None]
 
     #: first byte of an entropy-variant payload: range-coded with the context model, PNG, or
     #: range-coded inside a face region (ROI: the region's geometry, the fill values, then
     #: only the codes inside the region)
     PAYLOAD_RANGE, PAYLOAD_PNG, PAYLOAD_MASKED = 0, 1, 2
+    #: the face region as PAYLOAD_MASKED, then a background stream of another rate point's
+    #: codes outside the region: [3] geometry, face fill (C bytes), background rate point N
+    #: (1 byte, "qN"), 4 bytes of its fingerprint, background fill (C' bytes), the face
+    #: stream's length (LEB128), the face stream, the background stream
+    PAYLOAD_MASKED_BG = 3
+
+    def _background_payload(
+        self,
+        prior: RangeCodedPrior,
+        q: np.ndarray,
+        region: tuple[np.ndarray, bytes],
+        bg: dict[str, Any],
+        qb: np.ndarray,
+        image_shape: tuple[int, int],
+    ) -> bytes:
+        """Payload type 3: ``q``'s face-region stream plus ``qb`` (the background rate point's codes) outside it.
+
+        The background's mask is rebuilt from the stored geometry, as the decoder will.
+        """
+        from ..roi import mask_codes, region_mask, unpack_region
+
+        assert self.background is not None
+        keep, geometry = region
+        stored, margin, _ = unpack_region(geometry)
+        face_fill = q[:, ~keep][:, 0].astype(np.uint8)
+        face_stream = prior.encode(q, mask=keep)
+        inside = region_mask(stored, image_shape, cell=bg["model"].downsample, margin=margin)[: qb.shape[1], : qb.shape[2]]
+        qb = mask_codes(qb, ~inside)  # the background's codes inside the face region: their mean, never coded
+        bg_fill = (qb[:, inside][:, 0] if inside.any() else np.zeros(qb.shape[0])).astype(np.uint8)
+        bg_stream = bg["prior"].encode(qb, mask=~inside)
+        return (bytes([self.PAYLOAD_MASKED_BG]) + geometry + face_fill.tobytes()
+                + bytes([int(self.background[1:])]) + container.model_hash(bg["fingerprint"], 4)
+                + bg_fill.tobytes() + _leb128(len(face_stream)) + face_stream + bg_stream)
+
+    def _split_background(self, payload: bytes, channels: int) -> tuple[bytes, dict[str, Any] | None]:
+        """A type-3 payload as the type-2 payload of its face region plus its background's parts.
+
+        Other payloads come back unchanged with ``None``. A background rate point this codec
+        lacks, a fingerprint that does not match it, or a truncated layout is a
+        :class:`BitstreamError`.
+        """
+        if not payload or payload[0] != self.PAYLOAD_MASKED_BG:
+            return payload, None
+        from ..roi import unpack_region
+
+        body = payload[1:]
+        try:
+            region, margin, used = unpack_region(body)
+        except ValueError as e:
+            raise BitstreamError(f"face-and-background payload: {e}") from e
+        head = used + channels
+        if len(body) < head + 5:
+            raise BitstreamError("face-and-background payload truncated before its background rate point")
+        rate, tag = f"q{body[head]}", body[head + 1 : head + 5]
+        if rate not in self.settings:
+            raise BitstreamError(f"face-and-background payload: background rate point {rate!r}, which "
+                                 f"facekit-{self.variant}-entropy does not have")
+        bg = self._load(rate)
+        if container.model_hash(bg["fingerprint"], 4) != tag:
+            raise BitstreamError(f"face-and-background payload: the background was coded with other "
+                                 f"{self.variant}-{rate} weights or prior than these")
+        cb = bg["model"].rate_point.channels
+        pos = head + 5 + cb
+        fill = body[head + 5 : pos]
+        length, pos = _read_leb128(body, pos)
+        if len(fill) < cb or pos + length > len(body):
+            raise BitstreamError("face-and-background payload truncated")
+        face = bytes([self.PAYLOAD_MASKED]) + body[:head] + body[pos : pos + length]
+        return face, {"rate": rate, "region": region, "margin": margin, "fill": list(fill),
+                      "stream": body[pos + length :]}
+
+    def _paste_on_background(self, face: np.ndarray, bg: dict[str, Any], image_shape: tuple[int, int]) -> np.ndarray:
+        """The background rate point's image with the face region's pixels taken from ``face``."""
+        from ..roi import region_mask
+
+        loaded = self._load(bg["rate"])
+        model: FaceCodecNet = loaded["model"]
+        c, ch, cw = model.rate_point.code_shape(*image_shape)
+        inside = region_mask(bg["region"], image_shape, cell=model.downsample, margin=bg["margin"])[:ch, :cw]
+        if inside.shape != (ch, cw):
+            raise BitstreamError(f"face-and-background payload: mask {inside.shape} does not cover the code {(ch, cw)}")
+        q = loaded["prior"].decode(bg["stream"], ch, cw, mask=~inside, fill=bg["fill"])
+        x = model.decode_codes(torch.from_numpy(q[None]), image_shape)
+        back = torch.round(x[0] * 255.0).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        pixels = region_mask(bg["region"], image_shape, cell=1, margin=bg["margin"])
+        return np.ascontiguousarray(np.where(pixels[..., None], face, back))
 
     @classmethod
     def _entropy_payload(
@@ -531,3 +648,25 @@ class LearnedCodec(Codec):
             },
             **({"roi": self.roi.describe()} if self.roi is not None else {}),
         }
+
+
+def _leb128(n: int) -> bytes:
+    """``n`` >= 0 as an unsigned LEB128 varint (7 bits a byte, high bit: more follow)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_leb128(data: bytes, pos: int, max_bytes: int = 5) -> tuple[int, int]:
+    """``(value, position after it)`` of the LEB128 varint at ``data[pos]``; BitstreamError when cut or too long."""
+    value = 0
+    for k in range(max_bytes):
+        if pos + k >= len(data):
+            raise BitstreamError("face-and-background payload truncated in a length")
+        value |= (data[pos + k] & 0x7F) << (7 * k)
+        if not data[pos + k] & 0x80:
+            return value, pos + k + 1
+    raise BitstreamError("face-and-background payload: a length of more than 5 bytes")

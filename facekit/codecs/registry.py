@@ -34,7 +34,7 @@ def _roi(base: str) -> Callable[..., Codec]:
     return make
 
 
-def _learned(variant: str, entropy: bool = False, roi: bool = False) -> Callable[..., Codec]:
+def _learned(variant: str, entropy: bool = False, roi: bool = False, background: str | None = None) -> Callable[..., Codec]:
     def make(**more: Any) -> Codec:
         try:
             mod = importlib.import_module("facekit.codecs.learned")
@@ -44,6 +44,8 @@ def _learned(variant: str, entropy: bool = False, roi: bool = False) -> Callable
             more.setdefault("entropy", True)
         if roi:
             more.setdefault("roi", True)
+        if background is not None:
+            more.setdefault("background", background)
         return mod.LearnedCodec(variant=variant, **more)
 
     return make
@@ -59,11 +61,13 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "avif": _classic("AVIFCodec"),
     # every variant (VARIANTS) as PNG, range-coded (-entropy: the context prior,
     # facekit.models.quantizer), region of interest (-roi: only the face the recogniser looks
-    # at, facekit.roi) and both (-entropy-roi: only the face region's codes, range-coded)
+    # at, facekit.roi), both (-entropy-roi: only the face region's codes, range-coded), and
+    # that with the background's codes at the lowest rate point q1 as a second stream (-entropy-roi-bg)
     **{
-        f"facekit-{variant}{suffix}": _learned(variant, entropy=entropy, roi=roi)
-        for suffix, entropy, roi in (("", False, False), ("-entropy", True, False), ("-roi", False, True),
-                                     ("-entropy-roi", True, True))
+        f"facekit-{variant}{suffix}": _learned(variant, entropy=entropy, roi=roi, background=background)
+        for suffix, entropy, roi, background in (("", False, False, None), ("-entropy", True, False, None),
+                                                 ("-roi", False, True, None), ("-entropy-roi", True, True, None),
+                                                 ("-entropy-roi-bg", True, True, "q1"))
         for variant in VARIANTS
     },
     "jpeg-roi": _roi("jpeg"),

@@ -3,8 +3,8 @@
 ``facekit compress IN... -o OUT [--rate q3] [--variant mse] [--entropy]`` writes one
 ``.fkc`` container per input image (``--entropy``: range-coded with the fitted context
 model instead of PNG; ``--roi``: only the face the recogniser looks at is coded, see
-:mod:`facekit.roi`); ``facekit decompress IN... -o OUT`` writes one PNG per
-container. Inputs are files or folders (searched recursively; a folder's layout is kept
+:mod:`facekit.roi`; ``--roi --entropy --background q1``: the rest of the image too, at
+q1); ``facekit decompress IN... -o OUT`` writes one PNG per container. Inputs are files or folders (searched recursively; a folder's layout is kept
 under ``OUT``). Every output is written to a temporary name in its folder and renamed
 when complete, so an interrupted run never leaves a partial file under a final name.
 """
@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with --entropy only the face's codes are range-coded, the smallest files",
     )
     c.add_argument("--roi-margin", type=float, default=4.0, metavar="PX", help="pixels kept around the face chip")
+    c.add_argument(
+        "--background", default=None, metavar="RATE",
+        help="with --roi --entropy: code the background too, at this lower rate point (e.g. q1), "
+        "instead of leaving it flat; the face is decoded exactly as without it",
+    )
     c.add_argument("--device", default=None, help="torch device (default cpu)")
     c.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: the shipped weights)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -142,7 +147,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     jobs = _targets(collect(args.inputs, IMAGE_SUFFIXES), args.output, SUFFIX)
     codec = LearnedCodec(args.variant, device=args.device, folder=args.weights, entropy=args.entropy,
-                         roi=args.roi, roi_margin=args.roi_margin)
+                         roi=args.roi, roi_margin=args.roi_margin, background=args.background)
     if args.rate not in codec.settings:
         raise CodecError(f"unknown rate point {args.rate!r}; choose from {', '.join(codec.settings)}")
     bits = pixels = 0
