@@ -388,17 +388,16 @@ class LearnedCodec(Codec):
                     regions = [self._roi_region(imgs[i], qi.shape, model.downsample) for i, qi in zip(idx, q, strict=True)]
                     q = np.stack([self._apply_roi(qi, r) for qi, r in zip(q, regions, strict=True)])
                 if self.entropy:
-                    payloads = [
-                        self._entropy_payload(loaded["prior"], qi, model.rate_point.bits, r)
-                        for qi, r in zip(q, regions, strict=True)
-                    ]
+                    qb: Sequence[np.ndarray | None] = [None] * len(q)
                     if self.background is not None and any(r is not None for r in regions):
                         bg = self._load(self.background)
                         qb = bg["model"].codes(x.to(self.device)).numpy()
-                        payloads = [
-                            p if r is None else self._background_payload(loaded["prior"], qi, r, bg, qbi, (h, w))
-                            for p, qi, r, qbi in zip(payloads, q, regions, qb, strict=True)
-                        ]
+                    payloads = [
+                        self._background_payload(loaded["prior"], qi, r, bg, qbi, (h, w))
+                        if r is not None and qbi is not None
+                        else self._entropy_payload(loaded["prior"], qi, model.rate_point.bits, r)
+                        for qi, r, qbi in zip(q, regions, qb, strict=True)
+                    ]
                 else:
                     payloads = [pack_png(qi, model.rate_point.bits) for qi in q]
             else:
@@ -491,15 +490,13 @@ class LearnedCodec(Codec):
         from ..roi import mask_codes, region_mask, unpack_region
 
         assert self.background is not None
-        keep, geometry = region
-        stored, margin, _ = unpack_region(geometry)
-        face_fill = q[:, ~keep][:, 0].astype(np.uint8)
-        face_stream = prior.encode(q, mask=keep)
+        head, face_stream = self._masked_parts(prior, q, region)
+        stored, margin, _ = unpack_region(region[1])
         inside = region_mask(stored, image_shape, cell=bg["model"].downsample, margin=margin)[: qb.shape[1], : qb.shape[2]]
         qb = mask_codes(qb, ~inside)  # the background's codes inside the face region: their mean, never coded
         bg_fill = (qb[:, inside][:, 0] if inside.any() else np.zeros(qb.shape[0])).astype(np.uint8)
         bg_stream = bg["prior"].encode(qb, mask=~inside)
-        return (bytes([self.PAYLOAD_MASKED_BG]) + geometry + face_fill.tobytes()
+        return (bytes([self.PAYLOAD_MASKED_BG]) + head
                 + bytes([int(self.background[1:])]) + container.model_hash(bg["fingerprint"], 4)
                 + bg_fill.tobytes() + _leb128(len(face_stream)) + face_stream + bg_stream)
 
@@ -546,7 +543,7 @@ class LearnedCodec(Codec):
 
         loaded = self._load(bg["rate"])
         model: FaceCodecNet = loaded["model"]
-        c, ch, cw = model.rate_point.code_shape(*image_shape)
+        _, ch, cw = model.rate_point.code_shape(*image_shape)
         inside = region_mask(bg["region"], image_shape, cell=model.downsample, margin=bg["margin"])[:ch, :cw]
         if inside.shape != (ch, cw):
             raise BitstreamError(f"face-and-background payload: mask {inside.shape} does not cover the code {(ch, cw)}")
@@ -570,10 +567,19 @@ class LearnedCodec(Codec):
         if region is None:
             candidates.insert(0, bytes([cls.PAYLOAD_RANGE]) + prior.encode(q))
         else:
-            keep, geometry = region
-            fill = q[:, ~keep][:, 0].astype(np.uint8)
-            candidates.insert(0, bytes([cls.PAYLOAD_MASKED]) + geometry + fill.tobytes() + prior.encode(q, mask=keep))
+            candidates.insert(0, bytes([cls.PAYLOAD_MASKED]) + b"".join(cls._masked_parts(prior, q, region)))
         return min(candidates, key=len)
+
+    @staticmethod
+    def _masked_parts(prior: RangeCodedPrior, q: np.ndarray, region: tuple[np.ndarray, bytes]) -> tuple[bytes, bytes]:
+        """``(geometry + one fill value per channel, the range-coded codes inside the region)``.
+
+        What a ROI payload (type 2) holds after its tag, and what type 3 holds around the
+        background's parts; ``q`` is already flattened outside the region.
+        """
+        keep, geometry = region
+        fill = q[:, ~keep][:, 0].astype(np.uint8)
+        return geometry + fill.tobytes(), prior.encode(q, mask=keep)
 
     @classmethod
     def _entropy_codes(
