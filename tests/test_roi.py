@@ -263,6 +263,7 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
         assert np.abs(both[outside].astype(int) - q1[outside]).mean() < 8  # ... at about q1's quality
     # the batch path gives the same bytes and images
     assert bg.encode_batch([img, img], "q4") == [a, a] and all(np.array_equal(x, both) for x in bg.decode_batch([a, a]))
+    flipped, at_q2 = bg.encode(np.ascontiguousarray(img[::-1]), "q4"), bg.encode(img, "q2")
     # damaged or foreign type-3 payloads end in BitstreamError
     fp = ent._load("q4")["fingerprint"]
     used = unpack_region(c.payload[1:])[2]
@@ -277,7 +278,11 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
             ent.decode(pack(c.model, fp, c.height, c.width, bytes(forged)))
     # no face: the whole image at the face's rate, byte for byte as without ROI
     bg.roi = FixedFinder(FaceRegion(None, "none"))
-    assert bg.encode(img, "q4") == ent.encode(img, "q4")
+    plain = bg.encode(img, "q4")
+    assert plain == ent.encode(img, "q4")
+    # one batch mixing streams with and without a background, of two rate points, decodes as one by one
+    mixed = [a, plain, flipped, at_q2, flipped]
+    assert all(np.array_equal(x, bg.decode(d)) for x, d in zip(bg.decode_batch(mixed), mixed, strict=True))
     with pytest.raises(CodecError, match="roi=True and entropy=True"):
         LearnedCodec("mse", roi=True, background="q1")
     with pytest.raises(CodecError, match="no rate point 'q9'"):

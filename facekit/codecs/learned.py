@@ -538,7 +538,12 @@ class LearnedCodec(Codec):
                       "stream": body[pos + length :]}
 
     def _paste_on_background(self, face: np.ndarray, bg: dict[str, Any], image_shape: tuple[int, int]) -> np.ndarray:
-        """The background rate point's image with the face region's pixels taken from ``face``."""
+        """The background rate point's image with the face region's pixels taken from ``face``.
+
+        One image at a time, on purpose: decoding a batch's backgrounds together was no faster
+        on CPU (12 LFW images: 1.54 s against 1.34 s) and moved some background pixels by one
+        level against the single-image decode, so a file would decode differently in a batch.
+        """
         from ..roi import region_mask
 
         loaded = self._load(bg["rate"])
