@@ -1,11 +1,13 @@
 """Encode/decode speed (images per second) of the learned codec on CPU, beside JPEG 2000 and AVIF.
 
 A batch of 250x250 images (LFW pair images when ``$FACEKIT_LFW`` is set, else synthetic
-faces-sized images) is encoded and decoded once per codec after a warm-up; the learned
-codec is timed image by image and as one batch (``encode_batch``/``decode_batch``).
-Writes ``results/codec_speed.json``.
+faces-sized images) is encoded and decoded once per codec after a warm-up; each learned
+codec is timed image by image and as one batch (``encode_batch``/``decode_batch``), at each
+of its rate points, and the classical codecs at the settings that match its mean bpp.
+Writes ``results/codec_speed.json``; ``--merge`` keeps the rows of codecs not timed this run.
 
     python benchmarks/codec_speed.py --n 32 --threads 1
+    python benchmarks/codec_speed.py --n 16 --codecs facekit-jointface-entropy --merge
 """
 
 from __future__ import annotations
@@ -57,29 +59,14 @@ def decode_all(codec, datas) -> list[np.ndarray]:
     return [codec.decode(d) for d in datas]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n", type=int, default=32, help="images in the batch")
-    p.add_argument("--root", default=None)
-    p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--rates", nargs="*", default=None, help="learned rate points (default all shipped)")
-    p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"])
-    p.add_argument("--out", default=str(REPO / "results" / "codec_speed.json"))
-    args = p.parse_args(argv)
-
-    import torch
-
+def time_learned(learned, images, rates, compare) -> list[dict]:
+    """Rows for one learned codec at each rate point, each followed by its matched classical rows."""
     from facekit.codecs import get_codec, match_bpp
-    from facekit.codecs.learned import LearnedCodec
     from facekit.errors import CodecError
 
-    torch.set_num_threads(args.threads)
-    images, source = load_images(args.n, args.root)
     n = len(images)
-    rows = []
-    learned = LearnedCodec("mse", folder=args.weights)
-    for rate in args.rates or learned.settings:
+    rows: list[dict] = []
+    for rate in rates:
         learned.encode(images[0], rate)  # load + warm up
         t_enc, datas = timed(encode_all, learned, images, rate)
         t_dec, _ = timed(decode_all, learned, datas)
@@ -92,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "encode_batch_img_per_s": n / t_enc_b, "decode_batch_img_per_s": n / t_dec_b,
         })
         print(json.dumps(rows[-1]), file=sys.stderr)
-        for name in args.compare:
+        for name in compare:
             try:
                 codec = get_codec(name)
                 setting, _ = match_bpp(codec, images[:8], bpp)
@@ -107,6 +94,51 @@ def main(argv: list[str] | None = None) -> int:
                 "encode_img_per_s": n / t_enc, "decode_img_per_s": n / t_dec,
             })
             print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def keep_rows(old: list[dict], timed_now: list[str]) -> list[dict]:
+    """``old``'s rows minus the learned codecs timed now and the classical rows that follow them."""
+    kept, drop = [], False
+    for row in old:
+        if str(row.get("codec", "")).startswith("facekit-"):
+            drop = row["codec"] in timed_now
+        if not drop:
+            kept.append(row)
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=32, help="images in the batch")
+    p.add_argument("--root", default=None)
+    p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--codecs", nargs="+", default=["facekit-mse"], help="learned codecs to time")
+    p.add_argument("--rates", nargs="*", default=None, help="learned rate points (default all shipped)")
+    p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"])
+    p.add_argument("--out", default=str(REPO / "results" / "codec_speed.json"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep --out's rows of learned codecs not timed now (each with its classical rows)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from facekit.codecs import get_codec
+    from facekit.codecs.learned import LearnedCodec
+
+    torch.set_num_threads(args.threads)
+    images, source = load_images(args.n, args.root)
+    n = len(images)
+    rows: list[dict] = []
+    for cname in args.codecs:
+        learned = get_codec(cname, **({"folder": args.weights} if args.weights else {}))
+        if not isinstance(learned, LearnedCodec):
+            raise SystemExit(f"codec_speed: {cname} is not a learned codec")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows += [{**r, "timed": now} for r in time_learned(learned, images, args.rates or learned.settings, args.compare)]
+    if args.merge and Path(args.out).exists():
+        rows = keep_rows(json.loads(Path(args.out).read_text())["rows"], args.codecs) + rows
     result = {
         "benchmark": "codec_speed", "images": n, "source": source, "size": "250x250",
         "device": "cpu", "torch_threads": args.threads, "torch": torch.__version__,

