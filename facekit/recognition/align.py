@@ -104,6 +104,14 @@ MTCNN_SIDE = np.array([0.6866, 0.3281])
 CENTRE_BOX = np.array([0.268, 0.320, 0.700, 0.748])
 
 
+def nearest_centre(boxes: np.ndarray, image_size: tuple[int, int]) -> int:
+    """Index of the ``(left, top, right, bottom)`` box whose centre is nearest the image centre."""
+    h, w = image_size
+    boxes = np.asarray(boxes, dtype=np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:4]) / 2
+    return int(np.argmin(np.sum((centres - [w / 2, h / 2]) ** 2, axis=1)))
+
+
 def mtcnn_to_hog_box(box: np.ndarray) -> np.ndarray:
     """Map an MTCNN box (left, top, right, bottom) onto dlib's HOG box convention."""
     box = np.asarray(box, dtype=np.float64)
@@ -371,13 +379,10 @@ class FaceAligner:
         dets = self.detector(img, self.upsample)
         if len(dets) == 0:
             return None
-        h, w = img.shape[:2]
         boxes = np.array(
             [[d.left(), d.top(), d.right(), d.bottom()] for d in dets], dtype=np.float64
         )
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        best = int(np.argmin(np.sum((centres - [w / 2, h / 2]) ** 2, axis=1)))
-        return boxes[best]
+        return boxes[nearest_centre(boxes, img.shape[:2])]
 
     def mtcnn_detect(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         """MTCNN's boxes ``(N, 4)`` and probabilities ``(N,)``, or None when it finds nothing."""
@@ -394,9 +399,7 @@ class FaceAligner:
         if found is None:
             return None
         boxes = found[0]
-        h, w = image.shape[:2]
-        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-        return boxes[int(np.argmin(np.sum((centres - [w / 2, h / 2]) ** 2, axis=1)))]
+        return boxes[nearest_centre(boxes, image.shape[:2])]
 
     def landmarks(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
         """dlib's 5 landmarks (integer pixel positions, as dlib returns them) inside ``box``."""

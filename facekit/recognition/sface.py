@@ -26,7 +26,8 @@ under dlib's ResNet is kept under a recogniser the codec has never seen.
   Euclidean distance (OpenCV's cosine threshold 0.363 is a Euclidean distance of 1.128).
 
 The network runs in OpenCV, so :meth:`SFaceRecognizer.forward` has no gradient: SFace
-evaluates codecs and cannot train them (:func:`facekit.joint.joint_finetune` refuses it).
+evaluates codecs and cannot train them: given chips that need a gradient (as
+:func:`facekit.joint.finetune_joint` passes), it raises :class:`RecognizerError`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from .align import (
     FaceAligner,
     FaceLocation,
     find_similarity_transform,
+    nearest_centre,
     pixel_to_theta,
     warp_chips,
 )
@@ -175,10 +177,9 @@ class SFaceRecognizer(Recognizer):
         if faces is None or len(faces) == 0:
             return None
         faces = np.asarray(faces, dtype=np.float64)
-        centres = faces[:, :2] + faces[:, 2:4] / 2
-        f = faces[int(np.argmin(np.sum((centres - [w / 2, h / 2]) ** 2, axis=1)))]
-        box = np.array([f[0], f[1], f[0] + f[2], f[1] + f[3]])
-        return box, f[4:14].reshape(5, 2)
+        boxes = np.hstack([faces[:, :2], faces[:, :2] + faces[:, 2:4]])  # (x, y, w, h) -> corners
+        k = nearest_centre(boxes, (h, w))
+        return boxes[k], faces[k, 4:14].reshape(5, 2)
 
     def locate(self, image: np.ndarray) -> FaceLocation:
         """YuNet's landmarks (else MTCNN's, else the centred box's) and the 112x112 ArcFace chip map."""
@@ -194,8 +195,7 @@ class SFaceRecognizer(Recognizer):
                 boxes, _, points = mt.detect(img, landmarks=True)
             if boxes is not None and len(boxes):
                 boxes = np.asarray(boxes, dtype=np.float64)
-                centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-                k = int(np.argmin(np.sum((centres - [w / 2, h / 2]) ** 2, axis=1)))
+                k = nearest_centre(boxes, (h, w))
                 found, method = (boxes[k], np.asarray(points[k], dtype=np.float64)), "mtcnn"
         if found is None:
             box = CENTRE_BOX * [w, h, w, h]
