@@ -31,7 +31,7 @@ from .codecs.base import Codec, bits_per_pixel
 from .config import cache_dir
 from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
-from .errors import DataError
+from .errors import DataError, RecognizerError
 from .protocol import evaluate_pairs, pair_distances
 from .provenance import code_commit, provenance
 
@@ -107,7 +107,17 @@ def _embed_batch(ctx: Context, images: list[np.ndarray], thetas: list[np.ndarray
 
 
 def _cache_path(ctx: Context, codec_id: str, setting: Any) -> Path:
-    key = json.dumps([ctx.recognizer.name, codec_id, repr(setting), ctx.data_key, ctx.end_to_end])
+    """Where the embeddings of one codec setting are cached.
+
+    The key names the recogniser by :meth:`~facekit.recognition.base.Recognizer.cache_id`
+    (name, embedding code version, alignment, weights digest), so embeddings made by an
+    older recogniser code, other weights or another alignment are never served; the codec
+    by its description (library versions, weights fingerprints); and the data by the
+    digest of the pairs file and every image.
+    """
+    cache_id = getattr(ctx.recognizer, "cache_id", None)
+    rec_id = cache_id() if callable(cache_id) else ctx.recognizer.name
+    key = json.dumps([rec_id, codec_id, repr(setting), ctx.data_key, ctx.end_to_end])
     digest = hashlib.sha256(key.encode()).hexdigest()[:24]
     return cache_dir() / "embeddings" / f"{digest}.npz"
 
@@ -117,12 +127,13 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
     path = _cache_path(ctx, codec_id, setting)
     if ctx.use_cache and path.exists():
         with np.load(path, allow_pickle=False) as z:
-            if list(z["names"]) == ctx.names:
+            if list(z["names"]) == ctx.names and np.isfinite(z["embeddings"]).all():
                 return {k: z[k] for k in z.files}
+            # other names (another subset) or non-finite embeddings: computed again below
     from tqdm.auto import tqdm
 
     embs, bpps, psnrs, failed = [], [], [], []
-    label = f"{codec_id}@{setting}" if codec is not None else "uncompressed"
+    label = f"{codec.name}@{setting}" if codec is not None else "uncompressed"
     bar = tqdm(total=len(ctx.names), desc=label, disable=not ctx.progress, leave=False)
     for names in _batched(ctx.names, ctx.batch_size):
         origs = [_load_original(ctx, n) for n in names]
@@ -149,9 +160,17 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
         embs.append(_embed_batch(ctx, decoded, thetas))
         bar.update(len(names))
     bar.close()
+    embeddings = np.concatenate(embs)
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():  # a recogniser fault: never scored, never cached
+        examples = [ctx.names[i] for i in np.flatnonzero(bad)[:3]]
+        raise RecognizerError(
+            f"{ctx.recognizer.name} gave non-finite embeddings for {int(bad.sum())} images after {label}, "
+            f"e.g. {examples}; nothing was cached"
+        )
     result = {
         "names": np.array(ctx.names),
-        "embeddings": np.concatenate(embs),
+        "embeddings": embeddings,
         "bpp": np.array(bpps),
         "psnr": np.array(psnrs),
         "failed": np.array(failed, dtype=str),

@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from facekit.errors import RecognizerError
 from facekit.evaluate import evaluate, load_results, merge_results, save_results, subset_pairs
 from facekit.plots import rate_accuracy_figure, summary_table
 
@@ -341,3 +343,60 @@ def test_results_readme_says_how_many_streams_a_twin_point_checked(faces, tmp_pa
     assert roi_face_psnr._job("facekit-jointface:q3") == ("facekit-jointface", "q3")
     with pytest.raises(SystemExit, match="CODEC:SETTING"):
         roi_face_psnr._job("avif")
+
+
+# --------------------------------------------------------------------------- the embedding cache
+
+
+def _jpeg10(faces, rec, **kw):  # type: ignore[no-untyped-def]
+    return evaluate(faces, codecs={"jpeg": (10,)}, recognizer=rec, progress=False, **kw)["codecs"]["jpeg"][0]
+
+
+def _cache_files(tmp_path):  # type: ignore[no-untyped-def]
+    return sorted((tmp_path / "cache" / "embeddings").glob("*.npz"))
+
+
+def test_cache_follows_the_recognisers_code_version_and_weights(faces, tmp_path):
+    """Embeddings of an older recogniser code or other weights are never served from the cache."""
+    rec = TinyRecognizer()
+    first = _jpeg10(faces, rec)
+    assert len(_cache_files(tmp_path)) == 1
+    assert _jpeg10(faces, rec) == first and len(_cache_files(tmp_path)) == 1  # served from the cache
+
+    rec.embedding_version = 2  # same weights, new code: a new entry
+    assert _jpeg10(faces, rec) == first and len(_cache_files(tmp_path)) == 2
+
+    with torch.no_grad():  # weights changed in place (a recogniser fine-tuned after the first run)
+        rec.proj.weight.mul_(-1.0).add_(0.5)
+    _jpeg10(faces, rec)
+    assert len(_cache_files(tmp_path)) == 3
+    ids = {TinyRecognizer().cache_id(), rec.cache_id()}
+    assert len(ids) == 2 and all(i.startswith("tiny|v") for i in ids)
+
+
+class _NanRecognizer(TinyRecognizer):
+    name = "tiny-nan"
+
+    def forward(self, chips: torch.Tensor) -> torch.Tensor:
+        out = super().forward(chips)
+        out[0, 0] = float("nan")  # the first image of every batch: the fault SFace's batches had
+        return out
+
+
+def test_non_finite_embeddings_raise_and_are_not_cached(faces, tmp_path):
+    with pytest.raises(RecognizerError, match="non-finite embeddings for 1 images after jpeg@10.*nothing was cached"):
+        evaluate(faces, codecs={"jpeg": (10,)}, recognizer=_NanRecognizer(), progress=False, batch_size=64)
+    assert _cache_files(tmp_path) == []
+
+
+def test_a_cached_file_with_non_finite_embeddings_is_computed_again(faces, tmp_path):
+    rec = TinyRecognizer()
+    good = _jpeg10(faces, rec)
+    (path,) = _cache_files(tmp_path)
+    with np.load(path) as z:
+        stored = {k: z[k] for k in z.files}
+    stored["embeddings"][:] = np.nan  # as an older, faulty recogniser code left it
+    np.savez(path, **stored)
+    assert _jpeg10(faces, rec) == good
+    with np.load(path) as z:
+        assert np.isfinite(z["embeddings"]).all()

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-fold", type=int, default=None, help="pairs per fold for a quick run (default all 600)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--end-to-end", action="store_true", help="detect and align on the decoded images")
-    p.add_argument("--no-cache", action="store_true", help="recompute cached embeddings")
+    p.add_argument("--no-cache", action="store_true", help="compute every embedding again, neither reading nor writing the cache")
     p.add_argument("--out", type=Path, default=Path("rate_accuracy.json"))
     p.add_argument("--figure", type=Path, help="also draw the figure here (default: beside --out)")
     p.add_argument("--merge", action="store_true",

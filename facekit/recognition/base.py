@@ -43,7 +43,10 @@ class Recognizer(nn.Module):
     distance: str = "euclidean"
     threshold: float = 0.6
     alignment_id: str = "none"
-
+    #: bumped whenever a change to a recogniser's code alters its embeddings; with the
+    #: name, the alignment and a digest of the weights it keys the embedding cache
+    #: (:meth:`cache_id`), so embeddings of older code are never served
+    embedding_version: int = 1
 
     #: the face finder; built lazily (dlib and MTCNN load their models on first use)
     _aligner: FaceAligner | None = None
@@ -56,6 +59,25 @@ class Recognizer(nn.Module):
 
             self._aligner = FaceAligner()
         return self._aligner
+
+    def cache_id(self) -> str:
+        """What identifies this recogniser's embeddings: name, code version, alignment, weights.
+
+        The weights' part is a sha256 over the state dict (names, dtypes, shapes, values),
+        computed at each call (a few tens of milliseconds for dlib's ResNet), so a
+        recogniser fine-tuned in place gets a new id. A recogniser without torch weights
+        (SFace runs in OpenCV) names its model files in ``name`` or ``alignment_id``.
+        """
+        import hashlib
+
+        h = hashlib.sha256()
+        for key, value in sorted(self.state_dict().items()):
+            t = value.detach().cpu().contiguous()
+            if t.dtype == torch.bfloat16:
+                t = t.float()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.numpy().tobytes())
+        return f"{self.name}|v{self.embedding_version}|{self.alignment_id}|{h.hexdigest()[:16]}"
 
     def train(self, mode: bool = True) -> Recognizer:
         """Recognisers stay in inference mode (frozen batch norm, no dropout) whatever ``mode`` says."""

@@ -133,6 +133,9 @@ class SFaceRecognizer(Recognizer):
     distance = "euclidean"
     threshold = float(np.sqrt(2 * (1 - 0.363)))
     alignment_id = SFACE_ALIGNMENT_ID
+    #: 2: one chip per OpenCV forward (version 1 ran batches, and OpenCV 4.14 gave NaN rows
+    #: for batches of 128; the cache of embeddings must not serve those)
+    embedding_version = 2
 
     def __init__(
         self,
