@@ -203,3 +203,26 @@ def test_training_pack_round_trip_and_refusals(tmp_path):
     broken[offsets[1] : offsets[1] + 40] = 0
     with pytest.raises(TrainingError, match="b/b_0001.jpg cannot be decoded"):
         read_split_pack(write(tmp_path / "bad.npz", data=broken))
+
+
+def test_joint_fine_tuning_runs_through_facenet_on_real_faces(lfw, tmp_path):
+    """The issue's "facenet-pytorch where its weights are available": the same loop with
+    InceptionResnetV1 (random weights here, the pretrained ones download at run time) on
+    LFW images aligned by its own MTCNN; the identity term reaches the codec."""
+    from facekit.recognition import get_recognizer
+
+    torch.manual_seed(0)
+    rec = get_recognizer("facenet-vggface2", pretrained=None)
+    names = lfw.pair_images()[:4]
+    images = [rec.read_original(lfw.path(n)) for n in names]
+    locs = [rec.locate(im) for im in images]
+    assert all(loc.method == "mtcnn" for loc in locs)
+    model = FaceCodecNet(TINY)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = JointConfig(rate="q3", steps=2, batch_size=2, lr=1e-3, lambda_id=1.0, recognizer=rec.name,
+                      checkpoint_every=2, log_every=1, val_images=1)
+    s = finetune_joint(cfg, model, tmp_path / "run", AlignedImageSet(images, [loc.theta for loc in locs], names),
+                       recognizer=rec, device="cpu", verbose=False)
+    assert s["finished"] and s["steps_done"] == 2 and s["config"]["recognizer"] == "facenet-random"
+    assert np.isfinite(s["val_id_dist"]) and s["val_id_dist"] > 0
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in init.items())
