@@ -221,6 +221,11 @@ class FaceRegionFinder:
                 self._cache.popitem(last=False)
         return region
 
+    def clear_cache(self) -> None:
+        """Forget every face found so far (the next :meth:`find` of each image detects again)."""
+        with self._lock:
+            self._cache.clear()
+
     def mask(self, image: np.ndarray, cell: int = 1) -> np.ndarray:
         """The mask (see :func:`region_mask`) of ``image`` on a grid of ``cell``-pixel cells."""
         return region_mask(self.find(image), image.shape[:2], cell=cell, margin=self.margin)
