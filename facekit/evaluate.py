@@ -33,7 +33,7 @@ from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
 from .errors import DataError, RecognizerError
 from .protocol import evaluate_pairs, pair_distances
-from .provenance import code_commit, provenance
+from .provenance import code_commit, peak_memory_mib, provenance
 
 #: default sweep: every codec, settings spanning ~0.05 to ~1.5 bpp on 250x250 LFW
 DEFAULT_SWEEP: dict[str, tuple[Any, ...]] = {
@@ -358,7 +358,7 @@ def evaluate(
             "bpp": "8 * len(bytes) / (H * W), whole files",
         },
         "data_sha256": data_sha,
-        "provenance": provenance(ctx.device, seed, seconds=round(time.time() - t0, 1)),
+        "provenance": provenance(ctx.device, seed, seconds=round(time.time() - t0, 1), peak_rss_mib=peak_memory_mib()),
     }
 
 

@@ -71,6 +71,22 @@ def device_description(device: Any = None) -> str:
         return f"cpu: {platform.machine()}"
 
 
+def peak_memory_mib() -> float | None:
+    """This process's peak resident set size so far, in MiB (None where the OS does not say).
+
+    On CPU this is the evaluation's whole footprint (models, caches, the batch in flight);
+    the issue's bound for ``facekit evaluate`` is 4 GB.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / 2**20 if sys.platform == "darwin" else peak / 1024, 1)  # bytes on macOS, KiB elsewhere
+
+
 def provenance(device: Any = None, seed: int | None = None, **extra: Any) -> dict[str, Any]:
     """The provenance record for a results file."""
     return {

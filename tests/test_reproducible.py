@@ -262,8 +262,10 @@ def test_same_evaluation_twice_gives_identical_numbers_and_full_provenance(lfw_e
         assert prov["packages"][pkg], pkg
     assert prov["device"].startswith("cpu") and prov["seed"] == 7
     assert a["data_sha256"]["pairs.txt"] == hashlib.sha256(PAIRS.encode()).hexdigest()
-    stable = {k: v for k, v in prov.items() if k not in ("created", "seconds")}
-    assert stable == {k: v for k, v in b["provenance"].items() if k not in ("created", "seconds")}
+    assert 50 < prov["peak_rss_mib"] < 4096  # MiB: the bound for an evaluation
+    varying = ("created", "seconds", "peak_rss_mib")
+    stable = {k: v for k, v in prov.items() if k not in varying}
+    assert stable == {k: v for k, v in b["provenance"].items() if k not in varying}
 
     path = save_results(a, tmp_path / "results.json")
     back = load_results(path)
