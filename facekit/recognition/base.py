@@ -17,7 +17,9 @@ usual same-person threshold on that distance.
 ``locate(image)`` returns the full :class:`~facekit.recognition.align.FaceLocation`
 (landmarks, box, which detector found the face, whether it was a fallback, and the
 transform); ``alignment_id`` names the alignment method, so that cached locations of
-one recogniser are never reused by another.
+one recogniser are never reused by another. ``cache_id()`` (name, ``embedding_version``,
+alignment and a digest of the weights) does the same for cached embeddings
+(:mod:`facekit.evaluate`).
 """
 
 from __future__ import annotations
