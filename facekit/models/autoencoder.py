@@ -76,6 +76,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BitstreamError, ImageError, WeightsError
+from .digest import update_with_state_dict
 from .quantizer import Quantizer, pack_png, unpack_png
 
 
@@ -375,9 +376,7 @@ class FaceCodecNet(nn.Module):
         h = hashlib.sha256()
         rp = self.rate_point
         h.update(repr((rp.name, rp.downsample, rp.channels, rp.bits, rp.enc_widths, rp.dec_widths, rp.dec_blocks)).encode())
-        for name, t in sorted(self.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        update_with_state_dict(h, self)
         return h.hexdigest()
 
 

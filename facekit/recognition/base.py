@@ -65,20 +65,18 @@ class Recognizer(nn.Module):
     def cache_id(self) -> str:
         """What identifies this recogniser's embeddings: name, code version, alignment, weights.
 
-        The weights' part is a sha256 over the state dict (names, dtypes, shapes, values),
+        The weights' part is a sha256 over the state dict (sorted names, float32 values;
+        :func:`facekit.models.digest.update_with_state_dict`, as the codec's fingerprint),
         computed at each call (a few tens of milliseconds for dlib's ResNet), so a
         recogniser fine-tuned in place gets a new id. A recogniser without torch weights
         (SFace runs in OpenCV) names its model files in ``name`` or ``alignment_id``.
         """
         import hashlib
 
+        from ..models.digest import update_with_state_dict
+
         h = hashlib.sha256()
-        for key, value in sorted(self.state_dict().items()):
-            t = value.detach().cpu().contiguous()
-            if t.dtype == torch.bfloat16:
-                t = t.float()
-            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.numpy().tobytes())
+        update_with_state_dict(h, self)
         return f"{self.name}|v{self.embedding_version}|{self.alignment_id}|{h.hexdigest()[:16]}"
 
     def train(self, mode: bool = True) -> Recognizer:
