@@ -670,8 +670,7 @@ def fit_prior(
     and on the codes of the images' mirror images (``steps`` batches, drawn by ``seed``).
     """
     from .codecs.learned import install_prior, load_model, read_manifest
-    from .models.neural_prior import NeuralPrior
-    from .models.quantizer import ContextPrior
+    from .entropy_models import ContextPrior, NeuralPrior
 
     if layout not in (1, 2, 3, 4):
         raise ValueError(f"prior layout must be 1, 2, 3 or 4, got {layout}")

@@ -40,8 +40,8 @@ from facekit import container
 from facekit.cli import main
 from facekit.codecs import get_codec
 from facekit.codecs.learned import LearnedCodec, install_weights
+from facekit.entropy_models import pack_png
 from facekit.errors import BitstreamError, CodecError, FacekitError, ImageError
-from facekit.models.quantizer import pack_png
 from facekit.safety import OPS, apply_ops, open_image, reseal, run_isolated
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -419,8 +419,8 @@ def _short_png(width: int = 64, height: int = 64, rows: int = 4) -> bytes:
 
 def test_png_with_short_image_data_is_refused(tmp_path):
     """Pillow zero-fills the rows missing from a stream that ends early; facekit refuses it everywhere."""
+    from facekit.entropy_models import pack_png, unpack_png
     from facekit.errors import ImageError
-    from facekit.models.quantizer import pack_png, unpack_png
     from facekit.safety import open_image
 
     data = _short_png()

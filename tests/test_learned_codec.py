@@ -15,9 +15,9 @@ from facekit.cli import main
 from facekit.codecs import get_codec
 from facekit.codecs.base import bits_per_pixel
 from facekit.codecs.learned import LearnedCodec, install_weights, read_manifest, weights_dir
+from facekit.entropy_models import ContextPrior
 from facekit.errors import BitstreamError, CodecError, ImageError, WeightsError
 from facekit.models import RATE_POINTS, build_model
-from facekit.models.quantizer import ContextPrior
 
 SHIPPED = read_manifest()["models"]
 needs_shipped = pytest.mark.skipif(not any(k.startswith("mse-") for k in SHIPPED), reason="no shipped mse weights")
@@ -335,7 +335,7 @@ def test_entropy_payload_falls_back_to_png_and_is_tagged(weights_with_prior, smo
         ent.decode(forged)
     # a PNG payload under the tag decodes to the same image
     q = ent.model(rate).codes(torch.from_numpy(np.array(smooth_image)).permute(2, 0, 1)[None].float() / 255)[0].numpy()
-    from facekit.models import pack_png
+    from facekit.entropy_models import pack_png
 
     tagged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, b"\x01" + pack_png(q, ent.model(rate).rate_point.bits))
     assert np.array_equal(ent.decode(tagged), png.decode(png.encode(smooth_image, rate)))

@@ -1,4 +1,4 @@
-"""facekit-prior/4: integer networks as the range coder's model (facekit.models.neural_prior)."""
+"""facekit-prior/4: integer networks as the range coder's model (facekit.entropy_models.neural)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from facekit.entropy_models.neural import PREV, SAME, NeuralPrior, exp_table
 from facekit.errors import BitstreamError
-from facekit.models.neural_prior import PREV, SAME, NeuralPrior, exp_table
 
 
 def _smooth_codes(rng, c, h, w, bits):
@@ -142,7 +142,7 @@ def test_neural_prior_refuses_bad_states(fitted):
 
 
 def test_training_rate_term_refuses_a_neural_prior(fitted):
-    from facekit.models.rate import ContextRate
+    from facekit.entropy_models import ContextRate
 
     with pytest.raises(TypeError, match="count tables"):
         ContextRate(fitted)

@@ -1,4 +1,4 @@
-"""The differentiable rate term (facekit.models.rate): exact value, useful gradient, training."""
+"""The differentiable rate term (facekit.entropy_models.rate): exact value, useful gradient, training."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from facekit.entropy_models import ContextPrior, ContextRate
 from facekit.errors import TrainingError
 from facekit.joint import JointConfig, finetune_joint
 from facekit.losses import JointLoss
 from facekit.models.autoencoder import FaceCodecNet
-from facekit.models.quantizer import ContextPrior
-from facekit.models.rate import ContextRate
 
 from .fakes import TinyRecognizer
 from .test_joint import TINY, data

@@ -54,10 +54,9 @@ import numpy as np
 import torch
 
 from .. import container
+from ..entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior, pack_png, unpack_png
 from ..errors import BitstreamError, CodecError, WeightsError
 from ..models.autoencoder import RATE_POINTS, FaceCodecNet, load_weights, save_weights
-from ..models.neural_prior import NeuralPrior
-from ..models.quantizer import ContextPrior, RangeCodedPrior, pack_png, unpack_png
 from .base import Codec, check_image
 from .registry import VARIANTS
 

@@ -1,4 +1,7 @@
-"""The learned face codec (Bian et al., arXiv:1907.01714): networks, quantiser, rate points."""
+"""The learned face codec (Bian et al., arXiv:1907.01714): networks, quantiser, rate points.
+
+The coding of the quantised codes into bytes lives in :mod:`facekit.entropy_models`.
+"""
 
 from .autoencoder import (
     RATE_POINTS,
@@ -12,32 +15,19 @@ from .autoencoder import (
     load_weights,
     save_weights,
 )
-from .neural_prior import NeuralPrior
-from .quantizer import (
-    ContextPrior,
-    Quantizer,
-    RangeCodedPrior,
-    pack_png,
-    read_png_header,
-    unpack_png,
-)
+from .quantizer import Quantizer, levels
 
 __all__ = [
     "RATE_POINTS",
-    "ContextPrior",
     "Decoder",
     "Encoder",
     "FaceCodecNet",
-    "NeuralPrior",
     "Quantizer",
-    "RangeCodedPrior",
     "RatePoint",
     "build_model",
     "deterministic_kernels",
     "get_rate_point",
+    "levels",
     "load_weights",
-    "pack_png",
-    "read_png_header",
     "save_weights",
-    "unpack_png",
 ]

@@ -77,7 +77,7 @@ from torch import nn
 
 from ..errors import BitstreamError, ImageError, WeightsError
 from .digest import update_with_state_dict
-from .quantizer import Quantizer, pack_png, unpack_png
+from .quantizer import Quantizer
 
 
 @dataclass(frozen=True)
@@ -280,9 +280,10 @@ class FaceCodecNet(nn.Module):
 
     def attach_rate(self, prior: Any | None) -> FaceCodecNet:
         """Give ``forward`` a rate term: the ``likelihoods`` of the code under a fitted
-        :class:`~facekit.models.quantizer.ContextPrior` (:class:`~facekit.models.rate.ContextRate`),
+        :class:`~facekit.entropy_models.context.ContextPrior` (:class:`~facekit.entropy_models.rate.ContextRate`),
         or none again with ``None``. The prior's tables are not part of the ``state_dict``."""
-        from .rate import ContextRate
+        # imported on use: facekit.entropy_models itself imports facekit.models.quantizer
+        from ..entropy_models.rate import ContextRate
 
         if prior is not None and (prior.channels, prior.bits) != (self.rate_point.channels, self.rate_point.bits):
             raise ValueError(
@@ -354,12 +355,16 @@ class FaceCodecNet(nn.Module):
     @torch.no_grad()
     def compress(self, x: torch.Tensor, *, effort: int = 2) -> dict[str, Any]:
         """``{"strings": [PNG bytes per image], "shape": (H, W)}`` for a batch in [0, 1]."""
+        from ..entropy_models.png import pack_png
+
         q = self.codes(x).numpy()
         strings = [pack_png(qi, self.rate_point.bits, effort=effort) for qi in q]
         return {"strings": strings, "shape": (int(x.shape[-2]), int(x.shape[-1]))}
 
     def codes_from_strings(self, strings: Sequence[bytes], shape: Sequence[int]) -> torch.Tensor:
         """Integer codes ``(B, C, h, w)`` (uint8) from PNG strings, checked against ``shape``."""
+        from ..entropy_models.png import unpack_png
+
         c, h, w = self.rate_point.code_shape(int(shape[0]), int(shape[1]))
         qs = [unpack_png(s, c, h, w, self.rate_point.bits) for s in strings]
         if not qs:

@@ -155,7 +155,7 @@ def _install_priors(weights: Path) -> bool:
     """Fit and install a context prior per rate point (the ``-entropy`` variant), if available."""
     try:
         from facekit.codecs.learned import LearnedCodec, install_prior
-        from facekit.models.quantizer import ContextPrior
+        from facekit.entropy_models import ContextPrior
     except ImportError:
         return False
     import torch

@@ -1,7 +1,7 @@
 """``facekit-prior/4``: a small network over a wide causal window, run in integer arithmetic.
 
 Beyond Bian et al. (who store the code as PNG) and beyond the count tables of
-:class:`~facekit.models.quantizer.ContextPrior`: a table must bin its few neighbours
+:class:`~facekit.entropy_models.context.ContextPrior`: a table must bin its few neighbours
 coarsely to be fitted on the codes of some 1,500 training images, so it sees little of
 a position's surroundings. Here each channel's distribution comes from a two-layer
 network over a much wider causal window, in the manner of the context models of learned
@@ -25,7 +25,8 @@ which IEEE arithmetic rounds the same everywhere. Rounding costs under 0.1 % of 
 
 It is fitted after the networks are trained, on the training split's codes and those of
 their mirror images (:meth:`NeuralPrior.fit`), and codes the same wavefronts as
-``facekit-prior/3``, so the ROI masks and the container are unchanged.
+``facekit-prior/3`` (:class:`~facekit.entropy_models.range_coded.RangeCodedPrior`), so the
+same ROI masks and container serve both.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .quantizer import RangeCodedPrior, levels
+from ..models.quantizer import levels
+from .range_coded import RangeCodedPrior
 
 #: same-channel inputs (rows, columns from the position): all on earlier fronts (``dj + 2 di < 0``)
 SAME = tuple((di, dj) for di in range(-3, 1) for dj in range(-3, 4) if dj + 2 * di < 0)

@@ -1,20 +1,20 @@
 """A differentiable rate term from a fitted context prior, for joint training.
 
 Bian et al. (arXiv:1907.01714) store the code as PNG and train without a rate term; the
-rate is set by the code's size. facekit's ``-entropy`` variants range-code the code with
-a :class:`~facekit.models.quantizer.ContextPrior` fitted after training. This module
-closes the loop: :class:`ContextRate` turns that prior into the ``likelihoods`` of the
-CompressAI contract, so :class:`~facekit.losses.JointLoss`'s ``lambda_rate`` term can
-push the encoder toward codes the prior codes in fewer bits.
+rate is set by the code's size. The ``-entropy`` variants range-code the code with a
+:class:`~facekit.entropy_models.context.ContextPrior` fitted after training.
+:class:`ContextRate` turns that prior into the ``likelihoods`` of the CompressAI
+contract, so :class:`~facekit.losses.JointLoss`'s ``lambda_rate`` term can push the
+encoder toward codes the prior codes in fewer bits.
 
 The value is exact: ``-log2`` of the likelihoods summed is the information the range
 coder's length check counts (:meth:`ContextPrior.information`) for the hard codes
 ``q = round(y * (L - 1))``. The gradient is a straight-through one: each position's code
 length is interpolated linearly between the two levels around the continuous ``y * (L -
 1)`` (the contexts, which come from neighbouring hard codes, are held fixed), so ``y`` is
-pulled toward the cheaper neighbouring level. After training with the term, refit the
-prior on the new codes (``python -m facekit.train prior``): the tables used in training
-are those of the starting weights.
+pulled toward the cheaper neighbouring level. The tables are those of the starting
+weights and stay fixed in training; refit the prior on the trained weights' codes
+afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .quantizer import ContextPrior
+from .context import ContextPrior
 
 
 class ContextRate(nn.Module):
@@ -43,7 +43,7 @@ class ContextRate(nn.Module):
             )
         self.prior = prior
         self.levels = prior.levels
-        bits = torch.from_numpy(prior._log_p()).to(torch.float32)  # (C, K, L) code lengths in bits
+        bits = torch.from_numpy(prior.code_lengths()).to(torch.float32)  # (C, K, L) code lengths in bits
         self.register_buffer("code_bits", bits, persistent=False)
 
     def extra_repr(self) -> str:
