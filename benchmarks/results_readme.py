@@ -1,6 +1,12 @@
 """Write results/README.md from a results JSON: the table, BD-rate summary, goals, figure.
 
     python benchmarks/results_readme.py results/rate_accuracy.json --command "..."
+
+Beside the main results it tabulates the files found next to them: the second recogniser
+(``rate_accuracy_sface.json``), faces detected on the decoded images
+(``rate_accuracy_end_to_end.json``) and coding speed (``codec_speed.json``). The hand-written
+notes at the end of an existing README (below :data:`NOTES_MARKER`) are kept unless ``--notes``
+gives others.
 """
 
 from __future__ import annotations
@@ -12,12 +18,123 @@ from facekit.evaluate import load_results
 from facekit.goals import goals_table, joint_gain_table, rate_term_gain_table
 from facekit.plots import is_roi, rate_accuracy_figure, roi_figure, summary_table
 
+NOTES_MARKER = "<!-- hand-written notes below: benchmarks/results_readme.py keeps them when it regenerates this file -->"
+
+#: The catalogue's names of the learned codecs that results JSON written before them named otherwise.
+OLD_NAMES = {
+    "facekit": "facekit-jointface-entropy",
+    "facekit-roi": "facekit-jointrate-entropy-roi-bg",
+    "paper": "facekit-joint",
+    "paper-mse": "facekit-mse",
+}
+
+
+def names_note() -> list[str]:
+    """Markdown: the catalogue's names against the names the older results and notes use."""
+    rows = [f"| `{new}` | `{old}` |" for new, old in OLD_NAMES.items()]
+    return [
+        "**Old names.** `facekit codecs` lists the codecs by role; results made before those names, and the",
+        "notes below, use the old ones. The other learned codecs in these tables (`facekit-joint-entropy`,",
+        "`facekit-jointrate-entropy`, ...) are measured variants that the catalogue no longer lists; `facekit",
+        "evaluate` and `facekit decompress` still accept their names. History: [CHANGELOG.md](../CHANGELOG.md).",
+        "",
+        "| name | old name |",
+        "| --- | --- |",
+        *rows,
+        "",
+    ]
+
+
+def _subset(res: dict, names: list[str]) -> dict:
+    return {**res, "codecs": {n: res["codecs"][n] for n in names}}
+
+
+def roi_section(res: dict) -> list[str]:
+    """Markdown: the region-of-interest codecs and the baselines that also code only the face."""
+    roi = [n for n in res["codecs"] if is_roi(n)]
+    if not roi:
+        return []
+    names = [n for n in res["codecs"] if n == "uncompressed" or n in roi]
+    return [
+        "## Region of interest: the codecs that code only the face, and their baselines",
+        "",
+        "The same points as above; the savings here are against the classical codecs that also code only the face",
+        "region (they flatten the background before encoding).",
+        "",
+        summary_table(_subset(res, names)),
+        "",
+    ]
+
+
+def points_table(res: dict) -> str:
+    """Markdown: each point of each codec, with its accuracy, PSNR and (end to end) detector fallbacks."""
+    detected = any(p.get("detection_failures") is not None for pts in res["codecs"].values() for p in pts)
+    head = "| codec | setting | bpp | accuracy % | PSNR dB |"
+    lines = [head + (" images the detector missed (MTCNN fallback) |" if detected else ""),
+             "| --- " * (head.count("|") - 1 + detected) + "|"]
+    for name, pts in res["codecs"].items():
+        for p in sorted(pts, key=lambda p: p["bpp"]):
+            psnr = "—" if p.get("psnr") is None else f"{p['psnr']:.1f}"
+            setting = "—" if p["setting"] is None else p["setting"]
+            row = (f"| {name} | {setting} | {p['bpp']:.3f} | {100 * p['acc_mean']:.2f} ± "
+                   f"{100 * p['acc_std']:.2f} | {psnr} |")
+            if detected:
+                missed = p.get("detection_failures")
+                row += " — |" if missed is None else f" {missed} of {p['n_images']} |"
+            lines.append(row)
+    return "\n".join(lines)
+
+
+def other_results_section(path: Path, title: str, intro: str, *, savings: bool) -> list[str]:
+    """Markdown: the points of another results JSON beside the main one (with the Bjøntegaard summary when
+    ``savings``), or nothing when the file is absent."""
+    if not path.exists():
+        return []
+    res = load_results(path)
+    prot = res["protocol"]
+    return [
+        f"## {title}",
+        "",
+        f"{intro} Recogniser **{res['recognizer']['name']}**; {prot['n_pairs']} pairs of `{prot['pairs_file']}`"
+        + (f" (the first {prot['per_fold']} a fold)" if prot.get("per_fold") else "")
+        + f"; alignment {prot['alignment']}. File: [`{path.name}`]({path.name}).",
+        "",
+        points_table(res),
+        "",
+        *([summary_table(res).split("\n\n", 1)[1], ""] if savings else []),
+    ]
+
+
+def speed_section(path: Path) -> list[str]:
+    """Markdown: images per second of each codec point in ``codec_speed.json``, or nothing when it is absent."""
+    if not path.exists():
+        return []
+    import json
+
+    sp = json.loads(path.read_text())
+    lines = [
+        "## Speed",
+        "",
+        f"{sp['images']} {sp['source']} ({sp['size']}), {sp['device']}, {sp['torch_threads']} torch thread(s), "
+        f"torch {sp['torch']}. File: [`{path.name}`]({path.name}), from `benchmarks/codec_speed.py`."
+        + (f" Note: {sp['note']}." if sp.get("note") else ""),
+        "",
+        "| codec | setting | bpp | encode images/s | decode images/s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in sp["rows"]:
+        setting = r["setting"] if isinstance(r["setting"], (str, int)) else f"{r['setting']:.3f}"
+        enc = f"{r['encode_img_per_s']:.1f}" + (" (with face detection)" if r.get("encode_includes") else "")
+        lines.append(f"| {r['codec']} | {setting} | {r['bpp']:.3f} | {enc} | {r['decode_img_per_s']:.1f} |")
+    return [*lines, ""]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("results", type=Path)
     ap.add_argument("--command", default="", help="the command that made the results")
-    ap.add_argument("--notes", type=Path, help="a Markdown file appended after the table")
+    ap.add_argument("--notes", type=Path,
+                    help="a Markdown file appended after the tables (default: the notes of the existing README)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     res = load_results(args.results)
@@ -31,6 +148,7 @@ def main() -> None:
     lines = [
         "# Results",
         "",
+        *names_note(),
         f"![rate-accuracy]({fig.name})",
         "",
         *([f"![rate-accuracy with region of interest]({roi_fig.name})", ""] if roi else []),
@@ -106,9 +224,28 @@ def main() -> None:
     if face_gain:
         lines += ["## What the face-weighted distortion adds to joint training (both range-coded, GPU runs)", "",
                   face_gain, ""]
-    if args.notes and args.notes.exists():
-        lines += [args.notes.read_text()]
+    lines += roi_section(res)
+    here = args.results.parent
+    lines += other_results_section(
+        here / "rate_accuracy_sface.json", "A second recogniser: SFace",
+        "OpenCV Zoo's SFace (int8, YuNet landmarks, OpenCV's ArcFace alignment), independent of dlib's ResNet, "
+        "which trained the joint codecs; it judges codecs but cannot train them.", savings=True,
+    )
+    lines += other_results_section(
+        here / "rate_accuracy_end_to_end.json", "End to end: faces detected on the decoded images",
+        "`facekit evaluate --end-to-end`: each decoded image's face found and aligned on it (MTCNN where dlib's "
+        "detector finds none), instead of reusing the original's alignment.", savings=False,
+    )
+    lines += speed_section(here / "codec_speed.json")
     out = args.out or args.results.parent / "README.md"
+    if args.notes and args.notes.exists():
+        notes = args.notes.read_text()
+    elif out.exists() and NOTES_MARKER in out.read_text():
+        notes = out.read_text().split(NOTES_MARKER, 1)[1].lstrip("\n")
+    else:
+        notes = ""
+    if notes:
+        lines += [NOTES_MARKER, "", notes.rstrip("\n")]
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
 
