@@ -92,8 +92,9 @@ class TrainConfig:
 class JointConfig(TrainConfig):
     """Phase two: joint fine-tuning with a face recogniser (``facekit joint``).
 
-    It trains on whole aligned images, so ``crop``, ``arch`` and ``init`` are not read (the
-    caller passes the model).
+    The distortion term is phase one's (``loss``: MSE, or MSE plus MS-SSIM), weighted by
+    ``lambda_mse``. It trains on whole aligned images, so ``crop``, ``arch`` and ``init``
+    are not read (the caller passes the model, initialised from the distortion weights).
 
     The loss is ``lambda_mse * MSE + lambda_id * D(f(x), f(x_hat)) [+ lambda_rate * bpp]``
     (:class:`facekit.training.losses.Objective`); training starts from the distortion

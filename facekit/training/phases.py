@@ -193,7 +193,9 @@ def finetune_joint(
     n_val = min(cfg.val_images, max(0, len(data) - 1))
     val_idx = list(range(len(data) - n_val, len(data)))
     train_data = data.head(len(data) - n_val)
-    loss = JointLoss(lambda_mse=cfg.lambda_mse, lambda_id=cfg.lambda_id, identity_fn=unset, lambda_rate=cfg.lambda_rate)
+    distortion = distortion_loss(cfg.loss, cfg.lambda_msssim)  # phase one's terms, then phase two's
+    loss = JointLoss(lambda_mse=cfg.lambda_mse, lambda_msssim=distortion.lambda_msssim, lambda_id=cfg.lambda_id,
+                     identity_fn=unset, lambda_rate=cfg.lambda_rate)
     try:
         return fit(
             cfg, model, out_dir,
