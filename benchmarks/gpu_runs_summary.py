@@ -28,7 +28,8 @@ def summarise(run: Path, shipped: dict[str, str]) -> dict[str, Any]:
         "device": s.get("hardware"),
         "train_time_s": s.get("train_time_s"),
         "held_out": {k: s[k] for k in ("val_psnr", "val_face_psnr", "val_png_bpp", "val_id_dist") if k in s},
-        "last_logged": {k: v for k, v in (rows[-1] if rows else {}).items() if k != "time_s"},
+        "last_logged": {k: v for k, v in (rows[-1] if rows else {}).items()
+                        if k not in ("time_s", "elapsed_s", "images_per_s")},
         "shipped_as": shipped.get(run.name),
     }
 
@@ -38,7 +39,7 @@ def main() -> None:
     ap.add_argument("runs", type=Path, help="folder of run folders")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
-    from facekit.codecs.learned import read_manifest
+    from facekit.zoo import read_manifest
 
     models = read_manifest()["models"]
     shipped = {}

@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "compress",
     "train",
     "joint",
+    "weights",
     "evaluate",
     "reproduce",
 )

@@ -324,7 +324,7 @@ reconstruction, through the quantiser (straight-through rounding). The training 
 LFW's **identity-disjoint split**: the people who appear in no pair of `pairs.txt`, so
 the evaluation never sees a face the codec was trained on.
 
-`facekit.train.train` does the work: random crops with flips and a little colour jitter,
+`facekit.training.train` does the work: random crops with flips and a little colour jitter,
 Adam with warm-up and cosine decay, bf16 mixed precision on CUDA, checkpoints that resume
 bit-identically, held-out validation through the real PNG bitstream. Here it runs in
 chunks so that the notebook can draw the loss as it goes. The quick setting is a handful
@@ -383,7 +383,7 @@ call, with a plot in between.
         code("""
 from tqdm.auto import tqdm
 
-from facekit.train import TrainConfig, train
+from facekit.training import TrainConfig, train
 
 run_dir = rec.dir / f"run_{rate_point}"
 chunk = max(1, -(-steps // chunks))
@@ -522,7 +522,7 @@ ResNet, ported to PyTorch by facekit. Raising $\\lambda_{\\mathrm{id}}$ trades P
 identity: the reconstruction may match the pixels of the original a little less, but
 looks more like the same person to the recogniser.
 
-`facekit.joint.finetune_joint` does the work (the same loop as `facekit joint`). The quick
+`facekit.training.finetune_joint` does the work (the same loop as `facekit joint`). The quick
 setting fine-tunes for a handful of steps on a few faces at a few identity weights: it
 shows the mechanics, and the numbers on the test faces barely move (a few steps on eight
 faces do not generalise). The effect comes from a full run: the `full` preset of
@@ -639,9 +639,9 @@ control: the same steps with the distortion term alone.
         code("""
 import copy
 
-from facekit.codecs.learned import install_weights
 from facekit.data import identity_disjoint_split
-from facekit.joint import AlignedImageSet, JointConfig, finetune_joint
+from facekit.training import AlignedImageSet, JointConfig, finetune_joint
+from facekit.zoo import install_weights
 
 split = identity_disjoint_split(lfw)
 train_names = sorted(n for imgs in split.values() for n in imgs)[: n_train_images or None]
@@ -736,13 +736,13 @@ code's bits per pixel under the context prior of the starting weights (the model
 `facekit joint ... --lambda-rate 0.1`, or `JointConfig(lambda_rate=...)` with
 `finetune_joint(..., rate_prior=prior)`. With `--install` such a run ships as its own
 variant, `jointrate` (codec `facekit-jointrate-entropy`), beside the `joint` weights; refit
-its prior afterwards (`python -m facekit.train prior q2 --variant jointrate --layout 4`:
+its prior afterwards (`facekit weights fit-prior q2 --variant jointrate --layout 4`:
 the shipped jointrate priors are small integer networks over a wide causal window,
 `facekit-prior/4`; `--layout 3` fits count tables, which a later run's rate term can read).
 
 The recogniser reads only the face chip, so the distortion term may weigh the background
 less: `--background-weight 0.1` multiplies the squared error outside the chip (found on
-the original, `facekit.joint.face_weights`) by 0.1, and the run ships as the `jointface`
+the original, `facekit.training.face_weights`) by 0.1, and the run ships as the `jointface`
 variant (`facekit-jointface-entropy`). Those weights were trained on a lent GPU, several rate
 points side by side for a fixed time each: `facekit joint --write-pack pack.npz` writes the
 training split (files and transforms, 14 MB) for a machine without LFW or dlib, and

@@ -8,7 +8,7 @@
 # `NAME RATE FLAGS...` (flags of `facekit joint`); by default scripts/gpu_joint_runs.txt.
 # Each run writes OUT_DIR/NAME/ (model.pt, summary.json, history.jsonl) and OUT_DIR/NAME.log,
 # and ends in OUT_DIR/NAME.tar.gz (model, summary, history, log). Install a finished run here
-# with `facekit joint --install-run OUT_DIR/NAME` (the manifest records how it was made).
+# with `facekit weights install OUT_DIR/NAME` (the manifest records how it was made).
 #
 # Made for a lent machine with nothing but PyTorch (the device tool's H200): facekit runs
 # from this checkout (PYTHONPATH), the pack replaces LFW and dlib's detector, and nothing is

@@ -39,10 +39,11 @@ from hypothesis import strategies as st
 from facekit import container
 from facekit.cli import main
 from facekit.codecs import get_codec
-from facekit.codecs.learned import LearnedCodec, install_weights
+from facekit.codecs.learned import LearnedCodec
 from facekit.entropy_models import pack_png
 from facekit.errors import BitstreamError, CodecError, FacekitError, ImageError
 from facekit.safety import OPS, apply_ops, open_image, reseal, run_isolated
+from facekit.zoo import install_weights
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 sys.path.insert(0, str(CORPUS))

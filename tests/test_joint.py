@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from facekit.errors import TrainingError
-from facekit.joint import AlignedImageSet, IdentityLoss, JointConfig, finetune_joint, mirror_theta
 from facekit.models.autoencoder import FaceCodecNet, RatePoint
+from facekit.training import (
+    AlignedImageSet,
+    IdentityLoss,
+    JointConfig,
+    finetune_joint,
+    mirror_theta,
+)
 
 from .fakes import TinyRecognizer
 
@@ -78,7 +84,7 @@ def test_images_of_different_sizes_are_refused():
 
 
 def test_face_weights_cover_the_chip_and_nothing_else():
-    from facekit.joint import face_weights
+    from facekit.training import face_weights
 
     # a chip covering the middle half of a 41x41 image: x_in = 0.5 * x_out, y_in = 0.5 * y_out
     th = np.array([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]], np.float32)
@@ -101,7 +107,7 @@ def test_face_weights_cover_the_chip_and_nothing_else():
 
 
 def test_weighted_distortion_counts_the_background_less():
-    from facekit.losses import JointLoss
+    from facekit.training import JointLoss
 
     x = torch.zeros(1, 3, 4, 4)
     x_hat = torch.zeros(1, 3, 4, 4)
@@ -148,7 +154,7 @@ def test_time_limit_records_steps_and_lr_drop_and_repeats(tmp_path):
 
 
 def test_a_face_weighted_run_ships_as_jointface(tmp_path):
-    from facekit.joint import install_joint
+    from facekit.zoo import install_joint
 
     cfg = JointConfig(rate="q3", steps=2, batch_size=2, lr=1e-3, lambda_id=0.5, background_weight=0.1,
                       checkpoint_every=2, log_every=2, val_images=1)
@@ -168,7 +174,7 @@ def test_training_pack_round_trip_and_refusals(tmp_path):
 
     from PIL import Image
 
-    from facekit.joint import PACK_FORMAT, read_split_pack
+    from facekit.training.data import PACK_FORMAT, read_split_pack
 
     rng = np.random.default_rng(0)
     names, blobs = ["a/a_0001.jpg", "b/b_0001.jpg"], []

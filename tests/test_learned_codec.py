@@ -14,10 +14,11 @@ from facekit import container
 from facekit.cli import main
 from facekit.codecs import get_codec
 from facekit.codecs.base import bits_per_pixel
-from facekit.codecs.learned import LearnedCodec, install_weights, read_manifest, weights_dir
+from facekit.codecs.learned import LearnedCodec
 from facekit.entropy_models import ContextPrior
 from facekit.errors import BitstreamError, CodecError, ImageError, WeightsError
 from facekit.models import RATE_POINTS, build_model
+from facekit.zoo import install_weights, read_manifest, weights_dir
 
 SHIPPED = read_manifest()["models"]
 needs_shipped = pytest.mark.skipif(not any(k.startswith("mse-") for k in SHIPPED), reason="no shipped mse weights")
@@ -254,7 +255,7 @@ def test_manifest_json_is_valid():
 
 @pytest.fixture
 def weights_with_prior(weights, smooth_image) -> Path:
-    from facekit.train import fit_prior
+    from facekit.zoo import fit_prior
 
     rng = np.random.default_rng(0)
     imgs = [np.clip(smooth_image.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8) for _ in range(6)]
@@ -282,8 +283,7 @@ def test_entropy_variant_decodes_the_same_integers(weights_with_prior, smooth_im
 
 def test_neural_prior_installs_and_codes_the_same_integers(weights, smooth_image):
     """``fit_prior(layout=4)``: a facekit-prior/4 prior is trained, listed and used by the codec."""
-    from facekit.codecs.learned import read_manifest
-    from facekit.train import fit_prior
+    from facekit.zoo import fit_prior, read_manifest
 
     rng = np.random.default_rng(0)
     imgs = [np.clip(smooth_image.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8) for _ in range(4)]
@@ -400,7 +400,7 @@ def test_shipped_q3_prior_round_trips_the_codes_of_johnny_tapia_0003():
     that the range coder writes as 28 zero bytes. Stripping them all left 732 bytes, less than
     the 756 bytes of information decode's length check counts, so a valid payload was refused
     (found in the q3 sweep). encode now keeps zeros down to what the check needs."""
-    from facekit.codecs.learned import load_model, load_prior
+    from facekit.zoo import load_model, load_prior
 
     model, entry = load_model("mse", "q3")
     prior = load_prior(entry, weights_dir(), model.fingerprint())

@@ -10,9 +10,8 @@ import torch
 
 from facekit.entropy_models import ContextPrior, ContextRate
 from facekit.errors import TrainingError
-from facekit.joint import JointConfig, finetune_joint
-from facekit.losses import JointLoss
 from facekit.models.autoencoder import FaceCodecNet
+from facekit.training import JointConfig, JointLoss, finetune_joint
 
 from .fakes import TinyRecognizer
 from .test_joint import TINY, data
@@ -98,9 +97,9 @@ def test_joint_training_with_the_rate_term_logs_bpp_and_needs_a_prior(tmp_path):
 
 
 def test_a_run_with_the_rate_term_ships_as_the_jointrate_variant(tmp_path):
-    from facekit.codecs.learned import LearnedCodec, install_prior
+    from facekit.codecs.learned import LearnedCodec
     from facekit.errors import WeightsError
-    from facekit.joint import install_joint
+    from facekit.zoo import install_joint, install_prior
 
     prior = _prior(channels=TINY.channels, bits=TINY.bits)
     runs = {}

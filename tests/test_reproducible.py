@@ -32,12 +32,13 @@ from PIL import Image
 from torch import nn
 
 import facekit
-from facekit.codecs.learned import LearnedCodec, install_weights, read_manifest, weights_dir
+from facekit.codecs.learned import LearnedCodec
 from facekit.errors import WeightsError
 from facekit.evaluate import evaluate, load_results, save_results
 from facekit.models.autoencoder import load_weights
 from facekit.recognition.align import FaceLocation
 from facekit.recognition.base import Recognizer
+from facekit.zoo import install_weights, read_manifest, weights_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "corpus"

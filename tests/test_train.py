@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from facekit.errors import TrainingError
-from facekit.losses import JointLoss, distortion_loss, ms_ssim, psnr
-from facekit.train import ImageSet, TrainConfig, export_weights, train
+from facekit.training import ImageSet, TrainConfig, train
+from facekit.training.losses import JointLoss, distortion_loss, ms_ssim, psnr
+from facekit.zoo import export_weights
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"enc_widths": [8, 8], "dec_widths": [8, 8], "dec_blocks": 1}

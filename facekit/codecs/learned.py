@@ -34,19 +34,17 @@ gives it, and a viewer sees the whole scene at the lowest rate's quality. This i
 region-of-interest idea of JPEG 2000 (Part 1's Maxshift: the face first, the rest at a
 lower rate) with two learned rate points.
 
-Weights are listed in ``facekit/weights/manifest.json`` with their sha256; a file is
-checked against it before ``torch.load(..., weights_only=True)`` reads it, and a file
-that does not match is refused (:class:`~facekit.errors.WeightsError`).
+Weights come from the weights store (:mod:`facekit.zoo`): listed in
+``facekit/weights/manifest.json`` with their sha256, each file is checked against it before
+``torch.load(..., weights_only=True)`` reads it, and a file that does not match is refused
+(:class:`~facekit.errors.WeightsError`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
-import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,36 +52,16 @@ import numpy as np
 import torch
 
 from .. import container
-from ..entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior, pack_png, unpack_png
+from ..entropy_models import RangeCodedPrior, pack_png, unpack_png
 from ..errors import BitstreamError, CodecError, WeightsError
-from ..models.autoencoder import RATE_POINTS, FaceCodecNet, load_weights, save_weights
+from ..models.autoencoder import RATE_POINTS, FaceCodecNet
+from ..zoo import MANIFEST, load_model, load_prior, read_manifest, weights_dir
 from .base import Codec, check_image
 from .registry import VARIANTS
 
 #: the largest image (in pixels) the learned codec encodes or decodes; a container declaring
 #: more is refused before anything is allocated (decoding 16 MP takes a few GB of memory)
 MAX_PIXELS = 4096 * 4096
-MANIFEST = "manifest.json"
-
-
-def weights_dir() -> Path:
-    """The folder of the shipped weights (``facekit/weights``)."""
-    return Path(__file__).resolve().parent.parent / "weights"
-
-
-def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The manifest of a weights folder (``{"models": {}}`` when it has none)."""
-    path = Path(folder or weights_dir()) / MANIFEST
-    if not path.exists():
-        return {"models": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise WeightsError(f"weights manifest {path} cannot be read: {e}") from e
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
-        raise WeightsError(f"weights manifest {path} has no 'models' table")
-    return manifest
-
 
 ENTROPY_SUFFIX = "ctx"
 
@@ -101,168 +79,6 @@ def split_model_name(name: str) -> tuple[str, str, bool]:
     if len(parts) == 3 and parts[2] == ENTROPY_SUFFIX:
         return parts[0], parts[1], True
     raise BitstreamError(f"bitstream names an unknown model {name!r}")
-
-
-@contextlib.contextmanager
-def manifest_lock(folder: str | os.PathLike[str] | None = None) -> Iterator[None]:
-    """Hold an exclusive lock on a weights folder's manifest (POSIX ``flock``) while updating it."""
-    folder = Path(folder or weights_dir())
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no concurrent installs expected
-        yield
-        return
-    with open(folder / f".{MANIFEST}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    tmp = folder / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, folder / MANIFEST)
-
-
-def install_prior(
-    prior: RangeCodedPrior,
-    variant: str,
-    rate: str,
-    *,
-    folder: str | os.PathLike[str] | None = None,
-    info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Save a fitted context prior as ``<variant>-<rate>-ctx.pt`` and list it under the model's entry."""
-    folder = Path(folder or weights_dir())
-    with manifest_lock(folder):
-        return _install_prior(prior, variant, rate, folder, info)
-
-
-def _install_prior(prior: RangeCodedPrior, variant: str, rate: str, folder: Path, info: dict[str, Any] | None) -> dict[str, Any]:
-    manifest = read_manifest(folder)
-    name = model_name(variant, rate)
-    if name not in manifest["models"]:
-        raise WeightsError(f"install the weights of {name!r} before its prior")
-    entry = manifest["models"][name]
-    file = f"{model_name(variant, rate, True)}.pt"
-    buf = io.BytesIO()
-    torch.save({**prior.state(), "model_fingerprint": entry["fingerprint"]}, buf)
-    tmp = folder / f".{file}.tmp-{os.getpid()}"
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, folder / file)
-    entry["prior"] = {
-        "file": file,
-        "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
-        "digest": prior.digest(),
-        "bytes": len(buf.getvalue()),
-        "context": prior.describe(),
-        "format": prior.format,
-        **(info or {}),
-    }
-    _write_manifest(folder, manifest)
-    return entry["prior"]
-
-
-def prior_from_state(state: dict[str, Any]) -> RangeCodedPrior:
-    """A prior file's state as its prior: count tables (``facekit-prior/1`` to ``/3``) or networks (``/4``)."""
-    if state.get("format") == NeuralPrior.FORMAT:
-        return NeuralPrior.from_state(state)
-    return ContextPrior.from_state(state)
-
-
-def load_prior(entry: dict[str, Any], folder: Path, fingerprint: str) -> RangeCodedPrior:
-    """A model's context prior, sha256-checked, and made for exactly these weights."""
-    meta = entry.get("prior")
-    if not meta:
-        raise WeightsError(f"no context prior for {entry.get('file')} in the manifest")
-    path = folder / meta["file"]
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise WeightsError(f"prior file {path} cannot be read: {e}") from e
-    if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
-        raise WeightsError(f"prior file {path} does not match its sha256 in the manifest: modified or damaged")
-    try:
-        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
-        prior = prior_from_state(state)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise WeightsError(f"prior file {path} cannot be loaded: {e}") from e
-    if state.get("model_fingerprint") != fingerprint:
-        raise WeightsError(f"prior file {path} was fitted for other weights")
-    return prior
-
-
-def load_model(
-    variant: str,
-    rate: str,
-    *,
-    folder: str | os.PathLike[str] | None = None,
-    device: str | torch.device | None = None,
-) -> tuple[FaceCodecNet, dict[str, Any]]:
-    """Load shipped weights (sha256-verified) as an eval-mode model, plus their manifest entry."""
-    folder = Path(folder or weights_dir())
-    manifest = read_manifest(folder)
-    name = model_name(variant, rate)
-    entry = manifest["models"].get(name)
-    if entry is None:
-        have = ", ".join(sorted(manifest["models"])) or "none"
-        raise WeightsError(f"no weights for {name!r} in {folder / MANIFEST} (available: {have})")
-    path = folder / entry["file"]
-    if not path.exists():
-        raise WeightsError(f"weights file {path} listed in the manifest is missing")
-    model = load_weights(path, sha256=entry["sha256"], map_location=device or "cpu")
-    if model.rate_point.name != rate:
-        raise WeightsError(f"weights file {path} holds rate point {model.rate_point.name!r}, not {rate!r}")
-    fp = model.fingerprint()
-    if entry.get("fingerprint") and entry["fingerprint"] != fp:
-        raise WeightsError(f"weights file {path} builds a model whose fingerprint differs from the manifest")
-    return model, entry
-
-
-def install_weights(
-    model: FaceCodecNet,
-    variant: str,
-    *,
-    folder: str | os.PathLike[str] | None = None,
-    info: dict[str, Any] | None = None,
-    half: bool = True,
-) -> dict[str, Any]:
-    """Save a model as ``<variant>-<rate>.pt`` in a weights folder and list it in the manifest.
-
-    ``info`` (how the weights were made, measured metrics) is stored in the entry beside
-    the file's sha256 and the model's fingerprint. The manifest is rewritten atomically.
-    """
-    if variant not in VARIANTS:
-        raise WeightsError(f"unknown variant {variant!r}")
-    folder = Path(folder or weights_dir())
-    name = model_name(variant, model.rate_point.name)
-    saved = save_weights(model, folder / f"{name}.pt", half=half)
-    with manifest_lock(folder):
-        return _add_entry(folder, name, variant, model, saved, half, info)
-
-
-def _add_entry(
-    folder: Path, name: str, variant: str, model: FaceCodecNet, saved: dict[str, Any], half: bool, info: dict[str, Any] | None
-) -> dict[str, Any]:
-    manifest = read_manifest(folder)
-    manifest.setdefault("format", 1)
-    entry = {
-        "file": f"{name}.pt",
-        "variant": variant,
-        "rate_point": model.rate_point.name,
-        "sha256": saved["sha256"],
-        "fingerprint": saved["fingerprint"],
-        "bytes": saved["bytes"],
-        "dtype": "float16" if half else "float32",
-        **(info or {}),
-    }
-    manifest["models"][name] = entry
-    _write_manifest(folder, manifest)
-    return entry
 
 
 class LearnedCodec(Codec):

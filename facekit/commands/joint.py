@@ -1,4 +1,4 @@
-"""``facekit joint``: fine-tune a rate point jointly with the recogniser (phase two)."""
+"""``facekit joint``: phase two, fine-tuning a rate point jointly with the recogniser (:func:`facekit.training.finetune_joint`)."""
 
 from __future__ import annotations
 
@@ -36,25 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="run folder (checkpoints, history, model); needed unless --write-pack")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--install-run", type=Path, metavar="RUN",
-                   help="ship a finished run folder (trained elsewhere, e.g. by scripts/gpu_joint.sh) and stop")
+                   help="ship a finished run folder (trained elsewhere, e.g. by scripts/gpu_joint.sh) and stop "
+                        "(the same as facekit weights install RUN)")
     p.add_argument("--install", action="store_true", help="ship the result: as the 'joint' weights, as 'jointrate' (facekit-jointrate-entropy) "
                         "when --lambda-rate is set, as 'jointface' when --background-weight is below 1")
     p.set_defaults(func=cmd_joint)
 
 
 def cmd_joint(args: argparse.Namespace) -> int:
-    from ..codecs.learned import load_model
     from ..errors import TrainingError
-    from ..joint import (
+    from ..recognition import get_recognizer
+    from ..training import (
         AlignedImageSet,
         JointConfig,
         finetune_joint,
-        install_joint,
         read_split_pack,
         split_with_transforms,
         write_split_pack,
     )
-    from ..recognition import get_recognizer
+    from ..zoo import install, install_joint, load_model, load_prior, weights_dir
 
     cfg = JointConfig(
         rate=args.rate, steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambda_mse=args.lambda_mse,
@@ -67,11 +67,8 @@ def cmd_joint(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     if args.install_run:
-        import json
-
-        rate = json.loads((args.install_run / "summary.json").read_text())["rate_point"]
-        e = install_joint(args.install_run, base_entry=load_model("mse", rate)[1])
-        print(f"installed {e.get('variant')} weights for {rate}: {e.get('file')} ({e.get('sha256', '')[:12]})")
+        e = install(args.install_run)
+        print(f"installed {e.get('variant')} weights for {e.get('rate_point')}: {e.get('file')} ({e.get('sha256', '')[:12]})")
         return 0
     rec = get_recognizer(args.recognizer)
     if args.write_pack:
@@ -89,8 +86,6 @@ def cmd_joint(args: argparse.Namespace) -> int:
     model, entry = load_model("mse", args.rate)
     prior = None
     if args.lambda_rate:
-        from ..codecs.learned import load_prior, weights_dir
-
         prior = load_prior(entry, weights_dir(), model.fingerprint())
     summary = finetune_joint(cfg, model, args.out, data, recognizer=rec, device=args.device, resume=args.resume,
                              rate_prior=prior, time_limit_s=args.time_limit)

@@ -1,4 +1,4 @@
-"""``facekit train``: distortion training of one rate point of the learned codec."""
+"""``facekit train``: phase one, distortion training of one rate point of the learned codec (:func:`facekit.training.train`)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainConfig, train
+    from ..training import TrainConfig, train
 
     cfg = TrainConfig(rate=args.rate, steps=args.steps, seed=args.seed, loss=args.loss, amp=not args.no_amp)
     for attr in ("batch_size", "crop", "lr", "checkpoint_every", "log_every", "val_every", "val_images"):

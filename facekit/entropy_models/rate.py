@@ -4,7 +4,7 @@ Bian et al. (arXiv:1907.01714) store the code as PNG and train without a rate te
 rate is set by the code's size. The ``-entropy`` variants range-code the code with a
 :class:`~facekit.entropy_models.context.ContextPrior` fitted after training.
 :class:`ContextRate` turns that prior into the ``likelihoods`` of the CompressAI
-contract, so :class:`~facekit.losses.JointLoss`'s ``lambda_rate`` term can push the
+contract, so :class:`~facekit.training.losses.JointLoss`'s ``lambda_rate`` term can push the
 encoder toward codes the prior codes in fewer bits.
 
 The value is exact: ``-log2`` of the likelihoods summed is the information the range
@@ -39,7 +39,7 @@ class ContextRate(nn.Module):
             raise TypeError(
                 f"the training rate term reads count tables ({ContextPrior.FORMAT_NEIGHBOURS} and earlier), not a "
                 f"{getattr(prior, 'format', type(prior).__name__)} prior: fit a count prior for the starting weights "
-                "(python -m facekit.train prior --layout 3) to train with lambda_rate"
+                "(facekit weights fit-prior --layout 3) to train with lambda_rate"
             )
         self.prior = prior
         self.levels = prior.levels

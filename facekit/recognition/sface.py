@@ -27,7 +27,7 @@ under dlib's ResNet is kept under a recogniser the codec has never seen.
 
 The network runs in OpenCV, so :meth:`SFaceRecognizer.forward` has no gradient: SFace
 evaluates codecs and cannot train them: given chips that need a gradient (as
-:func:`facekit.joint.finetune_joint` passes), it raises :class:`RecognizerError`.
+:func:`facekit.training.finetune_joint` passes), it raises :class:`RecognizerError`.
 """
 
 from __future__ import annotations

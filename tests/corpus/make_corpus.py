@@ -83,7 +83,8 @@ def build(out: Path = HERE) -> dict:
     from PIL import Image
 
     from facekit.codecs import get_codec
-    from facekit.codecs.learned import LearnedCodec, install_weights
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.zoo import install_weights
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,8 +155,9 @@ def build(out: Path = HERE) -> dict:
 def _install_priors(weights: Path) -> bool:
     """Fit and install a context prior per rate point (the ``-entropy`` variant), if available."""
     try:
-        from facekit.codecs.learned import LearnedCodec, install_prior
+        from facekit.codecs.learned import LearnedCodec
         from facekit.entropy_models import ContextPrior
+        from facekit.zoo import install_prior
     except ImportError:
         return False
     import torch

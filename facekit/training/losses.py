@@ -1,20 +1,23 @@
-"""Training losses of the learned codec: distortion now, identity and rate terms pluggable.
+"""Training losses of the learned codec: distortion, identity and rate terms in one sum.
 
 Bian et al. (arXiv:1907.01714) train the codec in two phases: first for distortion
 (MSE between the face and its reconstruction), then jointly with a face recogniser so
 that reconstructions keep their identity. :class:`JointLoss` is the one loss for both::
 
-    loss = lambda_mse * MSE(x, x_hat)
+    loss = lambda_mse * MSE(x, x_hat)          (or the face-weighted MSE)
          + lambda_msssim * (1 - MS-SSIM(x, x_hat))
          + lambda_id * identity_fn(x, x_hat)
          + lambda_rate * bpp(likelihoods)
 
 ``identity_fn`` is any callable ``(x, x_hat) -> scalar tensor`` (for example the
-distance between a recogniser's embeddings of the original and the reconstruction);
-the rate term needs a model with an entropy model (``out["likelihoods"]`` non-empty):
+distance between a recogniser's embeddings of the original and the reconstruction,
+:class:`facekit.training.identity.IdentityLoss`); the rate term needs a model with an
+entropy model (``out["likelihoods"]`` non-empty):
 :meth:`FaceCodecNet.attach_rate <facekit.models.autoencoder.FaceCodecNet.attach_rate>` gives
-one from a fitted context prior (:mod:`facekit.models.rate`).
-Every term is returned in a dict, so a trainer can log each one.
+one from a fitted context prior (:mod:`facekit.entropy_models.rate`).
+Every term is returned in a dict, so a trainer can log each one. :class:`Objective` is
+what the training loop calls per batch: phase one's :func:`distortion_loss`, or phase
+two's terms with the identity term reading the batch's face transforms.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .identity import IdentityLoss, face_weights
 
 #: an identity term: (x, x_hat) -> scalar
 IdentityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -179,3 +184,45 @@ def distortion_loss(metric: str = "mse", lambda_msssim: float = 0.1) -> JointLos
     if metric in ("mse+ms-ssim", "mse+msssim"):
         return JointLoss(lambda_mse=1.0, lambda_msssim=lambda_msssim)
     raise ValueError(f"unknown distortion metric {metric!r}; use 'mse' or 'mse+ms-ssim'")
+
+
+class Objective:
+    """The loss of one training batch, as the training loop calls it: ``objective(x, out, theta)``.
+
+    Phase one is ``Objective(distortion_loss("mse"))``. Phase two adds ``identity`` (the
+    recogniser's :class:`~facekit.training.identity.IdentityLoss`, given the batch's
+    transforms ``theta``) with weight ``loss.lambda_id``, and with ``background_weight < 1``
+    weighs the squared error outside the face chip that much
+    (:func:`~facekit.training.identity.face_weights`). Example::
+
+        objective = Objective(JointLoss(lambda_id=0.02, identity_fn=unset), IdentityLoss(rec))
+        terms = objective(x, model(x), theta)     # {"loss", "mse", "psnr", "identity", ...}
+    """
+
+    def __init__(self, loss: JointLoss, identity: IdentityLoss | None = None, background_weight: float = 1.0) -> None:
+        if loss.lambda_id and identity is None:
+            raise ValueError("an identity term (lambda_id > 0) needs the recogniser's IdentityLoss")
+        self.loss = loss
+        self.identity = identity
+        self.background_weight = float(background_weight)
+
+    @property
+    def needs_theta(self) -> bool:
+        """Whether a batch must come with its face transforms."""
+        return self.identity is not None or self.background_weight != 1.0
+
+    def __call__(self, x: torch.Tensor, out: Mapping[str, Any], theta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if self.needs_theta and theta is None:
+            raise ValueError("this objective needs the batch's face transforms (theta)")
+        identity = self.identity
+        if identity is not None:
+            self.loss.identity_fn = lambda a, b: identity(a, b, theta)
+        weight = None
+        if self.background_weight != 1.0:
+            weight = face_weights(theta, x.shape[-2], x.shape[-1], self.background_weight)
+        return self.loss(x, out, weight)
+
+
+def unset(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """A placeholder identity function for a :class:`JointLoss` that :class:`Objective` fills in per batch."""
+    raise RuntimeError("the identity term is set per batch by Objective")
