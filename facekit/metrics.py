@@ -46,8 +46,11 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0, mask: np.ndarray | N
     return psnr_from_mse(float(np.mean(diff * diff)), peak)
 
 
+def psnr_from_mse_torch(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
+    """:func:`psnr_from_mse` for a tensor of mean squared errors (element-wise)."""
+    return 10.0 * torch.log10(peak * peak / mse.clamp_min(peak * peak * 10.0 ** (-MAX_PSNR / 10.0)))
+
+
 def psnr_torch(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Per-image PSNR in dB of tensors ``(N, C, H, W)``, capped at :data:`MAX_PSNR`."""
-    err = (x_hat.float() - x.float()).pow(2).flatten(1).mean(dim=1)
-    floor = data_range**2 * 10.0 ** (-MAX_PSNR / 10.0)
-    return 10.0 * torch.log10(data_range**2 / err.clamp_min(floor))
+    return psnr_from_mse_torch((x_hat.float() - x.float()).pow(2).flatten(1).mean(dim=1), data_range)

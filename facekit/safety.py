@@ -4,11 +4,9 @@ Bytes a user hands to facekit (a ``.fkc`` file, a JPEG, an "image" that is a tex
 may be truncated, damaged or built to hurt: a header that declares a 60000x60000 image
 (a decompression bomb), lengths that point past the end, checksums that do not match.
 Every such input must end in a :class:`~facekit.errors.FacekitError` that names the
-problem, in bounded time and memory, and never crash the interpreter.
+problem, in bounded time and memory, and never crash the interpreter. Images are read by
+:func:`facekit.imageio.open_image`; this module holds the tools that check such readers.
 
-* :func:`open_image` reads an image file or bytes with Pillow, refusing anything whose
-  *declared* size exceeds a pixel budget before a single pixel is decoded, and turning
-  every decoder failure into an :class:`~facekit.errors.ImageError` (or the class asked for).
 * :func:`run_isolated` runs a call in a forked child under an address-space limit
   (``RLIMIT_AS``) and a timeout, and reports how it ended (:class:`Outcome`): the way to
   test a decoder against bombs without risking the caller's process.
@@ -21,14 +19,12 @@ problem, in bounded time and memory, and never crash the interpreter.
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import resource
 import struct
 import time
 import traceback
-import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,77 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FacekitError, ImageError
-from .pngstream import PNG_SIGNATURE, check_png_stream
-
-#: default pixel budget of :func:`open_image`: the same as the classical codecs' decoders
-MAX_PIXELS = 8192 * 8192
-
-#: formats :func:`open_image` accepts by default (what ``facekit compress`` reads)
-IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "WEBP", "TIFF", "GIF")
-
-
-# --------------------------------------------------------------------------- images
-
-
-def open_image(
-    source: str | os.PathLike[str] | bytes | bytearray | memoryview,
-    *,
-    max_pixels: int = MAX_PIXELS,
-    formats: Sequence[str] | None = IMAGE_FORMATS,
-    error: type[FacekitError] = ImageError,
-) -> np.ndarray:
-    """An image file (or its bytes) as RGB ``uint8`` ``(H, W, 3)``, read defensively.
-
-    The header is parsed first and an image that *declares* more than ``max_pixels``
-    pixels is refused before any pixel is decoded. Any failure of the decoder (Pillow
-    raises ``OSError``, ``SyntaxError``, ``EOFError``, ``struct.error``, ... on damaged
-    files) becomes ``error`` with a message naming the file and the problem.
-    """
-    name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{len(source)} bytes>"
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if len(source) == 0:
-            raise error(f"{name}: empty input, not an image")
-        stream: Any = io.BytesIO(bytes(source))
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise error(f"{path}: no such file")
-        if path.stat().st_size == 0:
-            raise error(f"{path}: empty file, not an image")
-        stream = path
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(stream, formats=list(formats) if formats else None) as im:
-                w, h = im.size
-                if w < 1 or h < 1:
-                    raise error(f"{name}: declares an empty {w}x{h} image")
-                if w * h > max_pixels:
-                    raise error(
-                        f"{name}: declared size {w}x{h} ({w * h:,} pixels) exceeds the limit of "
-                        f"{max_pixels:,} pixels; refusing to decode it (decompression bomb?)"
-                    )
-                if im.format == "PNG":  # Pillow zero-fills the rows of a stream that ends early
-                    raw = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else path.read_bytes()
-                    check_png_stream(raw, error, name)
-                im.load()
-                rgb = np.asarray(im.convert("RGB"))
-    except FacekitError:
-        raise
-    except UnidentifiedImageError as e:
-        allowed = f" (accepted formats: {', '.join(formats)})" if formats else ""
-        raise error(f"{name}: not an image file facekit can read{allowed}") from e
-    except Image.DecompressionBombError as e:
-        raise error(f"{name}: refused as a decompression bomb: {e}") from e
-    except MemoryError as e:
-        raise error(f"{name}: not enough memory to decode this image") from e
-    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on damaged files
-        raise error(f"{name}: damaged or truncated image ({type(e).__name__}: {e})") from e
-    return np.ascontiguousarray(rgb)
-
+from .errors import FacekitError
+from .pngstream import PNG_SIGNATURE
 
 # --------------------------------------------------------------------------- isolation
 

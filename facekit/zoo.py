@@ -43,6 +43,8 @@ import torch
 from .codecs.registry import VARIANTS
 from .entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior
 from .errors import TrainingError, WeightsError
+from .fileio import atomic_write
+from .metrics import psnr
 from .models.autoencoder import FaceCodecNet, RatePoint, load_weights, save_weights
 
 MANIFEST = "manifest.json"
@@ -97,16 +99,10 @@ def manifest_lock(folder: PathLike | None = None) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Rewrite the manifest (models sorted by name); call with :func:`manifest_lock` held."""
     manifest["models"] = dict(sorted(manifest["models"].items()))
-    _write_atomic(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    atomic_write(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
 def update_manifest(variant: str, rate: str, fields: dict[str, Any], *, folder: PathLike | None = None) -> None:
@@ -260,7 +256,7 @@ def install_prior(
         file = f"{name}{PRIOR_SUFFIX}.pt"
         buf = io.BytesIO()
         torch.save({**prior.state(), "model_fingerprint": entry["fingerprint"]}, buf)
-        _write_atomic(folder / file, buf.getvalue())
+        atomic_write(folder / file, buf.getvalue())
         entry["prior"] = {
             "file": file, "sha256": hashlib.sha256(buf.getvalue()).hexdigest(), "digest": prior.digest(),
             "bytes": len(buf.getvalue()), "context": prior.describe(), "format": prior.format, **(info or {}),
@@ -331,8 +327,7 @@ def install_run(
         data = codec.encode(im, rate)
         out = codec.decode(data)
         bpps.append(8.0 * len(data) / (im.shape[0] * im.shape[1]))
-        err = np.mean((out.astype(np.float64) - im.astype(np.float64)) ** 2)
-        ps.append(10 * np.log10(255.0**2 / max(err, 1e-12)))
+        ps.append(psnr(im, out))
     metrics = {
         "held_out_split": {"images": len(imgs), "bpp": round(float(np.mean(bpps)), 5), "psnr": round(float(np.mean(ps)), 3)}
     }

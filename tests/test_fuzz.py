@@ -42,7 +42,8 @@ from facekit.codecs import get_codec
 from facekit.codecs.learned import LearnedCodec
 from facekit.entropy_models import pack_png
 from facekit.errors import BitstreamError, CodecError, FacekitError, ImageError
-from facekit.safety import OPS, apply_ops, open_image, reseal, run_isolated
+from facekit.imageio import open_image
+from facekit.safety import OPS, apply_ops, reseal, run_isolated
 from facekit.zoo import install_weights
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -422,7 +423,7 @@ def test_png_with_short_image_data_is_refused(tmp_path):
     """Pillow zero-fills the rows missing from a stream that ends early; facekit refuses it everywhere."""
     from facekit.entropy_models import pack_png, unpack_png
     from facekit.errors import ImageError
-    from facekit.safety import open_image
+    from facekit.imageio import open_image
 
     data = _short_png()
     with pytest.raises(BitstreamError, match="ends early: 772 of the 12352 bytes"):
@@ -575,7 +576,7 @@ def test_compress_of_a_bomb_image_ends_in_a_clear_error(tmp_path):
 
 
 def test_open_image_guards():
-    """facekit.safety.open_image: the pixel cap is checked before decoding, every failure is ours."""
+    """facekit.imageio.open_image: the pixel cap is checked before decoding, every failure is ours."""
     face = open_image((CORPUS / "face.png").read_bytes())
     assert face.shape == (80, 64, 3)
     with pytest.raises(ImageError, match="exceeds the limit"):

@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from facekit.errors import TrainingError
+from facekit.metrics import psnr_torch as psnr
 from facekit.training import ImageSet, TrainConfig, train
-from facekit.training.losses import JointLoss, distortion_loss, ms_ssim, psnr
+from facekit.training.losses import JointLoss, distortion_loss, ms_ssim
 from facekit.zoo import export_weights
 
 REPO = Path(__file__).resolve().parents[1]

@@ -101,7 +101,7 @@ def read_image(path: Path) -> np.ndarray:
 
     The declared size is checked before any pixel is decoded (decompression bombs).
     """
-    from ..safety import open_image
+    from ..imageio import open_image
 
     try:
         return open_image(path, max_pixels=MAX_COMPRESS_PIXELS)

@@ -64,7 +64,6 @@ import dataclasses
 import hashlib
 import io
 import math
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +75,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BitstreamError, ImageError, WeightsError
+from ..fileio import atomic_write
 from .digest import update_with_state_dict
 from .quantizer import Quantizer
 
@@ -412,9 +412,7 @@ def save_weights(model: FaceCodecNet, path: str | Path, *, half: bool = True) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save({"format": WEIGHTS_FORMAT, "rate_point": model.rate_point.to_dict(), "state_dict": sd}, buf)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
     rebuilt = load_weights(path)
     return {
         "sha256": hashlib.sha256(buf.getvalue()).hexdigest(),

@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -59,6 +58,8 @@ import torch.nn.functional as F
 
 from ..config import cache_dir
 from ..errors import AlignmentError, RecognizerError
+from ..fileio import atomic_path
+from ..imageio import open_image
 
 __all__ = [
     "DLIB_ALIGNMENT_ID",
@@ -310,13 +311,7 @@ def read_image(path: str | os.PathLike[str], decoder: str = "pil") -> np.ndarray
             pass  # a format dlib cannot read: PIL below
     elif decoder != "pil":
         raise ValueError(f"unknown decoder {decoder!r}; choose 'pil' or 'dlib'")
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except OSError as e:
-        raise AlignmentError(f"{path} cannot be read as an image: {e}") from e
+    return open_image(path, formats=None, error=AlignmentError)
 
 
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -526,11 +521,9 @@ def _save_store(path: Path, store: dict[str, FaceLocation]) -> None:
     merged = _load_store(path)  # keep what a concurrent run added
     merged.update(store)
     keys = sorted(merged)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(
-            tmp,
+            f,
             keys=np.array(keys),
             theta=np.stack([merged[k].theta for k in keys]).astype(np.float32),
             matrix=np.stack([merged[k].matrix for k in keys]),
@@ -542,10 +535,6 @@ def _save_store(path: Path, store: dict[str, FaceLocation]) -> None:
             image_size=np.array([merged[k].image_size for k in keys], dtype=np.int64),
             fallback=np.array([merged[k].fallback for k in keys], dtype=bool),
         )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def locate_many(

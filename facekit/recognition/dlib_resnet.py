@@ -34,7 +34,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ from torch import nn
 
 from ..config import cache_dir
 from ..errors import RecognizerError, WeightsError
+from ..fileio import atomic_path, atomic_write
 from .align import DLIB_ALIGNMENT_ID, FaceAligner, FaceLocation, read_image, warp_chips
 from .base import Recognizer
 from .dlib_dat import DlibNet, read_dnn
@@ -274,18 +274,9 @@ def save_dlib_weights(
         "source_sha256": source_sha256,
         "conversion_version": CONVERSION_VERSION,
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    side = Path(str(path) + ".json")
-    side_tmp = side.with_name(side.name + ".tmp")
-    side_tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(side_tmp, side)
+    atomic_write(Path(str(path) + ".json"), json.dumps(meta, indent=1))
     return path
 
 

@@ -19,7 +19,6 @@ that never stopped. With ``world`` processes, process ``rank`` takes samples
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..errors import TrainingError
+from ..fileio import atomic_path
+from ..imageio import open_image
 from .identity import mirror_theta
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
@@ -176,11 +176,7 @@ def load_images_folder(folder: str | os.PathLike[str]) -> tuple[list[np.ndarray]
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     images, names = [], []
     for p in paths:
-        try:
-            with Image.open(p) as im:
-                images.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise TrainingError(f"{p} cannot be read as an image: {e}") from e
+        images.append(open_image(p, formats=None, error=TrainingError))
         names.append(str(p.relative_to(folder)))
     if not images:
         raise TrainingError(f"no images in {folder}")
@@ -242,14 +238,12 @@ def write_split_pack(
     blobs = [Path(lfw.path(n)).read_bytes() for n in names]
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     out = Path(path)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
         np.savez(
             f, format=np.array(PACK_FORMAT), alignment_id=np.array(str(getattr(recognizer, "alignment_id", ""))),
             names=np.array(names), thetas=np.stack([np.asarray(locs[n].theta, np.float32) for n in names]),
             offsets=offsets, data=np.frombuffer(b"".join(blobs), np.uint8),
         )
-    os.replace(tmp, out)
     return {"path": str(out), "images": len(names), "bytes": out.stat().st_size}
 
 
@@ -275,10 +269,6 @@ def read_split_pack(path: str | os.PathLike[str]) -> tuple[list[np.ndarray], lis
         raise TrainingError(f"training pack {p} is inconsistent (names, transforms and file offsets disagree)")
     images = []
     for i, name in enumerate(names):
-        try:
-            with Image.open(io.BytesIO(data[offsets[i] : offsets[i + 1]].tobytes())) as im:
-                im.load()
-                images.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise TrainingError(f"training pack {p}: image {name} cannot be decoded: {e}") from e
+        images.append(open_image(data[offsets[i] : offsets[i + 1]].tobytes(), formats=None, error=TrainingError,
+                                 name=f"training pack {p}: image {name} cannot be decoded"))
     return images, list(thetas), names

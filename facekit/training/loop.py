@@ -44,6 +44,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import TrainingError
+from ..fileio import atomic_write
 from ..models.autoencoder import FaceCodecNet
 from .config import TrainConfig
 from .losses import Objective
@@ -84,18 +85,7 @@ def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename (never a half file)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue(), fsync=True)
 
 
 def hardware_description(device: torch.device) -> str:
@@ -136,7 +126,7 @@ def read_history(path: Path, upto: int) -> list[dict[str, Any]]:
 
 def write_history(out: Path, rows: list[dict[str, Any]]) -> None:
     """``history.jsonl`` and ``history.csv`` (columns: every key in order of appearance)."""
-    _write_text(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write(out / "history.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -144,7 +134,7 @@ def write_history(out: Path, rows: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     w.writerows(rows)
-    _write_text(out / "history.csv", buf.getvalue())
+    atomic_write(out / "history.csv", buf.getvalue())
 
 
 def read_checkpoint(path: Path, cfg: TrainConfig, world: int) -> dict[str, Any]:
@@ -245,7 +235,7 @@ def fit(
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = cfg.amp and device.type == "cuda"
     if rank == 0:
-        _write_text(out / "config.json", json.dumps({"config": cfg.to_dict(), "rate_point": model.rate_point.to_dict()}, indent=2))
+        atomic_write(out / "config.json", json.dumps({"config": cfg.to_dict(), "rate_point": model.rate_point.to_dict()}, indent=2))
 
     def save_checkpoint(step: int, elapsed: float) -> None:
         rng = _rng_state()
@@ -332,7 +322,7 @@ def fit(
             last = history[-1] if history and history[-1]["step"] == step else {}
             summary.update({k: v for k, v in last.items() if k.startswith("val_")} or validate(model))
             atomic_save({"rate_point": model.rate_point.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
-        _write_text(out / "summary.json", json.dumps(summary, indent=2))
+        atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     if distributed:
         dist.barrier()
     return summary

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics import psnr_from_mse_torch
 from .identity import IdentityLoss, face_weights
 
 #: an identity term: (x, x_hat) -> scalar
@@ -42,12 +43,6 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """Mean squared error over everything, in float32."""
     return F.mse_loss(x_hat.float(), x.float())
-
-
-def psnr(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """PSNR in dB per image of a batch ``(B, C, H, W)``."""
-    err = ((x_hat.float() - x.float()) ** 2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10.0 * torch.log10(data_range**2 / err)
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device) -> torch.Tensor:
@@ -172,7 +167,7 @@ class JointLoss(nn.Module):
             bpp = bpp_from_likelihoods(likelihoods, x.shape[0] * x.shape[-2] * x.shape[-1])
             terms["bpp"] = bpp
             loss = loss + self.lambda_rate * bpp
-        terms["psnr"] = (10.0 * torch.log10(1.0 / err.detach().clamp_min(1e-12)))
+        terms["psnr"] = psnr_from_mse_torch(err.detach())
         terms["loss"] = loss
         return terms
 

@@ -11,7 +11,6 @@ term and a face-weighted distortion), on whole images with their face transforms
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -21,12 +20,13 @@ import torch
 from torch import nn
 
 from ..errors import TrainingError
+from ..metrics import psnr_from_mse, psnr_torch
 from ..models.autoencoder import FaceCodecNet, RatePoint
 from .config import JointConfig, TrainConfig
 from .data import AlignedImageSet, load_images_folder, load_split, make_datasets
 from .identity import IdentityLoss, face_weights
 from .loop import fit, seed_everything, training_device
-from .losses import JointLoss, Objective, distortion_loss, psnr, unset
+from .losses import JointLoss, Objective, distortion_loss, unset
 
 
 @torch.no_grad()
@@ -42,7 +42,7 @@ def evaluate(model: FaceCodecNet, images: Sequence[np.ndarray], device: torch.de
         enc = model.compress(x, effort=1)
         x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
         x_hat = torch.round(x_hat * 255) / 255
-        ps.append(float(psnr(x, x_hat)[0]))
+        ps.append(float(psnr_torch(x, x_hat)[0]))
         bpps.append(8.0 * len(enc["strings"][0]) / (im.shape[0] * im.shape[1]))
     model.train(was_training)
     return {"val_psnr": float(np.mean(ps)), "val_png_bpp": float(np.mean(bpps))}
@@ -65,11 +65,10 @@ def validate(
         enc = model.compress(x, effort=1)
         x_hat = model.decompress(enc["strings"], enc["shape"])["x_hat"]
         x_hat = torch.round(x_hat.clamp(0, 1) * 255) / 255
-        mse = float(torch.mean((x - x_hat) ** 2))
-        ps.append(10 * math.log10(1 / max(mse, 1e-12)))
+        ps.append(psnr_from_mse(float(torch.mean((x - x_hat) ** 2)), peak=1.0))
         face = face_weights(th, x.shape[-2], x.shape[-1], 0.0, margin=0.0).to(device)
         face_mse = float(((x - x_hat) ** 2 * face).sum() / (face.sum() * x.shape[1]).clamp_min(1))
-        face_ps.append(10 * math.log10(1 / max(face_mse, 1e-12)))
+        face_ps.append(psnr_from_mse(face_mse, peak=1.0))
         bpps.append(8 * len(enc["strings"][0]) / (x.shape[-1] * x.shape[-2]))
         ids.append(float(torch.sqrt(((ident.recognizer.embed(x, th) - ident.recognizer.embed(x_hat, th)) ** 2).sum())))
     model.train(was_training)
