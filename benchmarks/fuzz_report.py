@@ -96,9 +96,9 @@ def _worker(conn, target, seed: int, start: int, memory_mb: float | None, quiet:
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
     if memory_mb:
-        from facekit.safety import _vm_kb
+        from facekit.safety import vm_kb
 
-        start_kb = _vm_kb("VmSize") or 0
+        start_kb = vm_kb("VmSize") or 0
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (start_kb * 1024 + int(memory_mb * 2**20), hard))
     index = start

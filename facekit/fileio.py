@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -53,3 +54,12 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool
     with atomic_path(path, fsync=fsync) as tmp:
         tmp.write_bytes(raw)
     return Path(path)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

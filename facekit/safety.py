@@ -65,7 +65,8 @@ class Outcome:
         return self.status in ("ok", "refused")
 
 
-def _vm_kb(field: str) -> int | None:
+def vm_kb(field: str) -> int | None:
+    """A memory figure of this process from ``/proc/self/status`` (``VmSize``, ``VmPeak``, ...) in kB; None where unknown."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -122,7 +123,7 @@ def run_isolated(
 
             if "torch" in sys.modules:
                 sys.modules["torch"].set_num_threads(1)
-            start_kb = _vm_kb("VmSize")
+            start_kb = vm_kb("VmSize")
             if memory_mb is not None and start_kb is not None:
                 limit = start_kb * 1024 + int(memory_mb * 2**20)
                 _, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -130,7 +131,7 @@ def run_isolated(
                     limit = min(limit, hard)
                 resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
             out = classify(func, *args, **kwargs)
-            peak_kb = _vm_kb("VmPeak")
+            peak_kb = vm_kb("VmPeak")
             extra = None if start_kb is None or peak_kb is None else max(0, peak_kb - start_kb) / 1024
             out = Outcome(out.status, out.error, out.message, out.seconds, out.value, extra, out.traceback)
             send.send(out)

@@ -17,13 +17,13 @@ from facekit.recognition.align import (
     dlib_chip_matrix,
     face_chip,
     find_similarity_transform,
-    locate_many,
     mtcnn_to_hog_box,
     pixel_to_theta,
     read_image,
     theta_to_pixel,
     warp_chips,
 )
+from facekit.recognition.locations import locate_many
 
 REPO = Path(__file__).resolve().parents[1]
 

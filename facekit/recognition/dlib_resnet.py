@@ -43,7 +43,7 @@ from torch import nn
 
 from ..config import cache_dir
 from ..errors import RecognizerError, WeightsError
-from ..fileio import atomic_path, atomic_write
+from ..fileio import atomic_path, atomic_write, sha256_file
 from .align import DLIB_ALIGNMENT_ID, FaceAligner, FaceLocation, read_image, warp_chips
 from .base import Recognizer
 from .dlib_dat import DlibNet, read_dnn
@@ -183,14 +183,6 @@ def find_model_file(name: str = DAT_NAME) -> Path:
             f"{path} is missing from the face_recognition_models package; reinstall it"
         )
     return path
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:
@@ -341,7 +333,7 @@ def load_dlib_weights(
             expected.add(side)
         return _load_converted(p, expected)
 
-    dat_sha = _sha256_file(p)
+    dat_sha = sha256_file(p)
     target = cache_dir() / "weights" / f"dlib_resnet_v{CONVERSION_VERSION}-{dat_sha[:16]}.pt"
     if cache and target.is_file():
         expected = {OFFICIAL_STATE_SHA256} if dat_sha == OFFICIAL_DAT_SHA256 else set()

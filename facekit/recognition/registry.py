@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import RecognizerError
-from .align import FaceLocation, locate_many
+from .align import FaceLocation
 from .base import Recognizer
+from .locations import locate_many
 
 __all__ = [
     "available_recognizers",
@@ -208,7 +209,7 @@ def find_alignments(
 
     ``lfw`` needs ``path(name)``; originals are read with ``recognizer.read_original``.
     Results are cached on disk by ``recognizer.alignment_id``, image name and file sha256
-    (:func:`facekit.recognition.align.locate_many`), so each image is located once.
+    (:func:`facekit.recognition.locations.locate_many`), so each image is located once.
     """
     rec = get_recognizer(recognizer) if isinstance(recognizer, str) else recognizer
     return locate_many(
