@@ -5,7 +5,7 @@
 PRESET ?= quick
 export FACEKIT_LFW ?= $(abspath ../shared/data/lfw)
 
-.PHONY: setup setup-test reproduce test lint notebooks
+.PHONY: setup setup-test reproduce test lint notebooks figures
 
 setup:
 	bash scripts/setup.sh
@@ -26,3 +26,7 @@ lint:
 # the side edited last wins: an edited .py rewrites its .ipynb (outputs kept), and the reverse
 notebooks:
 	.venv/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+# redraw results/rate_accuracy.png and rate_accuracy_roi.png from the committed results JSON
+figures:
+	.venv/bin/python -m facekit.plots results/rate_accuracy.json
