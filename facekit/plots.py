@@ -22,12 +22,14 @@ import numpy as np
 
 from .bdrate import curve, quality_at
 from .goals import (
+    FULL_LFW_PAIRS,
     PAPER,
     PAPER_MSE,
     RECOGNITION_FIRST,
     RECOMMENDED,
     is_roi,
     not_judged,
+    pairs_measured,
     saving_at_equal_accuracy,
 )
 
@@ -297,9 +299,11 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
     learned = [n for n in codecs if n.startswith(LEARNED_PREFIX)]
     classic = [n for n in codecs if not n.startswith(LEARNED_PREFIX) and n != "uncompressed"]
     if learned and classic:
-        why = not_judged(results)
-        if why is not None:
-            lines += ["", f"Bitrate savings at equal accuracy are given on all LFW pairs only ({why})."]
+        if not_judged(results) is not None:
+            n = pairs_measured(results)
+            held = "do not record how many pairs they hold" if n is None else f"hold {n:,}"
+            lines += ["", f"Bitrate savings at equal accuracy are given on all {FULL_LFW_PAIRS:,} LFW pairs only "
+                      f"(these results {held})."]
             return "\n".join(lines)
         lines += ["", "Bitrate saving at equal accuracy (Bjøntegaard-style, over the common accuracy range; "
                   "a dash where the curves do not overlap):", "",
@@ -314,13 +318,16 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
     return "\n".join(lines)
 
 
-def roi_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = None):
+def roi_figure(
+    results: dict[str, Any], path: str | os.PathLike[str] | None = None, check: dict[str, Any] | None = None
+):
     """Rate and accuracy of the region-of-interest codecs (``-roi``, ``-roi-bg``), or None when
     the results hold no ROI codec; saved to ``path`` when given.
 
     Each ROI codec is drawn beside the codec it is made from when that fits in
     :data:`MAX_SERIES`, else the :data:`ROI_HEADLINE` codecs are. One panel: the whole-image
-    PSNR of a codec that codes only the face says nothing about the face.
+    PSNR of a codec that codes only the face says nothing about the face. ``check``: a
+    small-sample run drawn over the curves, as in :func:`rate_accuracy_figure`.
     """
     roi = [n for n in results["codecs"] if is_roi(n)]
     if not roi:
@@ -331,7 +338,7 @@ def roi_figure(results: dict[str, Any], path: str | os.PathLike[str] | None = No
     rec = results.get("recognizer", {}).get("name", "")
     n = results.get("protocol", {}).get("n_pairs")
     pairs = f", {n:,} pairs" if isinstance(n, int) else ""
-    return rate_accuracy_figure(results, path, codecs=["uncompressed", *pair], psnr=False,
+    return rate_accuracy_figure(results, path, codecs=["uncompressed", *pair], psnr=False, check=check,
                                 title=f"Region of interest: the face region coded first ({rec}{pairs})")
 
 

@@ -52,8 +52,9 @@ lr = 2e-3              # a high rate for a short run (full preset and facekit tr
 n_train_images = 24    # None: the whole identity-disjoint split (1,549 faces)
 chunks = 4             # the live plot is redrawn after each chunk of steps
 seed = 0
+run_root = None        # the training run (checkpoints) goes here; None: a temporary folder
 quick = True
-out_dir = "nb_out"
+out_dir = "nb_out"     # figures and summary.json go here (no checkpoints)
 
 # %% [markdown]
 # **Data.** The notebooks read LFW from `lfw_root` or the environment variable
@@ -105,14 +106,20 @@ print(f"training on {len(images)} images")
 #
 # The configuration is a `TrainConfig`; `train(..., stop_after=k, resume=True)` trains
 # until step `k` and checkpoints, so the loop below is the same run as one uninterrupted
-# call, with a plot in between.
+# call, with a plot in between. The run folder (checkpoints, history, the trained model)
+# is a working folder, not a result: it goes under `run_root`, or a temporary folder that
+# is removed when the kernel stops.
 
 # %%
+import tempfile
+from pathlib import Path
+
 from tqdm.auto import tqdm
 
 from facekit.train import TrainConfig, train
 
-run_dir = rec.dir / f"run_{rate_point}"
+scratch = None if run_root else tempfile.TemporaryDirectory(prefix="facekit-02-")
+run_dir = Path(run_root or scratch.name) / f"run_{rate_point}"
 chunk = max(1, -(-steps // chunks))
 cfg = TrainConfig(
     rate=rate_point, steps=steps, batch_size=batch_size, crop=crop, lr=lr, seed=seed,
@@ -211,7 +218,7 @@ rec.update(rate_point=rate_point, steps=steps, device=device, train_time_s=summa
            loss_start=float(np.mean([r["loss"] for r in hist[:q]])),
            loss_end=float(np.mean([r["loss"] for r in hist[-q:]])), images_per_s=hist[-1]["images_per_s"],
            val_psnr=summary.get("val_psnr"), val_png_bpp=summary.get("val_png_bpp"),
-           checkpoint=str(run_dir / "checkpoint.pt"), reconstructions=results)
+           run_dir=str(run_dir), run_files=sorted(p.name for p in run_dir.iterdir()), reconstructions=results)
 
 # %% [markdown]
 # ## Training for real

@@ -61,8 +61,9 @@ lr = 1e-4              # as facekit joint; a higher rate undoes the distortion t
 n_train_images = 10    # from the identity-disjoint split, the last 2 held out; None: all of it
 n_test_images = 4      # faces from pairs.txt to show before/after
 seed = 0
+run_root = None        # the fine-tuning runs (checkpoints, weights) go here; None: a temporary folder
 quick = True
-out_dir = "nb_out"
+out_dir = "nb_out"     # figures and summary.json go here (no checkpoints)
 
 # %% [markdown]
 # **Data.** The notebooks read LFW from `lfw_root` or the environment variable
@@ -174,6 +175,8 @@ rec.update(shipped_joint=shipped)
 
 # %%
 import copy
+import tempfile
+from pathlib import Path
 
 from facekit.codecs.learned import install_weights
 from facekit.data import identity_disjoint_split
@@ -186,17 +189,21 @@ data = AlignedImageSet([rec_net.read_original(lfw.path(n)) for n in train_names]
                        [train_thetas[n] for n in train_names], train_names)
 print(f"fine-tuning on {len(train_names)} faces (the last {min(2, len(train_names) - 1)} held out)")
 
+scratch = None if run_root else tempfile.TemporaryDirectory(prefix="facekit-03-")
+runs_root = Path(run_root or scratch.name)  # run folders are working files, not results
 runs = {}
 for lam in lambdas:
     cfg = JointConfig(rate=rate_point, steps=steps, batch_size=batch_size, lr=lr, lambda_id=lam, seed=seed,
                       recognizer=recognizer, log_every=max(1, steps // 8), checkpoint_every=steps,
                       val_images=min(2, len(train_names) - 1))
-    run_dir = rec.dir / f"joint_{rate_point}_lambda{lam:g}"
+    run_dir = runs_root / f"joint_{rate_point}_lambda{lam:g}"
     model = copy.deepcopy(mse_codec.model(rate_point))  # start from the distortion weights
     summary = finetune_joint(cfg, model, run_dir, data, recognizer=rec_net, device=device, verbose=False)
     install_weights(model.cpu(), "joint", folder=run_dir / "weights")
     recons, m = measure(get_codec("facekit-joint", device=device, folder=run_dir / "weights"), rate_point)
     m["train_time_s"] = summary["train_time_s"]
+    m["run_dir"] = str(run_dir)
+    m["run_files"] = sorted(str(f.relative_to(run_dir)) for f in run_dir.rglob("*") if f.is_file())
     runs[lam] = (recons, m)
     print(f"λ_id {lam:g}: {m['bpp']:.3f} bpp, {m['psnr']:.2f} dB, identity distance {m['identity_distance']:.3f} "
           f"({summary['train_time_s']:.0f} s)")

@@ -17,9 +17,10 @@
 #
 # [![Open in Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/facekit-dev/facekit/blob/main/notebooks/05_interactive_explorer.ipynb) [![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/facekit-dev/facekit/HEAD?labpath=notebooks/05_interactive_explorer.ipynb)
 #
-# Pick a codec, move the rate slider, pick a face: the original and the reconstruction,
-# the real bits per pixel, the PSNR, and the recogniser's distance between the
-# reconstruction and its original, judged against the recogniser's same-person threshold.
+# It opens on the recommended codec. Pick a codec, move the rate slider, pick a face: the
+# original and the reconstruction, the real bits per pixel, the PSNR, and the recogniser's
+# distance between the reconstruction and its original, judged against the recogniser's
+# same-person threshold.
 # The faces come from `pairs.txt`, so the learned codec has never seen these people.
 #
 # Every number comes from the same library calls as the rate-accuracy curves of notebook 4
@@ -43,7 +44,7 @@ if "google.colab" in sys.modules:
 lfw_root = None        # LFW folder or archive; None: $FACEKIT_LFW
 device = "auto"
 n_images = 4           # faces in the image picker
-codecs = None          # None: facekit.widgets.DEFAULT_CODECS (learned, ROI and classical; those available)
+codecs = None          # None: the recommended codec first, then facekit.widgets.DEFAULT_CODECS
 recognizer = "dlib-resnet"
 quick = True
 out_dir = "nb_out"
@@ -68,10 +69,12 @@ rec = Record(out_dir)  # figures and summary.json of this notebook go to out_dir
 print(f"facekit {facekit.__version__}, torch {torch.__version__}, device {device}, output in {rec.dir}")
 
 # %%
+from facekit.goals import RECOMMENDED
 from facekit.widgets import DEFAULT_CODECS, Explorer
 
-explorer = Explorer(lfw_root=lfw_root, n_images=n_images, codecs=codecs or DEFAULT_CODECS,
-                    recognizer=recognizer, device=device)
+codecs = codecs or [RECOMMENDED, *(c for c in DEFAULT_CODECS if c != RECOMMENDED)]
+explorer = Explorer(lfw_root=lfw_root, n_images=n_images, codecs=codecs, recognizer=recognizer,
+                    device=device, codec=RECOMMENDED)
 for name, why in explorer.unavailable.items():
     print(f"not available here: {name} ({why})")
 display(explorer.ui)
@@ -80,7 +83,7 @@ display(explorer.ui)
 # ## The same numbers, for every rate point
 #
 # The explorer's `sweep` runs one codec over all its settings for one face: here the
-# learned codec (or the first codec available) on the first face.
+# recommended codec (or the first codec available) on the first face.
 
 # %%
 codec_name = next(iter(explorer.codecs))
