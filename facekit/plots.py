@@ -80,6 +80,11 @@ LEARNED_PREFIX = "facekit"
 _TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
+def _bars(y: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Error bars in percent of ±1 std, the upper one ending at 100 % (accuracy goes no higher)."""
+    return 100 * np.stack([sd, np.minimum(y + sd, 1.0) - y])
+
+
 def _face_only(name: str) -> bool:
     """A region-of-interest codec whose background is flat (no ``-roi-bg``): its whole-image
     PSNR says nothing about the face."""
@@ -129,7 +134,7 @@ def _percent_axis(ax: Any, lows: list[float], highs: list[float]) -> None:
     from matplotlib.ticker import FuncFormatter
 
     lo = max(50.0, min(lows + [90.0]) - 2)
-    hi = min(101.5, max(highs + [99.0]) + 0.8)
+    hi = min(101.2, max(highs + [99.0]) + 0.8)
     ax.set_ylim(lo, hi)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: "" if v > 100.001 else f"{v:g}"))
 
@@ -185,16 +190,16 @@ def rate_accuracy_figure(
             ax1.axhline(acc, label=name, **style)
             ax1.axhspan(acc - sd, acc + sd, color="black", alpha=0.06, lw=0)
             lows.append(acc - sd)
-            highs.append(acc + sd)
+            highs.append(min(acc + sd, 100.0))
             continue
         x, y, sd = _series(points, "acc_mean")
         if len(x):
             ax1.plot(x, 100 * y, label=name, **style)
-            ax1.errorbar(x, 100 * y, yerr=100 * sd, fmt="none", ecolor=style["color"], elinewidth=1.1,
+            ax1.errorbar(x, 100 * y, yerr=_bars(y, sd), fmt="none", ecolor=style["color"], elinewidth=1.1,
                          capsize=0, alpha=0.8, zorder=style.get("zorder", 2))
             xs += list(x)
             lows += list(100 * (y - sd))
-            highs += list(100 * (y + sd))
+            highs += list(100 * np.minimum(y + sd, 1.0))
         if ax2 is None:
             continue
         if _face_only(name):
@@ -214,12 +219,12 @@ def rate_accuracy_figure(
                 continue
             style = STYLE.get(name, {})
             x, y, sd = _series(pts, "acc_mean")
-            ax1.errorbar(x, 100 * y, yerr=100 * sd, fmt=style.get("marker", "o"), ms=8, mfc="white",
+            ax1.errorbar(x, 100 * y, yerr=_bars(y, sd), fmt=style.get("marker", "o"), ms=8, mfc="white",
                          mec=style.get("color", "black"), mew=1.6, ecolor=style.get("color", "black"),
                          elinewidth=1.0, capsize=3, zorder=5, label="_check")
             xs += list(x)
             lows += list(100 * (y - sd))
-            highs += list(100 * (y + sd))
+            highs += list(100 * np.minimum(y + sd, 1.0))
             if ax2 is not None and not _face_only(name):
                 x, y, _ = _series(pts, "psnr")
                 ax2.plot(x, y, ls="none", marker=style.get("marker", "o"), ms=8, mfc="white",
