@@ -16,7 +16,7 @@ from pathlib import Path
 
 from facekit.evaluate import load_results
 from facekit.goals import goals_table, joint_gain_table, rate_term_gain_table
-from facekit.plots import is_roi, rate_accuracy_figure, roi_figure, summary_table
+from facekit.plots import draw_results_figures, is_roi, summary_table
 
 NOTES_MARKER = "<!-- hand-written notes below: benchmarks/results_readme.py keeps them when it regenerates this file -->"
 
@@ -138,11 +138,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     res = load_results(args.results)
-    fig = args.results.with_suffix(".png")
-    roi = [n for n in res["codecs"] if is_roi(n)]
-    rate_accuracy_figure(res, fig, codecs=[n for n in res["codecs"] if n not in roi])
-    roi_fig = fig.with_name(fig.stem + "_roi.png")
-    roi_figure(res, roi_fig)
+    fig, *roi_fig = draw_results_figures(args.results)
     prot = res["protocol"]
     prov = res["provenance"]
     lines = [
@@ -151,7 +147,7 @@ def main() -> None:
         *names_note(),
         f"![rate-accuracy]({fig.name})",
         "",
-        *([f"![rate-accuracy with region of interest]({roi_fig.name})", ""] if roi else []),
+        *([f"![rate-accuracy with region of interest]({roi_fig[0].name})", ""] if roi_fig else []),
         f"Recogniser: **{res['recognizer']['name']}** ({res['recognizer']['distance']} distance); "
         f"{prot['n_pairs']} pairs of `{prot['pairs_file']}` ({prot['folds']} folds"
         + (f", the first {prot['per_fold']} pairs of each fold" if prot.get("per_fold") else "")

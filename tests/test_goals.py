@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from facekit.goals import (
+    FULL_LFW_PAIRS,
     check_goals,
     goals_table,
     joint_gain_table,
     margin_at_equal_rate,
+    not_judged,
     rate_term_gain_table,
+    saving_at_equal_accuracy,
 )
 
 
@@ -29,8 +32,8 @@ def test_margin_is_the_smallest_difference_over_the_common_range():
     assert margin_at_equal_rate(test, pts((1.0, 0.99), (2.0, 0.995)))["min_margin"] is None
 
 
-def results(**codecs):  # type: ignore[no-untyped-def]
-    return {"codecs": codecs}
+def results(n_pairs=FULL_LFW_PAIRS, **codecs):  # type: ignore[no-untyped-def]
+    return {"codecs": codecs, "protocol": {"n_pairs": n_pairs}}
 
 
 def test_goals_met_and_not_met():
@@ -113,3 +116,42 @@ def test_rate_term_gain_is_read_at_equal_bpp():
     # q3: the base at 0.15 bpp is 90 + 5 * log(1.5) / log(2) = 92.92 %; it reaches 94 % at 0.1741 bpp
     assert rows[3] == "| q3 | 0.150, 94.00 ± 1.00, 30.00 | 92.92 | +1.08 | 14 % | 1.00 |"
     assert rate_term_gain_table(results(jpeg=[])) == ""
+
+
+STRONG = pts((0.05, 0.95), (0.1, 0.985), (0.2, 0.99), (0.4, 0.995))
+CLASSIC = dict(
+    jpeg2000=pts((0.05, 0.70), (0.1, 0.87), (0.2, 0.96), (0.4, 0.98)),
+    jpeg=pts((0.13, 0.69), (0.19, 0.89), (0.29, 0.96), (0.44, 0.98)),
+    avif=pts((0.13, 0.91), (0.2, 0.968), (0.26, 0.977), (0.48, 0.986)),
+    webp=pts((0.13, 0.914), (0.21, 0.957), (0.32, 0.977), (0.45, 0.985)),
+)
+
+
+def test_no_goal_is_judged_on_fewer_than_all_pairs():
+    small = check_goals(results(n_pairs=40, **{"facekit-joint": STRONG}, **CLASSIC), "facekit-joint")
+    assert len(small) == 7 and all(g["met"] is None for g in small)
+    assert all(g["detail"].startswith("not judged: 40 pairs (a goal needs all 6,000)") for g in small)
+    assert "smallest margin" in small[0]["detail"]  # what was measured is still said, but no saving
+    assert small[-1]["goal"].startswith("bitrate saving") and "%" not in small[-1]["detail"].split(";")[-1]
+    assert small[-1]["detail"] == "not judged: 40 pairs (a goal needs all 6,000)"
+    table = goals_table(results(n_pairs=40, **{"facekit-joint": STRONG}, **CLASSIC))
+    assert "**met**" not in table and "| not judged: 40 pairs" in table
+    # one point measured on fewer pairs than the protocol says is enough to hold the verdict back
+    few = {**results(**{"facekit-joint": STRONG}, **CLASSIC)}
+    few["codecs"]["jpeg"] = [{**p, "n_pairs": 600} for p in CLASSIC["jpeg"]]
+    assert not_judged(few) == "not judged: 600 pairs (a goal needs all 6,000)"
+    assert not_judged({"codecs": {"jpeg": CLASSIC["jpeg"]}}) == "not judged: the number of pairs is not recorded"
+    assert not_judged(results(**CLASSIC)) is None
+
+
+def test_no_saving_where_the_curves_do_not_overlap():
+    ref = pts((0.2, 0.90), (0.4, 0.96))
+    assert saving_at_equal_accuracy(pts((0.1, 0.90), (0.2, 0.96)), ref)["saving"] == pytest.approx(0.5)
+    # the same accuracies at rates that never meet the reference's: no saving
+    apart = saving_at_equal_accuracy(pts((0.02, 0.90), (0.05, 0.96)), ref)
+    assert apart["saving"] is None and "do not overlap in bpp" in apart["reason"]
+    # curves that share half an accuracy point (one pair of 40 flips 2.5 points): no saving
+    touch = saving_at_equal_accuracy(pts((0.1, 0.80), (0.3, 0.905)), ref)
+    assert touch["saving"] is None and "less than one accuracy point" in touch["reason"]
+    goals = {g["goal"]: g for g in check_goals(results(c=pts((0.01, 0.90), (0.03, 0.99)), **CLASSIC), "c")}
+    assert goals["bitrate saving of at least 50 % against AVIF"]["met"] is None
