@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lsub = p.add_subparsers(dest="lfw_command", metavar="ACTION")
 
     v = lsub.add_parser("verify", help="counts, checksums and pair coverage of a local LFW")
-    v.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW)")
+    v.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW, else the repository's data/lfw/)")
     v.add_argument("--pairs", default="pairs.txt", help="protocol file (default pairs.txt)")
     v.add_argument("--json", action="store_true", help="print the figures as JSON")
     v.set_defaults(func=cmd_verify)
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(func=cmd_download)
 
     e = lsub.add_parser("eval", help="10-fold accuracy of uncompressed LFW with a recogniser")
-    e.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW)")
+    e.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW, else the repository's data/lfw/)")
     e.add_argument("--pairs", default="pairs.txt")
     e.add_argument("--recognizer", default="dlib-resnet")
     e.add_argument("--device", default=None)
