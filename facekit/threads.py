@@ -7,15 +7,17 @@ The defaults, chosen so that a busy laptop stays fast:
     OpenMP runtime, which reads it once). With it, torch's idle worker threads sleep
     instead of spinning. Without it, on a machine whose cores are busy with other work, a
     thread that has finished its share spins while the thread it waits for cannot get a
-    core: on two loaded cores a learned-codec decode (250x250, ``q3``) took 0.78 s median
-    (up to 2.2 s) with two threads instead of 0.22 s with ``PASSIVE``, and 0.13-0.18 s
-    with one thread. A value you set yourself is kept (``OMP_WAIT_POLICY=ACTIVE`` spins).
-    Importing torch before facekit leaves OpenMP as torch found it: set the variable in
-    the environment then.
+    core. Measured on two cores shared with other jobs (load 2-5), one learned-codec
+    decode (250x250, ``q3``, median of 7): two threads took 0.8-4.6 s (up to 15 s) with
+    OpenMP's default policy and 0.19-0.34 s with ``PASSIVE``; one thread took 0.14-0.32 s.
+    A value you set yourself is kept (``OMP_WAIT_POLICY=ACTIVE`` spins). Importing torch
+    before facekit leaves OpenMP as torch found it: import facekit first, or set the
+    variable in the environment.
 
 Intra-op threads
     torch's own default: one per core, or ``OMP_NUM_THREADS`` when it is set. With the
-    passive wait policy more threads cost little even when the cores are shared. The
+    passive wait policy a second thread costs little even when the cores are shared, and
+    helps when they are free, so facekit does not lower the number. The
     command line's ``facekit --threads N COMMAND`` (or :func:`set_threads` in Python)
     sets the number for one run; it wins over ``OMP_NUM_THREADS``.
 """

@@ -85,7 +85,7 @@ def evaluate_uncompressed(
     same code: landmarks and embeddings are cached on disk (``FACEKIT_CACHE``) under the
     recogniser's :meth:`~facekit.recognition.base.Recognizer.cache_id` and the digest of
     the pairs file and images, so a second run reads them instead of embedding again
-    (``cache=False`` embeds again and stores nothing).
+    (``cache=False`` embeds again and stores no embeddings; landmarks are always cached).
     """
     from ..evaluate import make_context, run_setting, score
 
