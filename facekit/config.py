@@ -3,6 +3,7 @@
 ``FACEKIT_LFW``
     Folder (or archive) holding LFW: ``lfw-deepfunneled.tgz`` or an extracted
     ``lfw-deepfunneled/`` folder, plus ``pairs.txt`` and the other protocol files.
+    Without it, the repository's ``data/lfw/`` (see :mod:`facekit.data.locate`).
 ``FACEKIT_CACHE``
     Where facekit keeps extracted archives, converted weights, landmarks and
     embeddings. Defaults to ``$XDG_CACHE_HOME/facekit`` or ``~/.cache/facekit``.
@@ -15,20 +16,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import DataError
-
 LFW_ENV = "FACEKIT_LFW"
 CACHE_ENV = "FACEKIT_CACHE"
 MIRRORS_ENV = "FACEKIT_LFW_MIRRORS"
-
-LFW_HELP = (
-    "LFW was not found. LFW's official download is gone; get `lfw-deepfunneled.tgz` and "
-    "`pairs.txt` from a copy you trust (e.g. the umass-vis-lfw GitHub Pages repository, or "
-    "a mirror), put them in one folder, and point facekit at it with "
-    f"`--root PATH` or the environment variable {LFW_ENV}=PATH. To download from a mirror "
-    f"that still serves the files, set {MIRRORS_ENV}='https://host/path/' and run "
-    "`facekit lfw download`."
-)
 
 
 def cache_dir() -> Path:
@@ -40,17 +30,6 @@ def cache_dir() -> Path:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "facekit"
     path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def lfw_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the LFW location: the argument, else ``$FACEKIT_LFW``; a clear error if neither exists."""
-    candidate = root if root is not None else os.environ.get(LFW_ENV)
-    if not candidate:
-        raise DataError(LFW_HELP)
-    path = Path(candidate).expanduser()
-    if not path.exists():
-        raise DataError(f"LFW path {path} does not exist. {LFW_HELP}")
     return path
 
 

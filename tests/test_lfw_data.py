@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 import tarfile
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from PIL import Image
 
 from facekit.commands.lfw import verify_report
-from facekit.data import identity_disjoint_split, open_lfw, read_pairs
+from facekit.data import identity_disjoint_split, locate, open_lfw, read_pairs
 from facekit.data.lfw import extract_archive
 from facekit.errors import ChecksumError, DataError
 
@@ -121,13 +123,47 @@ def test_corrupted_archive_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_missing_dataset_says_where_to_get_it(monkeypatch, tmp_path):
     monkeypatch.delenv("FACEKIT_LFW", raising=False)
-    with pytest.raises(DataError, match="FACEKIT_LFW"):
+    repo = tmp_path / "repo"
+    monkeypatch.setattr(locate, "repo_root", lambda: repo)
+    with pytest.raises(DataError, match="FACEKIT_LFW") as err:
+        open_lfw()
+    message = str(err.value)
+    for place in ("--root", "$FACEKIT_LFW (not set)", str(repo / "data" / "lfw"),
+                  str(tmp_path / "shared" / "data" / "lfw"), "Set FACEKIT_LFW=PATH", "lfw download"):
+        assert place in message
+    monkeypatch.setenv("FACEKIT_LFW", str(tmp_path / "gone"))
+    with pytest.raises(DataError, match="FACEKIT_LFW=.*gone does not exist"):
         open_lfw()
     with pytest.raises(DataError, match="does not exist"):
         open_lfw(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="holds neither"):
         open_lfw(tmp_path / "empty")
+
+
+def test_lfw_is_found_in_the_repositorys_data_folder(monkeypatch, tmp_path):
+    """Order: the argument, then $FACEKIT_LFW, then <repo>/data/lfw, then <repo>/../shared/data/lfw."""
+    monkeypatch.setenv("FACEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FACEKIT_LFW", raising=False)
+    repo = tmp_path / "work" / "repo"
+    monkeypatch.setattr(locate, "repo_root", lambda: repo)
+    shared = make_lfw(tmp_path / "work" / "shared" / "data" / "lfw", people=("Sam_S", "Bob_B", "Cy_C"))
+    assert open_lfw().images == shared
+    in_repo = make_lfw(repo / "data" / "lfw")
+    assert open_lfw().images == in_repo
+    env = make_lfw(tmp_path / "env", people=("Ann_A", "Bob_B", "Dee_D"))
+    monkeypatch.setenv("FACEKIT_LFW", str(env))
+    assert open_lfw().images == env
+    assert open_lfw(in_repo).images == in_repo
+
+
+def test_real_repository_root_and_lfw_is_ignored_by_git():
+    root = locate.repo_root()
+    assert root is not None and (root / "facekit" / "data" / "locate.py").is_file()
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    probe = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "data/lfw/Ann_A/Ann_A_0001.jpg"])
+    assert probe.returncode == 0, "data/lfw/ must be in .gitignore: LFW is never committed"
 
 
 def test_pairs_file_errors(tmp_path):

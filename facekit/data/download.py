@@ -25,9 +25,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import LFW_HELP, cache_dir, lfw_mirrors
+from ..config import cache_dir, lfw_mirrors
 from ..errors import DataError, DownloadError
 from .lfw import PROTOCOL_FILES, sha256_file
+from .locate import LFW_HELP
 
 __all__ = ["LFW_SHA256", "LFW_FILES", "download_file", "download_lfw"]
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import LFW_HELP, cache_dir, lfw_root
+from ..config import cache_dir
 from ..errors import ChecksumError, DataError
+from .locate import LFW_HELP, find_lfw
 
 ARCHIVES = ("lfw-deepfunneled.tgz", "lfw-funneled.tgz", "lfw.tgz")
 PROTOCOL_FILES = (
@@ -301,11 +302,12 @@ class LFW:
 def open_lfw(root: str | os.PathLike[str] | None = None, *, verify: bool = True) -> LFW:
     """Open LFW from a folder or an archive.
 
-    ``root`` (or ``$FACEKIT_LFW``) may be an extracted image folder, a folder holding one of
-    the official archives and the protocol files, or an archive path. With ``verify``, an
+    ``root`` (else ``$FACEKIT_LFW``, else the repository's ``data/lfw/``: see
+    :func:`facekit.data.locate.find_lfw`) may be an extracted image folder, a folder holding
+    one of the official archives and the protocol files, or an archive path. With ``verify``, an
     archive listed in a ``SHA256SUMS`` beside it must match.
     """
-    path = lfw_root(root)
+    path = find_lfw(root)
     if path.is_file():
         meta = path.parent
         return LFW(_extract_checked(path, verify), meta, archive=path)

@@ -2,25 +2,27 @@
 
 The baseline row of the paper's tables (Bian et al. 2019, Sec. 4): every image of the
 protocol file (``pairs.txt``: 10 folds of 300 matched and 300 mismatched pairs) is
-aligned (landmarks found once and cached), embedded, and each pair's distance goes into
-the 10-fold protocol of :mod:`facekit.protocol` (threshold chosen on nine folds,
-accuracy on the tenth). ``facekit lfw eval`` calls :func:`evaluate_uncompressed`.
+aligned (landmarks found once and cached), embedded (embeddings cached too, shared with
+the ``uncompressed`` row of :func:`facekit.evaluate.evaluate`), and each pair's distance
+goes into the 10-fold protocol of :mod:`facekit.protocol` (threshold chosen on nine folds,
+accuracy on the tenth). ``facekit lfw eval`` calls :func:`evaluate_uncompressed` and
+prints :func:`describe_fallbacks`.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
-from .. import protocol
-from ..data.lfw import LFW, Pair, open_lfw
-from .registry import embed_images, fallback_counts, find_alignments, get_recognizer
+from ..data.lfw import LFW, Pair
+from .base import Recognizer
+from .registry import fallback_counts, find_alignments
 
-__all__ = ["LazyImages", "evaluate_uncompressed", "limit_pairs"]
+__all__ = ["DETECTORS", "LazyImages", "describe_fallbacks", "evaluate_uncompressed", "limit_pairs"]
 
 
 class LazyImages(Sequence):
@@ -62,7 +64,7 @@ def limit_pairs(pairs: list[Pair], limit: int | None) -> list[Pair]:
 
 def evaluate_uncompressed(
     root: str | os.PathLike[str] | None = None,
-    recognizer: str = "dlib-resnet",
+    recognizer: str | Recognizer = "dlib-resnet",
     pairs: str = "pairs.txt",
     batch_size: int = 64,
     device: str | torch.device | None = None,
@@ -74,53 +76,85 @@ def evaluate_uncompressed(
 
     Returns :func:`facekit.protocol.evaluate_pairs`'s figures (``acc_mean``, ``acc_std``,
     ``fold_accuracies``, ``thresholds``, ``auc``, ``tar_at_far_0.001``, ``n_pairs``) plus
-    ``recognizer``, ``n_images``, ``fallbacks`` (images per detector and the number of
-    fallbacks), ``fallback_images``, and the seconds spent aligning, embedding and in all.
-    ``limit`` keeps only the first ``limit`` pairs of each fold (half matched).
+    ``recognizer``, ``n_images``, ``bpp`` (of the original JPEG files), ``fallbacks``
+    (images per detector and the number of fallbacks), ``fallback_images``, and the
+    seconds spent aligning, embedding and in all. ``limit`` keeps only the first ``limit``
+    pairs of each fold, half matched and half mismatched (an even number, at least 2).
+
+    This is the ``uncompressed`` row of :func:`facekit.evaluate.evaluate`, computed by the
+    same code: landmarks and embeddings are cached on disk (``FACEKIT_CACHE``) under the
+    recogniser's :meth:`~facekit.recognition.base.Recognizer.cache_id` and the digest of
+    the pairs file and images, so a second run reads them instead of embedding again
+    (``cache=False`` embeds again and stores no embeddings; landmarks are always cached).
     """
-    t0 = time.perf_counter()
-    lfw = open_lfw(root)
-    pair_list = limit_pairs(lfw.pairs(pairs), limit)
-    names = lfw.pair_images(pair_list)
-    missing = lfw.missing(pair_list)
-    if missing:
-        from ..errors import DataError
+    from ..evaluate import make_context, run_setting, score
 
-        raise DataError(
-            f"{len(missing)} images of {pairs} are missing from {lfw.images}, e.g. {missing[0]}"
+    if limit is not None and (limit < 2 or limit % 2):
+        raise ValueError(
+            f"limit must be an even number of at least 2 (half matched, half mismatched pairs "
+            f"of each fold), got {limit}"
         )
-    rec = get_recognizer(recognizer, device=device)
+    t0 = time.perf_counter()
     dev = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    rec = rec.to(dev)
-
-    t1 = time.perf_counter()
-    locs = find_alignments(rec, lfw, names, cache=cache, progress=progress)
-    t2 = time.perf_counter()
-    thetas = np.stack([locs[n].theta for n in names])
-    emb = embed_images(
-        rec, LazyImages(lfw, names), thetas, batch_size=batch_size, device=dev, progress=progress
+    if not isinstance(recognizer, str):
+        recognizer = recognizer.to(dev)
+    ctx = make_context(
+        root, pairs, recognizer, dev, per_fold=limit, batch_size=batch_size,
+        progress=progress, use_cache=cache,
     )
-    t3 = time.perf_counter()
-
-    index = {n: i for i, n in enumerate(names)}
-    a = emb[[index[p.a] for p in pair_list]]
-    b = emb[[index[p.b] for p in pair_list]]
-    distances = protocol.pair_distances(a, b, rec.distance)
-    same = np.array([p.same for p in pair_list])
-    folds = np.array([p.fold for p in pair_list])
-    result = protocol.evaluate_pairs(distances, same, folds)
+    locs = find_alignments(ctx.recognizer, ctx.lfw, ctx.names, progress=False)  # cached by make_context
+    t1 = time.perf_counter()
+    run = run_setting(ctx, None, None, "uncompressed")
+    t2 = time.perf_counter()
+    result = score(ctx, run)
+    result.pop("psnr", None)  # no codec: nothing to compare with
     result.update(
         {
-            "recognizer": rec.name,
+            "recognizer": ctx.recognizer.name,
             "pairs_file": pairs,
-            "n_images": len(names),
             "fallbacks": fallback_counts(locs),
-            "fallback_images": sorted(n for n in names if locs[n].fallback),
-            "device": str(dev),
+            "fallback_images": sorted(n for n in ctx.names if locs[n].fallback),
+            "fallback_methods": {n: locs[n].method for n in ctx.names if locs[n].fallback},
+            "device": str(ctx.device),
             "torch_threads": torch.get_num_threads(),
-            "seconds_align": round(t2 - t1, 2),
-            "seconds_embed": round(t3 - t2, 2),
+            "seconds_align": round(t1 - t0, 2),
+            "seconds_embed": round(t2 - t1, 2),
             "seconds_total": round(time.perf_counter() - t0, 2),
         }
     )
     return result
+
+
+#: what each detection method is, in words (FaceLocation.method)
+DETECTORS = {
+    "hog": "dlib's HOG detector",
+    "mtcnn": "MTCNN",
+    "yunet": "YuNet",
+    "centre": "a centred crop (LFW centres the named person)",
+}
+
+
+def describe_fallbacks(result: dict) -> str:
+    """The detector fallbacks of an :func:`evaluate_uncompressed` result, in words.
+
+    A fallback is an image where the recogniser's own detector (dlib's HOG detector for
+    ``dlib-resnet``) found no face, so a second detector (MTCNN) or, failing that, a
+    centred crop placed the face instead. Those images are still embedded and their
+    pairs scored.
+    """
+    counts = dict(result["fallbacks"])
+    n_fallbacks = counts.pop("fallbacks", 0)
+    n_images = result["n_images"]
+    by_method = Counter(result.get("fallback_methods", {}).values())
+    primary = [m for m in counts if counts[m] > by_method.get(m, 0)]
+    first = " or ".join(DETECTORS.get(m, m) for m in primary) or "the recogniser's detector"
+    if not n_fallbacks:
+        return f"detector fallbacks: none; {first} found a face in all {n_images:,} images."
+    ranked = sorted(by_method.items(), key=lambda mk: -mk[1])
+    used = " and ".join(
+        f"{DETECTORS.get(m, m)} {'was used ' if i == 0 else ''}for {k:,}" for i, (m, k) in enumerate(ranked)
+    )
+    return (
+        f"detector fallbacks: {n_fallbacks:,} of {n_images:,} images ({100 * n_fallbacks / n_images:.2f} %): "
+        f"{first} found no face in them, so {used}. Their pairs are still scored; `--out` lists them."
+    )
