@@ -3,7 +3,6 @@
 #   make test        set up what the tests need and run them
 #   make notebooks   bring each notebook pair (notebooks/NN_name.py and .ipynb) in step after an edit
 PRESET ?= quick
-export FACEKIT_LFW ?= $(abspath ../shared/data/lfw)
 
 .PHONY: setup setup-test reproduce test lint notebooks figures
 

@@ -73,11 +73,13 @@ out_dir = "nb_out"     # figures and summary.json go here (no checkpoints)
 
 # %%
 # %matplotlib inline
+import facekit  # first: it makes torch's idle CPU threads sleep (facekit.threads)
+
+# isort: split
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-import facekit
 from facekit.reproduce import Record, resolve_device
 
 device = resolve_device(device)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..threads import set_threads
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("joint", help="joint fine-tuning of a rate point with a face recogniser")
@@ -63,9 +65,7 @@ def cmd_joint(args: argparse.Namespace) -> int:
         log_every=args.log_every, background_weight=args.background_weight, lr_drop_at=args.lr_drop_at,
     )
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     if args.install_run:
         e = install(args.install_run)
         print(f"installed {e.get('variant')} weights for {e.get('rate_point')}: {e.get('file')} ({e.get('sha256', '')[:12]})")

@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import TrainingError
 from ..metrics import psnr_from_mse, psnr_torch
 from ..models.autoencoder import FaceCodecNet, RatePoint
+from ..threads import set_threads
 from .config import JointConfig, TrainConfig
 from .data import AlignedImageSet, load_images_folder, load_split, make_datasets
 from .identity import IdentityLoss, face_weights
@@ -116,7 +117,7 @@ def train(
         summary = train(TrainConfig(rate="q3", steps=2000), "runs/q3")
     """
     if threads:
-        torch.set_num_threads(int(threads))
+        set_threads(int(threads))
     dev = training_device(device)
     if images is None:
         if images_dir is not None:
@@ -174,7 +175,7 @@ def finetune_joint(
         finetune_joint(JointConfig(rate="q3"), model, "runs/joint-q3", data)
     """
     if threads:
-        torch.set_num_threads(int(threads))
+        set_threads(int(threads))
     dev = training_device(device)
     seed_everything(cfg.seed)
     if recognizer is None:
