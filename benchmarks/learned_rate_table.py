@@ -24,11 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def psnr_u8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR (dB) of two uint8 images."""
-    err = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
+from facekit.metrics import psnr  # noqa: E402
 
 
 def pick(names: list[str], n: int | None) -> list[str]:
@@ -46,7 +42,7 @@ def evaluate_codec(codec, images: list[np.ndarray], setting) -> dict[str, float]
         data = codec.encode(im, setting)
         out = codec.decode(data)
         bpps.append(8.0 * len(data) / (im.shape[0] * im.shape[1]))
-        psnrs.append(psnr_u8(im, out))
+        psnrs.append(psnr(im, out))
     return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs))}
 
 

@@ -26,16 +26,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facekit.metrics import psnr  # noqa: E402
+
 #: (codec, setting) pairs; each is run as ``name`` and ``name-roi``
 JOBS = [("facekit-joint", "q2"), ("facekit-joint", "q3"), ("facekit-joint", "q4"), ("facekit-joint", "q5"),
         ("avif", 0), ("avif", 10), ("avif", 30), ("jpeg2000", 0.05), ("jpeg2000", 0.1), ("jpeg2000", 0.2)]
-
-
-def psnr_over(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """PSNR (dB) of two uint8 images, over the pixels of ``mask`` when given."""
-    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
-    err = float(d[mask].mean() if mask is not None else d.mean())
-    return float("inf") if err == 0 else float(10 * np.log10(255.0**2 / err))
 
 
 def _job(text: str) -> tuple[str, str | int | float]:
@@ -94,8 +89,8 @@ def main() -> None:
             row = {
                 "codec": name, "setting": setting,
                 "bpp": float(np.mean([bits_per_pixel(d, *im.shape[:2]) for d, im in zip(datas, images, strict=True)])),
-                "psnr": float(np.mean([psnr_over(im, de) for im, de in zip(images, decoded, strict=True)])),
-                "face_psnr": float(np.mean([psnr_over(im, de, c) for im, de, c in zip(images, decoded, chips, strict=True)])),
+                "psnr": float(np.mean([psnr(im, de) for im, de in zip(images, decoded, strict=True)])),
+                "face_psnr": float(np.mean([psnr(im, de, c) for im, de, c in zip(images, decoded, chips, strict=True)])),
                 "seconds": round(time.time() - t, 1),
             }
             rows.append(row)

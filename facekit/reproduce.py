@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FacekitError
+from .fileio import atomic_write
 
 #: the notebooks, in the order they are run
 NOTEBOOKS = (
@@ -94,9 +95,7 @@ class Record:
 
     def save(self) -> Path:
         path = self.dir / "summary.json"
-        tmp = path.with_name(".summary.json.tmp")
-        tmp.write_text(json.dumps({**self.numbers, "figures": self.figures}, indent=1, default=_json_default) + "\n")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps({**self.numbers, "figures": self.figures}, indent=1, default=_json_default) + "\n")
         return path
 
 

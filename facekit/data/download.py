@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..config import cache_dir, lfw_mirrors
 from ..errors import DataError, DownloadError
+from ..fileio import atomic_write
 from .lfw import PROTOCOL_FILES, sha256_file
 from .locate import LFW_HELP
 
@@ -347,9 +348,7 @@ def download_lfw(
     sums = "".join(f"{digest}  {name}\n" for name, digest in LFW_SHA256.items())
     sums_path = folder / "SHA256SUMS"
     if not sums_path.exists() or sums_path.read_text() != sums:
-        tmp = folder / "SHA256SUMS.tmp"
-        tmp.write_text(sums)
-        os.replace(tmp, sums_path)
+        atomic_write(sums_path, sums)
 
     for name in files:
         download_file(

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from ..config import cache_dir
 from ..errors import ChecksumError, DataError
+from ..imageio import open_image
 from .locate import LFW_HELP, find_lfw
 
 ARCHIVES = ("lfw-deepfunneled.tgz", "lfw-funneled.tgz", "lfw.tgz")
@@ -257,11 +257,7 @@ class LFW:
         p = self.path(name)
         if not p.exists():
             raise DataError(f"LFW image {name} is missing from {self.images}")
-        try:
-            with Image.open(p) as im:
-                return np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise DataError(f"LFW image {p} cannot be read: {e}") from e
+        return open_image(p, formats=None, error=DataError, name=f"LFW image {p}")
 
     def identities(self) -> dict[str, list[str]]:
         """``{person: [image names]}`` for every person folder, sorted."""
