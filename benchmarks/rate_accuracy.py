@@ -38,7 +38,7 @@ REPRO: dict[str, tuple[Any, ...]] = {
     "facekit-jointrate-entropy": (),
     "facekit-jointface": (),  # trained on a GPU with the face-weighted distortion (scripts/gpu_joint.sh)
     "facekit-jointface-entropy": (),
-    # region of interest (facekit.roi): only the face chip is coded, by facekit and by the baselines
+    # region of interest (facekit.codecs.roi): only the face chip is coded, by facekit and by the baselines
     "facekit-joint-roi": (),
     "facekit-jointrate-roi": (),
     "facekit-jointrate-entropy-roi": (),

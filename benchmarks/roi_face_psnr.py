@@ -1,6 +1,6 @@
 """Where the bits of a region-of-interest codec go: bpp, whole-image PSNR and face PSNR.
 
-A ROI codec (:mod:`facekit.roi`) flattens the background, so its whole-image PSNR is
+A ROI codec (:mod:`facekit.codecs.roi`) flattens the background, so its whole-image PSNR is
 meaningless; this prints, for each codec with and without ROI at the same setting, the
 mean bpp (whole files), the whole-image PSNR and the PSNR over the pixels of the
 recogniser's face chip (the square of dlib's 150x150 chip in the image, no margin),
@@ -55,7 +55,7 @@ def main() -> None:
     from facekit.codecs import get_codec
     from facekit.codecs.base import bits_per_pixel
     from facekit.data import open_lfw
-    from facekit.roi import FaceRegionFinder, region_mask
+    from facekit.codecs.roi import FaceRegionFinder, region_mask
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=None)

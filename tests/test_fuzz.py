@@ -595,7 +595,7 @@ def test_range_coded_roi_stream_with_flipped_bits_is_refused_or_decodes():
     codec = entropy_codec()
     if codec is None:
         pytest.skip("no -entropy variant in this facekit")
-    from facekit.roi import FaceRegion, FaceRegionFinder
+    from facekit.codecs.roi import FaceRegion, FaceRegionFinder
 
     class Fixed(FaceRegionFinder):
         def find(self, image: np.ndarray) -> FaceRegion:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facekit.codecs import get_codec
-from facekit.roi import (
+from facekit.codecs.roi import (
     FaceRegion,
     FaceRegionFinder,
     RegionCodec,

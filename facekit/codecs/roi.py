@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from .codecs.base import Codec, check_image
+from .base import Codec, check_image
 
 #: side of dlib's face chip, in chip pixels (the ResNet's input)
 CHIP_SIZE = 150
@@ -200,7 +200,7 @@ class FaceRegionFinder:
 
     def _get_aligner(self) -> Any:
         if self._aligner is None:
-            from .recognition.align import FaceAligner
+            from ..recognition.align import FaceAligner
 
             self._aligner = FaceAligner(upsample=1, use_mtcnn=self.use_mtcnn)
         return self._aligner
