@@ -95,10 +95,10 @@ def rerate_point(
                 continue
             checked += 1
             if codec.roi is not None:
-                want = codec._apply_roi(want, codec._roi_region(im, want.shape, model.downsample))
+                want = codec.apply_roi(want, codec.roi_region(im, want.shape, model.downsample))
             payload = container.parse(data).payload
             kinds[payload[0]] = kinds.get(payload[0], 0) + 1
-            got = codec._entropy_codes(prior, payload, want.shape, model.rate_point.bits, (h, w), model.downsample)
+            got = codec.entropy_codes(prior, payload, want.shape, model.rate_point.bits, (h, w), model.downsample)
             if not np.array_equal(got, want):
                 raise CodecError(f"{codec.name}@{setting}: the stream of {n} decodes to other codes than the model makes")
         bar.update(len(chunk))

@@ -54,8 +54,8 @@ def _job(text: str) -> tuple[str, str | int | float]:
 def main() -> None:
     from facekit.codecs import get_codec
     from facekit.codecs.base import bits_per_pixel
-    from facekit.data import open_lfw
     from facekit.codecs.roi import FaceRegionFinder, region_mask
+    from facekit.data import open_lfw
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=None)

@@ -220,8 +220,8 @@ def test_rerate_script_keeps_the_accuracy_and_checks_every_stream(faces, tmp_pat
 
     one = [image_name("Person_A", 1)]
     codec = get_codec("facekit-jointrate-entropy")
-    real = codec._entropy_codes
-    monkeypatch.setattr(codec, "_entropy_codes", lambda *a: real(*a) ^ 1)
+    real = codec.entropy_codes
+    monkeypatch.setattr(codec, "entropy_codes", lambda *a: real(*a) ^ 1)
     lfw = open_lfw(faces)
     with pytest.raises(CodecError, match="other codes"):
         rerate.rerate_point(codec, "q1", lfw, one, TinyRecognizer().read_original, progress=False)

@@ -13,6 +13,7 @@ from PIL import Image
 from facekit import container
 from facekit.cli import main
 from facekit.codecs import get_codec
+from facekit.codecs import payload as payload_layout
 from facekit.codecs.base import bits_per_pixel
 from facekit.codecs.learned import LearnedCodec, install_weights, read_manifest, weights_dir
 from facekit.errors import BitstreamError, CodecError, ImageError, WeightsError
@@ -49,9 +50,10 @@ def weights(tmp_path) -> Path:
 
 def test_settings_and_name(weights):
     codec = LearnedCodec("mse", folder=weights)
-    assert codec.name == "facekit-mse"
+    assert codec.name == "paper-mse"  # the catalogue's name of the mse weights with the PNG payload
     assert codec.settings == ("q1", "q3", "q5")  # ordered low -> high
-    assert LearnedCodec("joint", folder=weights).name == "facekit-joint"
+    assert LearnedCodec("joint", folder=weights).name == "paper"
+    assert LearnedCodec("mse", folder=weights, roi=True).name == "facekit-mse-roi"  # no short name: spelled out
     with pytest.raises(CodecError):
         LearnedCodec("bogus", folder=weights)
     with pytest.raises(WeightsError, match="no weights"):
@@ -137,17 +139,18 @@ def test_cli_compress_decompress_roundtrip(weights, tmp_path, smooth_image, caps
     Image.fromarray(smooth_image[:64, :80]).save(src / "sub" / "b.jpg", quality=95)
     enc, dec = tmp_path / "enc", tmp_path / "dec"
     w = ["--weights", str(weights)]
-    assert main(["compress", str(src), "-o", str(enc), "--rate", "q3", "--quiet", *w]) == 0
+    assert main(["compress", str(src), "-o", str(enc), "--codec", "paper-mse", "--rate", "q3", "--quiet", *w]) == 0
     files = sorted(p.relative_to(enc).as_posix() for p in enc.rglob("*") if p.is_file())
-    assert files == ["in/a.fkc", "in/sub/b.fkc"]
+    assert files == ["a.fkc", "sub/b.fkc"]  # the tree below the folder given, not the folder's own name
     assert main(["decompress", str(enc), "-o", str(dec), "--quiet", *w]) == 0
     out = sorted(p.relative_to(dec).as_posix() for p in dec.rglob("*") if p.is_file())
-    assert out == ["enc/in/a.png", "enc/in/sub/b.png"]  # a folder input keeps its name under OUT
+    assert out == ["a.png", "sub/b.png"]
     codec = LearnedCodec("mse", folder=weights)
-    with Image.open(dec / "enc" / "in" / "a.png") as im:
-        assert np.array_equal(np.asarray(im), codec.decode((enc / "in" / "a.fkc").read_bytes()))
+    with Image.open(dec / "a.png") as im:
+        assert np.array_equal(np.asarray(im), codec.decode((enc / "a.fkc").read_bytes()))
     # single file to a named .fkc, and back to a named .png
-    assert main(["compress", str(src / "a.png"), "-o", str(tmp_path / "one.fkc"), "--rate", "q1", "--quiet", *w]) == 0
+    assert main(["compress", str(src / "a.png"), "-o", str(tmp_path / "one.fkc"), "--codec", "paper-mse", "--rate", "q1",
+                 "--quiet", *w]) == 0
     assert main(["decompress", str(tmp_path / "one.fkc"), "-o", str(tmp_path / "one.png"), "--quiet", *w]) == 0
     assert Image.open(tmp_path / "one.png").size == (128, 96)
     # no temporary files left behind
@@ -155,14 +158,14 @@ def test_cli_compress_decompress_roundtrip(weights, tmp_path, smooth_image, caps
 
 
 def test_cli_errors(weights, tmp_path, capsys):
-    w = ["--weights", str(weights)]
+    w = ["--codec", "paper-mse", "--weights", str(weights)]
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "fake.png").write_text("not an image")
     assert main(["compress", str(tmp_path / "fake.png"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
     assert "not an image" in capsys.readouterr().err
     assert main(["compress", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["decompress", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
+    assert main(["decompress", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o"), "--quiet", *w[2:]]) == 2
     assert "magic" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.fkc"))
 
@@ -187,10 +190,11 @@ def test_cli_interrupted_run_leaves_no_partial_outputs(weights, tmp_path, smooth
         real_write(path, data)
 
     monkeypatch.setattr(cmd, "atomic_write", flaky)
-    assert main(["compress", str(src), "-o", str(tmp_path / "o"), "--quiet", "--weights", str(weights)]) == 130
+    assert main(["compress", str(src), "-o", str(tmp_path / "o"), "--codec", "paper-mse", "--quiet",
+                 "--weights", str(weights)]) == 130
     written = sorted(p.name for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert written == ["0.fkc"]
-    container.parse((tmp_path / "o" / "in" / "0.fkc").read_bytes())
+    container.parse((tmp_path / "o" / "0.fkc").read_bytes())
 
 
 def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
@@ -273,7 +277,7 @@ def test_entropy_variant_decodes_the_same_integers(weights_with_prior, smooth_im
         assert np.array_equal(ent.decode(d_ent), png.decode(d_png))
         with pytest.raises(BitstreamError, match="facekit-mse-entropy"):
             png.decode(d_ent)
-        with pytest.raises(BitstreamError, match="decode it with facekit-mse\\)"):
+        with pytest.raises(BitstreamError, match="decode it with paper-mse\\)"):
             ent.decode(d_png)
     from facekit.codecs import get_codec
 
@@ -359,7 +363,7 @@ def test_declared_size_over_the_pixel_limit_refused(weights, smooth_image):
 def test_cli_roi_codes_only_the_face_and_decodes_as_usual(weights, tmp_path, face_image):
     Image.fromarray(face_image).save(tmp_path / "face.png")
     w = ["--weights", str(weights), "--quiet", "--rate", "q3"]
-    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "whole.fkc"), *w]) == 0
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "whole.fkc"), "--codec", "paper-mse", *w]) == 0
     assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "roi.fkc"), "--roi", *w]) == 0
     whole, roi = (tmp_path / "whole.fkc").read_bytes(), (tmp_path / "roi.fkc").read_bytes()
     assert container.parse(roi).model == container.parse(whole).model  # an ordinary bitstream
@@ -378,7 +382,7 @@ def test_cli_range_coded_roi_is_smaller_and_decodes_to_the_png_roi_image(tmp_pat
     assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "ranged.fkc"), "--entropy", *w]) == 0
     png, ranged = (tmp_path / "png.fkc").read_bytes(), (tmp_path / "ranged.fkc").read_bytes()
     c = container.parse(ranged)
-    assert c.model == "jointrate-q4-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED
+    assert c.model == "jointrate-q4-ctx" and c.payload[0] == payload_layout.MASKED
     assert len(ranged) < 0.85 * len(png)
     assert main(["decompress", str(tmp_path / "ranged.fkc"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
     with Image.open(tmp_path / "out.png") as im:
@@ -387,7 +391,7 @@ def test_cli_range_coded_roi_is_smaller_and_decodes_to_the_png_roi_image(tmp_pat
     assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "bg.fkc"), "--entropy",
                  "--background", "q1", *w]) == 0
     both = (tmp_path / "bg.fkc").read_bytes()
-    assert container.parse(both).payload[0] == LearnedCodec.PAYLOAD_MASKED_BG and len(ranged) < len(both)
+    assert container.parse(both).payload[0] == payload_layout.MASKED_BG and len(ranged) < len(both)
     assert main(["decompress", str(tmp_path / "bg.fkc"), "-o", str(tmp_path / "bg.png"), "--quiet"]) == 0
     with Image.open(tmp_path / "bg.png") as im:
         assert np.array_equal(np.asarray(im), LearnedCodec("jointrate", entropy=True).decode(both))

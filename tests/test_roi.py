@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from facekit.codecs import get_codec
+from facekit.codecs import payload as payload_layout
 from facekit.codecs.roi import (
     FaceRegion,
     FaceRegionFinder,
@@ -204,7 +205,6 @@ def test_learned_roi_bitstreams_are_ordinary_and_smaller():
 
 
 def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec():
-    from facekit.codecs.learned import LearnedCodec
     from facekit.container import pack, parse
     from facekit.errors import BitstreamError
 
@@ -217,7 +217,7 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
     for rate in ("q2", "q4"):
         a, b = ent_roi.encode(img, rate), png_roi.encode(img, rate)
         c = parse(a)
-        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED
+        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == payload_layout.MASKED
         assert len(a) < 0.8 * len(b)  # the background costs nothing but its geometry and fills
         same = png_roi.decode(b)
         assert np.array_equal(ent_roi.decode(a), same) and np.array_equal(ent.decode(a), same)
@@ -237,7 +237,8 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
 
 def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     """-entropy-roi-bg: the face region decodes as with -entropy-roi, the rest from q1's codes, not flat."""
-    from facekit.codecs.learned import LearnedCodec, _leb128, _read_leb128
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.codecs.payload import leb128, read_leb128
     from facekit.container import pack, parse
     from facekit.errors import BitstreamError, CodecError
 
@@ -252,7 +253,7 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     for rate in ("q2", "q4"):
         a, b = bg.encode(img, rate), roi.encode(img, rate)
         c = parse(a)
-        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED_BG
+        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == payload_layout.MASKED_BG
         assert len(b) < len(a) < len(b) + len(ent.encode(img, "q1"))  # the background costs less than a q1 image
         face_only, both = roi.decode(b), bg.decode(a)
         assert np.array_equal(ent.decode(a), both)  # the plain -entropy codec reads it too
@@ -288,11 +289,11 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     with pytest.raises(CodecError, match="no rate point 'q9'"):
         LearnedCodec("mse", roi=True, entropy=True, background="q9")
     for value in (0, 1, 127, 128, 300, 2**21, 2**28 - 1):
-        assert _read_leb128(b"x" + _leb128(value) + b"y", 1) == (value, 1 + len(_leb128(value)))
+        assert read_leb128(b"x" + leb128(value) + b"y", 1) == (value, 1 + len(leb128(value)))
     with pytest.raises(BitstreamError, match="truncated"):
-        _read_leb128(_leb128(300)[:1], 0)
+        read_leb128(leb128(300)[:1], 0)
     with pytest.raises(BitstreamError, match="more than 5 bytes"):
-        _read_leb128(b"\xff" * 6, 0)
+        read_leb128(b"\xff" * 6, 0)
 
 
 def test_finder_caches_by_pixels(smooth_image):

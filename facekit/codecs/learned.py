@@ -295,7 +295,10 @@ class LearnedCodec(Codec):
             if k.startswith(variant + "-") and (not self.entropy or m.get("prior"))
         }
         order = list(RATE_POINTS) + sorted(r for r in available if r not in RATE_POINTS and r)
-        self.settings = tuple(r for r in order if r in available)
+        #: every rate point with weights (and a prior, when range-coded); ``settings`` are those the
+        #: face may be coded at: all of them, or with a background those above the background's
+        self.rate_points = tuple(r for r in order if r in available)
+        self.settings = self.rate_points
         if not self.settings:
             what = "weights with a context prior" if self.entropy else "weights"
             raise WeightsError(
@@ -305,6 +308,7 @@ class LearnedCodec(Codec):
             )
         if background is not None:
             self.check_background(background)
+            self.settings = self.rate_points[self.rate_points.index(background) + 1 :]
         self._models: dict[str, dict[str, Any]] = {}
 
     @classmethod
@@ -314,10 +318,11 @@ class LearnedCodec(Codec):
 
     def check_background(self, background: str, rate: str | None = None) -> None:
         """Refuse a background rate point this codec lacks, or one not below ``rate`` (when given)."""
-        if background not in self.settings:
+        if background not in self.rate_points:
             raise CodecError(f"{self.name}: no rate point {background!r} for the background; "
-                             f"settings: {', '.join(self.settings)}")
-        if rate is not None and rate in self.settings and self.settings.index(background) >= self.settings.index(rate):
+                             f"rate points: {', '.join(self.rate_points)}")
+        points = self.rate_points
+        if rate is not None and rate in points and points.index(background) >= points.index(rate):
             raise CodecError(f"{self.name}: the background's rate point {background} must be below the face's {rate}")
 
     def model_id(self, setting: str) -> ModelId:
@@ -330,7 +335,7 @@ class LearnedCodec(Codec):
         return self._load(setting)["model"]
 
     def _load(self, setting: str) -> dict[str, Any]:
-        if setting not in self.settings:
+        if setting not in self.rate_points:
             raise CodecError(f"{self.name} has no rate point {setting!r}; settings: {', '.join(self.settings)}")
         if setting not in self._models:
             model, entry = load_model(self.variant, setting, folder=self.folder, device=self.device)
@@ -352,6 +357,9 @@ class LearnedCodec(Codec):
 
     def encode_batch(self, images: Sequence[np.ndarray], setting: str) -> list[bytes]:
         """Compress several images (any sizes; equal sizes run as one batch)."""
+        if setting in self.rate_points and setting not in self.settings:
+            raise CodecError(f"{self.name} codes the background at {self.background}, so the face's rate point must be "
+                             f"above it: {', '.join(self.settings)}")
         loaded = self._load(setting)
         model: FaceCodecNet = loaded["model"]
         imgs = [check_image(im) for im in images]
@@ -466,7 +474,7 @@ class LearnedCodec(Codec):
 
     def _background_channels(self, rate: str, tag: bytes) -> int:
         """The channels of a type-3 payload's background model, after checking its rate point and tag."""
-        if rate not in self.settings:
+        if rate not in self.rate_points:
             raise BitstreamError(f"face-and-background payload: background rate point {rate!r}, which "
                                  f"{LearnedSpec(self.variant, True).name} does not have")
         bg = self._load(rate)
@@ -507,7 +515,7 @@ class LearnedCodec(Codec):
         if ident.variant != self.variant or ident.entropy != self.entropy:
             want = LearnedSpec(ident.variant, ident.entropy).name
             raise BitstreamError(f"bitstream was made by model {c.model!r}; this is {self.name} (decode it with {want})")
-        if ident.rate not in self.settings:
+        if ident.rate not in self.rate_points:
             raise BitstreamError(f"bitstream was made by rate point {ident.rate!r}, which {self.name} does not have")
         loaded = self._load(ident.rate)
         container.check_model(c, ident, loaded["fingerprint"])
@@ -515,7 +523,7 @@ class LearnedCodec(Codec):
 
     def describe(self) -> dict[str, Any]:
         manifest = read_manifest(self.folder)
-        entries = {r: manifest["models"].get(model_name(self.variant, r), {}) for r in self.settings}
+        entries = {r: manifest["models"].get(model_name(self.variant, r), {}) for r in self.rate_points}
         return {
             "name": self.name,
             "settings": list(self.settings),

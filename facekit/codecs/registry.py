@@ -20,7 +20,7 @@ from ..errors import CodecError
 from .base import Codec
 from .names import VARIANTS, LearnedSpec, canonical_name
 
-__all__ = ["CATALOGUE", "CLASSIC", "CODECS", "HIDDEN", "VARIANTS", "Entry", "available_codecs", "codec_names",
+__all__ = ["CATALOGUE", "CLASSIC", "CODECS", "HIDDEN", "RECOMMENDED", "VARIANTS", "Entry", "available_codecs", "codec_names",
            "entry", "get_codec"]
 
 
@@ -88,6 +88,9 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("avif-roi", "ROI baseline", "AVIF of the image with everything outside the face flattened", _roi("avif")),
     Entry("png", "lossless reference", "PNG: the uncompressed image, for reference", _classic("UncompressedCodec")),
 )
+
+#: the recommended codec: the first of the catalogue, the default of ``facekit compress``
+RECOMMENDED = CATALOGUE[0].name
 
 #: learned codecs a committed result measured (results/*.json), spelled out; accepted, not listed
 _MEASURED = (
