@@ -197,6 +197,89 @@ def test_cli_interrupted_run_leaves_no_partial_outputs(weights, tmp_path, smooth
     container.parse((tmp_path / "o" / "0.fkc").read_bytes())
 
 
+needs_shipped_codecs = pytest.mark.skipif(
+    not {"jointface-q3", "jointrate-q1", "jointrate-q3"} <= set(SHIPPED), reason="no shipped jointface/jointrate weights"
+)
+
+
+@needs_shipped_codecs
+def test_cli_compress_without_options_writes_the_recommended_codec(tmp_path, smooth_image, capsys):
+    Image.fromarray(smooth_image).save(tmp_path / "a.png")
+    assert main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 0
+    data = (tmp_path / "out" / "a.fkc").read_bytes()
+    assert container.parse(data).model == "jointface-q3-ctx"  # facekit: jointface weights, range-coded, q3
+    assert "with facekit q3" in capsys.readouterr().err
+    assert np.array_equal(get_codec("facekit").decode(data), get_codec("facekit-jointface-entropy").decode(data))
+    assert main(["decompress", str(tmp_path / "out"), "-o", str(tmp_path / "back"), "--quiet"]) == 0
+    assert (tmp_path / "back" / "a.png").exists()
+
+
+@needs_shipped_codecs
+def test_cli_roi_on_a_tiny_image_codes_it_whole(tmp_path, capsys):
+    """A 16x16 image holds no face a detector can find: --codec facekit-roi codes it whole, no traceback."""
+    tiny_image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(tiny_image).save(tmp_path / "tiny.png")
+    for args in (["--codec", "facekit-roi"], ["--variant", "jointrate", "--roi"]):
+        out = tmp_path / f"{args[1]}.fkc"
+        assert main(["compress", str(tmp_path / "tiny.png"), "-o", str(out), "--quiet", *args]) == 0, capsys.readouterr()
+        assert main(["decompress", str(out), "-o", str(tmp_path / "back.png"), "--quiet"]) == 0
+        with Image.open(tmp_path / "back.png") as im:
+            assert im.size == (16, 16)
+
+
+@needs_shipped_codecs
+def test_cli_background_must_be_below_the_rate_and_errors_name_flags(tmp_path, smooth_image, capsys):
+    Image.fromarray(smooth_image).save(tmp_path / "a.png")
+    a, out = str(tmp_path / "a.png"), str(tmp_path / "o.fkc")
+    cases = [
+        (["--codec", "facekit-roi", "--rate", "q1"], "--codec facekit-roi codes the background at q1, so --rate"),
+        (["--variant", "jointrate", "--roi", "--entropy", "--background", "q4", "--rate", "q3"],
+         "--background q4 must be a lower rate point than --rate q3"),
+        (["--variant", "jointrate", "--roi", "--entropy", "--background", "q3", "--rate", "q3"],
+         "--background q3 must be a lower rate point than --rate q3"),
+        (["--variant", "jointrate", "--background", "q1"], "--background needs --roi and --entropy"),
+        (["--codec", "facekit", "--roi"], "--roi cannot be combined with --codec"),
+        (["--codec", "jpeg"], "--codec jpeg is not a learned codec"),
+        (["--codec", "facekit-mse-roi"], "--codec facekit-mse-roi is not a codec"),
+        (["--rate", "q9"], "--rate q9"),
+    ]
+    for args, message in cases:
+        assert main(["compress", a, "-o", out, "--quiet", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("facekit: error:") and message in err, (args, err)
+        assert "background=" not in err and "roi=True" not in err and "entropy=True" not in err, err
+        assert not Path(out).exists()
+
+
+def test_cli_batch_failing_part_way_names_what_it_wrote(weights, tmp_path, smooth_image, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image).save(src / "a.png")
+    (src / "b.png").write_bytes(b"not an image")
+    Image.fromarray(smooth_image).save(src / "c.png")
+    out = tmp_path / "out"
+    code = main(["compress", str(src), "-o", str(out), "--codec", "paper-mse", "--quiet", "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and "b.png" in err
+    assert f"1 of 3 outputs written before it: {out / 'a.fkc'}" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.fkc"]
+
+
+def test_cli_reports_dropped_alpha_and_converted_grayscale(weights, tmp_path, smooth_image, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image).save(src / "rgb.png")
+    Image.fromarray(smooth_image[..., 0]).save(src / "gray.png")
+    Image.fromarray(np.dstack([smooth_image, np.full(smooth_image.shape[:2], 200, np.uint8)])).save(src / "rgba.png")
+    Image.fromarray(np.dstack([smooth_image[..., 0]] * 2)).save(src / "gray_alpha.png")  # LA
+    assert main(["compress", str(src), "-o", str(tmp_path / "out"), "--codec", "paper-mse", "--weights", str(weights)]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(str(src))]
+    assert lines == [f"{src / 'gray.png'}: grayscale converted to RGB",
+                     f"{src / 'gray_alpha.png'}: grayscale converted to RGB, alpha channel dropped",
+                     f"{src / 'rgba.png'}: alpha channel dropped"], lines
+    assert len(list((tmp_path / "out").iterdir())) == 4
+
+
 def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
     from facekit.commands import compress as cmd
 

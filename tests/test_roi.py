@@ -160,21 +160,37 @@ def test_region_geometry_rebuilds_the_mask_exactly_and_refuses_garbage():
 
 
 def test_every_roi_codec_is_registered():
-    for name in ("jpeg-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-mse-roi", "facekit-joint-roi",
-                 "facekit-jointrate-roi", "facekit-mse-entropy-roi", "facekit-joint-entropy-roi",
+    from facekit.codecs.names import canonical_name
+
+    for name in ("facekit-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-joint-roi", "facekit-jointrate-roi",
                  "facekit-jointrate-entropy-roi", "facekit-jointrate-entropy-roi-bg"):
         try:
             codec = get_codec(name)
         except Exception as e:  # noqa: BLE001 - AVIF or the weights may be missing here
             pytest.skip(f"{name}: {e}")
-        assert codec.name == name
+        assert codec.name == canonical_name(name)
+    assert get_codec("facekit-jointrate-entropy-roi-bg").name == "facekit-roi"
+
+
+def test_roi_combinations_no_result_measured_are_not_codec_names():
+    from facekit.errors import CodecError
+
+    for name in ("jpeg-roi", "facekit-mse-roi", "facekit-mse-entropy-roi", "facekit-joint-entropy-roi",
+                 "facekit-jointface-entropy-roi-bg"):
+        with pytest.raises(CodecError, match="unknown codec"):
+            get_codec(name)
 
 
 def _learned(name: str):  # type: ignore[no-untyped-def]
+    """The learned codec a (short or spelled-out) name describes, listed or not."""
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.codecs.names import LearnedSpec
     from facekit.errors import FacekitError
 
+    spec = LearnedSpec.parse(name)
+    assert spec is not None, name
     try:
-        return get_codec(name)
+        return LearnedCodec.from_spec(spec)
     except FacekitError as e:
         pytest.skip(f"{name} unavailable: {e}")
 

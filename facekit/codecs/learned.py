@@ -316,14 +316,11 @@ class LearnedCodec(Codec):
         """The codec a :class:`~facekit.codecs.names.LearnedSpec` names (``LearnedSpec.parse("facekit")``)."""
         return cls(spec.variant, entropy=spec.entropy, roi=spec.roi, background=spec.background, **kwargs)
 
-    def check_background(self, background: str, rate: str | None = None) -> None:
-        """Refuse a background rate point this codec lacks, or one not below ``rate`` (when given)."""
+    def check_background(self, background: str) -> None:
+        """Refuse a background rate point this codec has no weights (and prior) for."""
         if background not in self.rate_points:
             raise CodecError(f"{self.name}: no rate point {background!r} for the background; "
                              f"rate points: {', '.join(self.rate_points)}")
-        points = self.rate_points
-        if rate is not None and rate in points and points.index(background) >= points.index(rate):
-            raise CodecError(f"{self.name}: the background's rate point {background} must be below the face's {rate}")
 
     def model_id(self, setting: str) -> ModelId:
         """The id of the model that codes ``setting`` (what the container records)."""

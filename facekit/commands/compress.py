@@ -177,6 +177,16 @@ def conversion_note(path: Path) -> str | None:
     return ", ".join(notes) or None
 
 
+def _say(line: str, quiet: bool) -> None:
+    """A line on stderr, above the progress bar when there is one."""
+    if quiet:
+        print(line, file=sys.stderr)
+    else:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+
 def _written_note(written: list[Path], total: int) -> str:
     if not written:
         return f"no output written of {total}"
@@ -209,18 +219,13 @@ def run_compress(args: argparse.Namespace) -> int:
     spec = compress_spec(args)
     jobs = _targets(collect(args.inputs, IMAGE_SUFFIXES), args.output, SUFFIX)
     codec = LearnedCodec.from_spec(spec, device=args.device, folder=args.weights, roi_margin=args.roi_margin)
+    if spec.background is not None and args.rate in codec.rate_points and args.rate not in codec.settings:
+        if args.background is not None:
+            raise CodecError(f"--background {spec.background} must be a lower rate point than --rate {args.rate}")
+        raise CodecError(f"--codec {codec.name} codes the background at {spec.background}, so --rate must be "
+                         f"above it: {', '.join(codec.settings)}")
     if args.rate not in codec.settings:
         raise CodecError(f"--rate {args.rate}: {codec.name} has no such rate point; choose from {', '.join(codec.settings)}")
-    if spec.background is not None:
-        try:
-            codec.check_background(spec.background, args.rate)
-        except CodecError:
-            below = [r for r in codec.settings if codec.settings.index(r) > codec.settings.index(spec.background)]
-            if args.background is not None:
-                raise CodecError(f"--background {spec.background} must be a lower rate point than --rate {args.rate}"
-                                 ) from None
-            raise CodecError(f"--codec {codec.name} codes the background at {spec.background}, so --rate must be "
-                             f"above it: {', '.join(below)}") from None
     totals = {"bits": 0, "pixels": 0, "converted": 0}
 
     def step(src: Path, dst: Path) -> None:
@@ -228,7 +233,7 @@ def run_compress(args: argparse.Namespace) -> int:
         note = conversion_note(src)
         if note:
             totals["converted"] += 1
-            print(f"{src}: {note}", file=sys.stderr)
+            _say(f"{src}: {note}", args.quiet)
         data = codec.encode(image, args.rate)
         container.parse(data)  # never write a file we could not read back
         atomic_write(dst, data)
