@@ -150,13 +150,13 @@ def payload_start(data: bytes) -> int | None:
     return None
 
 
-def pack_format1(model: str, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
+def pack_format1(model: str | ModelId, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
     """The format-1 container of ``payload``, as facekit wrote it before format 2.
 
     Only for comparing with files and measurements made before format 2 (the tests, and
     ``benchmarks/recontainer.py``); :func:`pack` writes format 2.
     """
-    name = model.encode("ascii")
+    name = str(model).encode("ascii")
     body = (
         MAGIC_V1 + bytes([1, len(name)]) + name + model_hash(fingerprint, HASH_BYTES_V1)
         + struct.pack(">HHI", height, width, len(payload)) + payload
