@@ -47,14 +47,19 @@ def _names(root: str | None, pairs: str) -> tuple[Any, list[str]]:
 
 def _point(res: dict[str, Any], name: str, setting: str) -> dict[str, Any] | None:
     """The point of codec ``name`` at ``setting`` in a results file, or None."""
-    return next((p for p in res["codecs"].get(name, []) if p["setting"] == setting), None)
+    from facekit.codecs.names import canonical_name
+
+    return next((p for p in res["codecs"].get(canonical_name(name), []) if p["setting"] == setting), None)
 
 
 def twin_name(name: str) -> str:
-    """The PNG codec whose decoded images a range-coded ``-entropy`` codec shares."""
-    if "-entropy" not in name:
-        raise ValueError(f"{name} is not a range-coded (-entropy) codec")
-    return name.replace("-entropy", "", 1)
+    """The PNG codec whose decoded images a range-coded codec without a background shares."""
+    from facekit.codecs.names import LearnedSpec
+
+    spec = LearnedSpec.parse(name)
+    if spec is None or not spec.entropy or spec.background is not None:
+        raise ValueError(f"{name} is not a range-coded codec with a PNG twin (-entropy, no background)")
+    return LearnedSpec(spec.variant, roi=spec.roi).name
 
 
 def rerate_point(
@@ -108,6 +113,7 @@ def rerate_point(
 
 def main() -> None:
     from facekit.codecs import get_codec
+    from facekit.codecs.names import canonical_name
     from facekit.container import VERSION as CONTAINER_FORMAT
     from facekit.evaluate import load_results, save_results
     from facekit.provenance import code_commit, provenance
@@ -182,7 +188,7 @@ def main() -> None:
             "code_commit": code_commit(),
             "seconds": round(time.time() - t0, 1),
         }
-        out["codecs"].setdefault(name, []).append(point)
+        out["codecs"].setdefault(canonical_name(name), []).append(point)
         out["provenance"] = provenance(seed=old.get("provenance", {}).get("seed"))
         save_results(out, a.out)
         print(f"{job}: {before['bpp']:.4f} -> {r['bpp']:.4f} bpp ({100 * (1 - r['bpp'] / before['bpp']):.1f} % fewer), "

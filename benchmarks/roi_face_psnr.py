@@ -92,7 +92,7 @@ def main() -> None:
             datas = codec.encode_batch(images, setting)
             decoded = codec.decode_batch(datas)
             row = {
-                "codec": name, "setting": setting,
+                "codec": codec.name, "setting": setting,
                 "bpp": float(np.mean([bits_per_pixel(d, *im.shape[:2]) for d, im in zip(datas, images, strict=True)])),
                 "psnr": float(np.mean([psnr_over(im, de) for im, de in zip(images, decoded, strict=True)])),
                 "face_psnr": float(np.mean([psnr_over(im, de, c) for im, de, c in zip(images, decoded, chips, strict=True)])),
