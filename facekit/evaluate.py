@@ -247,8 +247,11 @@ def make_context(
     use_cache: bool = True,
 ) -> Context:
     """Open the data, build the recogniser, find (or load cached) transforms on the originals."""
+    import itertools
+
+    import torch
+
     from .recognition import find_alignments, get_recognizer
-    from .recognition.registry import _default_device
 
     lfw = open_lfw(root)
     pair_list = subset_pairs(read_pairs_any(lfw, pairs), per_fold)
@@ -257,7 +260,8 @@ def make_context(
     if missing:
         raise DataError(f"{len(missing)} images named in {pairs} are missing, e.g. {missing[:3]}")
     rec = get_recognizer(recognizer, device=device) if isinstance(recognizer, str) else recognizer
-    dev = _default_device(rec)
+    # the device the recogniser's weights are on (CPU for one without any)
+    dev = next((t.device for t in itertools.chain(rec.parameters(), rec.buffers())), torch.device("cpu"))
     thetas = {n: loc.theta for n, loc in find_alignments(rec, lfw, names, progress=progress).items()}
     pairs_sha = sha256_file(lfw.pairs_file(pairs))
     data_key = hashlib.sha256(f"{pairs_sha}|{images_digest(lfw, names)}".encode()).hexdigest()
