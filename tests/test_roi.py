@@ -378,3 +378,15 @@ def test_roi_codecs_with_a_background_count_as_roi_but_keep_their_psnr():
     assert drawn == ["facekit-jointrate-entropy", "facekit-jointrate-entropy-roi-bg", "avif-roi"]
     goals = [g["goal"] for g in check_goals(res, "facekit-jointrate-entropy-roi-bg")]
     assert any(g.startswith("ROI baselines: above AVIF with ROI") for g in goals)
+
+
+def test_tiny_images_hold_no_face_and_are_coded_whole():
+    """Under 20 pixels a side no detector runs (MTCNN failed on them): the mask keeps everything."""
+    tiny = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    finder = FaceRegionFinder()
+    region = finder.find(tiny)
+    assert region.method == "none" and region.matrix is None
+    assert finder.mask(tiny).all()
+    codec = RegionCodec(get_codec("webp"), finder=finder)
+    assert np.array_equal(codec.prepare(tiny), tiny)
+    assert codec.decode(codec.encode(tiny, 90)).shape == (16, 16, 3)
