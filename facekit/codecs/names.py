@@ -117,6 +117,14 @@ class LearnedSpec:
         """The short name when the catalogue has one (:data:`SHORT_NAMES`), else :attr:`long_name`."""
         return _SHORT_OF.get(self, self.long_name)
 
+    @property
+    def about(self) -> str:
+        """One line on what the codec stores: ``"jointrate weights, range-coded, face region only"``."""
+        parts = [f"{self.variant} weights", "range-coded" if self.entropy else "PNG payload"]
+        if self.roi:
+            parts.append("face region only" if self.background is None else f"face region, background at {self.background}")
+        return ", ".join(parts)
+
     @classmethod
     def parse(cls, name: str) -> LearnedSpec | None:
         """The learned codec a name (short or long) spells, or None when it is not a learned codec's name.

@@ -113,6 +113,8 @@ HIDDEN: dict[str, Callable[..., Codec]] = {
     "jpeg2000-pillow": _classic("JPEG2000Codec", backend="pillow"),
 }
 
+_HIDDEN_ABOUT = {"jpeg2000-pillow": "JPEG 2000 through Pillow's OpenJPEG (the fuzz tests cover both decoders)"}
+
 #: every accepted name -> factory, the catalogue's first
 CODECS: dict[str, Callable[..., Codec]] = {**{e.name: e.factory for e in CATALOGUE}, **HIDDEN}
 
@@ -140,7 +142,7 @@ def entry(name: str) -> Entry | None:
 def available_codecs(hidden: bool = False) -> dict[str, dict[str, Any]]:
     """``{name: {"available": bool, "role", "about", ...describe() or "reason"}}``, catalogue order.
 
-    ``hidden=True`` adds the accepted unlisted names (role ``"alias of <name>"`` or ``"hidden"``).
+    ``hidden=True`` adds the accepted unlisted names (role ``"alias of <name>"`` or ``"unlisted"``).
     """
     out: dict[str, dict[str, Any]] = {}
     for name in codec_names(hidden):
@@ -150,7 +152,8 @@ def available_codecs(hidden: bool = False) -> dict[str, dict[str, Any]]:
         elif e is not None:
             about = {"role": f"alias of {e.name}", "about": e.about}
         else:
-            about = {"role": "hidden", "about": ""}
+            spec = LearnedSpec.parse(name)
+            about = {"role": "unlisted", "about": spec.about if spec is not None else _HIDDEN_ABOUT.get(name, "")}
         try:
             codec = get_codec(name)
             out[name] = {"available": True, **about, **codec.describe()}
