@@ -50,7 +50,7 @@ def same_prior(codec: Any, setting: str, point: dict[str, Any]) -> None:
     """
     if not getattr(codec, "entropy", False):
         return
-    prior = codec._load(setting)["prior"]
+    prior = codec.prior(setting)
     recorded = (point.get("rate_remeasured") or {}).get("prior")
     if (recorded is not None and recorded != prior.digest()) or (recorded is None and getattr(prior, "general", True)):
         raise SystemExit(
@@ -64,7 +64,7 @@ def check_point(codec: Any, setting: str, images: list[np.ndarray]) -> int:
     from facekit import container
 
     datas = codec.encode_batch(images, setting)
-    fp = codec._load(setting)["fingerprint"]
+    fp = codec.fingerprint(setting)
     saved = set()
     for data in datas:
         c = container.parse(data)

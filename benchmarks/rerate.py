@@ -78,8 +78,7 @@ def rerate_point(
 
     if not getattr(codec, "entropy", False):
         raise CodecError(f"{codec.name} is not range-coded: its rate does not depend on a prior")
-    loaded = codec._load(setting)
-    model, prior = loaded["model"], loaded["prior"]
+    model, prior = codec.model(setting), codec.prior(setting)
     if check_every < 1:
         raise ValueError(f"check_every must be at least 1, got {check_every}")
     bpps: list[float] = []

@@ -611,7 +611,7 @@ def test_range_coded_roi_stream_with_flipped_bits_is_refused_or_decodes():
     roi.roi = Fixed(4.0)
     good = container.parse(roi.encode(face, "q1"))
     assert good.payload[0] == payload_layout.MASKED
-    fp = codec._load("q1")["fingerprint"]
+    fp = codec.fingerprint("q1")
     escaped = []
     for i in range(len(good.payload)):
         for bit in (0, 3, 7):

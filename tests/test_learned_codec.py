@@ -107,7 +107,7 @@ def test_rejects_foreign_and_damaged_bytes(weights, smooth_image):
         LearnedCodec("mse", folder=other).decode(data)
     # a container whose PNG disagrees with its header (size swapped, CRC re-sealed)
     c = container.parse(data)
-    forged = container.pack(c.model, mse._load("q1")["fingerprint"], 250, 250, c.payload)
+    forged = container.pack(c.model, mse.fingerprint("q1"), 250, 250, c.payload)
     with pytest.raises(BitstreamError, match="promises"):
         mse.decode(forged)
     with pytest.raises(ImageError):
@@ -417,14 +417,14 @@ def test_entropy_payload_falls_back_to_png_and_is_tagged(weights_with_prior, smo
         payload = container.parse(d).payload
         assert payload[0] in (0, 1)
     c = container.parse(d)
-    forged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, bytes([7]) + c.payload[1:])
+    forged = container.pack(c.model, ent.fingerprint(rate), c.height, c.width, bytes([7]) + c.payload[1:])
     with pytest.raises(BitstreamError, match="payload type"):
         ent.decode(forged)
     # a PNG payload under the tag decodes to the same image
     q = ent.model(rate).codes(torch.from_numpy(np.array(smooth_image)).permute(2, 0, 1)[None].float() / 255)[0].numpy()
     from facekit.models import pack_png
 
-    tagged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, b"\x01" + pack_png(q, ent.model(rate).rate_point.bits))
+    tagged = container.pack(c.model, ent.fingerprint(rate), c.height, c.width, b"\x01" + pack_png(q, ent.model(rate).rate_point.bits))
     assert np.array_equal(ent.decode(tagged), png.decode(png.encode(smooth_image, rate)))
 
 
@@ -437,7 +437,7 @@ def test_declared_size_over_the_pixel_limit_refused(weights, smooth_image):
     assert c.width * c.height > 64 * 64
     with pytest.raises(BitstreamError, match="exceeds this decoder's limit"):
         codec.decode(big.encode(smooth_image, "q1"))
-    bomb = container.pack("mse-q1", big._load("q1")["fingerprint"], 8192, 8192, c.payload)
+    bomb = container.pack("mse-q1", big.fingerprint("q1"), 8192, 8192, c.payload)
     with pytest.raises(BitstreamError, match="too large"):
         big.decode(bomb)
 

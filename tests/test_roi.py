@@ -237,7 +237,7 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
         assert len(a) < 0.8 * len(b)  # the background costs nothing but its geometry and fills
         same = png_roi.decode(b)
         assert np.array_equal(ent_roi.decode(a), same) and np.array_equal(ent.decode(a), same)
-    fp = ent._load(rate)["fingerprint"]
+    fp = ent.fingerprint(rate)
     for cut, why in ((3, "face-region payload"), (30, "face-region payload"), (33, "fill values"), (35, "ran out")):
         # inside the geometry (tag + 31 bytes), inside the two fill values, inside the codes
         with pytest.raises(BitstreamError, match=why):
@@ -282,9 +282,9 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     assert bg.encode_batch([img, img], "q4") == [a, a] and all(np.array_equal(x, both) for x in bg.decode_batch([a, a]))
     flipped, at_q2 = bg.encode(np.ascontiguousarray(img[::-1]), "q4"), bg.encode(img, "q2")
     # damaged or foreign type-3 payloads end in BitstreamError
-    fp = ent._load("q4")["fingerprint"]
+    fp = ent.fingerprint("q4")
     used = unpack_region(c.payload[1:])[2]
-    n = 1 + used + ent._load("q4")["model"].rate_point.channels  # tag, geometry, q4's fill values: the rate byte
+    n = 1 + used + ent.model("q4").rate_point.channels  # tag, geometry, q4's fill values: the rate byte
     for cut in (3, n, n + 3, n + 6, len(c.payload) - 40):
         with pytest.raises(BitstreamError):
             ent.decode(pack(c.model, fp, c.height, c.width, c.payload[:cut]))

@@ -331,6 +331,14 @@ class LearnedCodec(Codec):
         """The eval-mode network of a rate point (loaded on first use)."""
         return self._load(setting)["model"]
 
+    def prior(self, setting: str) -> RangeCodedPrior | None:
+        """The context prior of a rate point (None for the PNG payload)."""
+        return self._load(setting)["prior"]
+
+    def fingerprint(self, setting: str) -> str:
+        """What a container of ``setting`` records: the weights' fingerprint, with the prior's when range-coded."""
+        return str(self._load(setting)["fingerprint"])
+
     def _load(self, setting: str) -> dict[str, Any]:
         if setting not in self.rate_points:
             raise CodecError(f"{self.name} has no rate point {setting!r}; settings: {', '.join(self.settings)}")
