@@ -7,7 +7,7 @@ of its rate points, and the classical codecs at the settings that match its mean
 Writes ``results/codec_speed.json``; ``--merge`` keeps the rows of codecs not timed this run.
 
     python benchmarks/codec_speed.py --n 32 --threads 1
-    python benchmarks/codec_speed.py --n 16 --codecs facekit-jointface-entropy --merge
+    python benchmarks/codec_speed.py --n 16 --codecs facekit --merge
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def time_learned(learned, images, rates, compare) -> list[dict]:
             t_enc, cdatas = timed(encode_all, codec, images, setting)
             t_dec, _ = timed(decode_all, codec, cdatas)
             rows.append({
-                "codec": name, "setting": setting, "bpp": float(np.mean([8 * len(d) / (250 * 250) for d in cdatas])),
+                "codec": codec.name, "setting": setting, "bpp": float(np.mean([8 * len(d) / (250 * 250) for d in cdatas])),
                 "encode_img_per_s": n / t_enc, "decode_img_per_s": n / t_dec,
             })
             print(json.dumps(rows[-1]), file=sys.stderr)
@@ -113,10 +113,12 @@ def time_learned(learned, images, rates, compare) -> list[dict]:
 
 def keep_rows(old: list[dict], timed_now: list[str]) -> list[dict]:
     """``old``'s rows minus the learned codecs timed now and the classical rows that follow them."""
+    from facekit.codecs.names import canonical_name, is_learned
+
     kept, drop = [], False
     for row in old:
-        if str(row.get("codec", "")).startswith("facekit-"):
-            drop = row["codec"] in timed_now
+        if is_learned(str(row.get("codec", ""))):
+            drop = canonical_name(row["codec"]) in {canonical_name(t) for t in timed_now}
         if not drop:
             kept.append(row)
     return kept
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None)
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--codecs", nargs="+", default=["facekit-mse"], help="learned codecs to time")
+    p.add_argument("--codecs", nargs="+", default=["paper-mse"], help="learned codecs to time")
     p.add_argument("--rates", nargs="*", default=None, help="learned rate points (default all shipped)")
     p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"])
     p.add_argument("--out", default=str(REPO / "results" / "codec_speed.json"))

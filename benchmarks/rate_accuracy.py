@@ -21,7 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facekit.evaluate import DEFAULT_SWEEP, evaluate, load_results, merge_results, save_results
+from facekit.evaluate import (
+    DEFAULT_SWEEP,
+    codec_points,
+    evaluate,
+    load_results,
+    merge_results,
+    save_results,
+)
 from facekit.plots import rate_accuracy_figure, summary_table
 
 #: the settings of the reproduction: the reference points of the issue tracker, 0.05-1.5 bpp
@@ -31,18 +38,18 @@ REPRO: dict[str, tuple[Any, ...]] = {
     "jpeg2000": (0.05, 0.1, 0.2, 0.4, 1.0),
     "webp": (0, 10, 30, 50, 80),
     "avif": (0, 10, 20, 30, 50),
-    "facekit-mse": (),
-    "facekit-joint": (),
+    "paper-mse": (),
+    "paper": (),
     "facekit-mse-entropy": (),
     "facekit-joint-entropy": (),
     "facekit-jointrate-entropy": (),
     "facekit-jointface": (),  # trained on a GPU with the face-weighted distortion (scripts/gpu_joint.sh)
-    "facekit-jointface-entropy": (),
-    # region of interest (facekit.roi): only the face chip is coded, by facekit and by the baselines
+    "facekit": (),
+    # region of interest (facekit.codecs.roi): only the face chip is coded, by facekit and by the baselines
     "facekit-joint-roi": (),
     "facekit-jointrate-roi": (),
     "facekit-jointrate-entropy-roi": (),
-    "facekit-jointrate-entropy-roi-bg": ("q2", "q3", "q4", "q5"),  # the face as -roi, the background at q1
+    "facekit-roi": ("q2", "q3", "q4", "q5"),  # the face as -entropy-roi, the background at q1
     "jpeg2000-roi": (0.05, 0.1, 0.2),
     "avif-roi": (0, 10, 20, 30, 50),
 }
@@ -94,7 +101,7 @@ def main() -> None:
     ap.add_argument("--preset", choices=["repro", "wide"], default="repro",
                     help="repro: the settings above; wide: facekit.evaluate.DEFAULT_SWEEP")
     ap.add_argument("--only", nargs="+", default=None, metavar="CODEC:SETTING",
-                    help="run just these jobs, e.g. jpeg:10 facekit-joint:q2, in this order")
+                    help="run just these jobs, e.g. jpeg:10 paper:q2, in this order")
     ap.add_argument("--per-fold", type=int, default=None)
     ap.add_argument("--recognizer", default="dlib-resnet")
     ap.add_argument("--device", default=None)
@@ -140,7 +147,7 @@ def _record(out: Path, name: str, setting: Any, res: dict[str, Any] | str, secon
     if isinstance(res, str):
         print(f"{name}@{setting}: failed ({res})", flush=True)
         return
-    for p in res["codecs"][name]:
+    for p in codec_points(res, name):
         ps = f"{p['psnr']:.2f} dB" if p.get("psnr") is not None else "—"
         print(f"{name:22s} {str(p['setting']):>6s} {p['bpp']:.4f} bpp  {100 * p['acc_mean']:.2f} ± "
               f"{100 * p['acc_std']:.2f} %  {ps}  ({seconds:.0f} s)", flush=True)

@@ -50,7 +50,7 @@ def same_prior(codec: Any, setting: str, point: dict[str, Any]) -> None:
     """
     if not getattr(codec, "entropy", False):
         return
-    prior = codec._load(setting)["prior"]
+    prior = codec.prior(setting)
     recorded = (point.get("rate_remeasured") or {}).get("prior")
     if (recorded is not None and recorded != prior.digest()) or (recorded is None and getattr(prior, "general", True)):
         raise SystemExit(
@@ -64,7 +64,7 @@ def check_point(codec: Any, setting: str, images: list[np.ndarray]) -> int:
     from facekit import container
 
     datas = codec.encode_batch(images, setting)
-    fp = codec._load(setting)["fingerprint"]
+    fp = codec.fingerprint(setting)
     saved = set()
     for data in datas:
         c = container.parse(data)
@@ -82,6 +82,7 @@ def check_point(codec: Any, setting: str, images: list[np.ndarray]) -> int:
 
 def main() -> None:
     from facekit.codecs import get_codec
+    from facekit.codecs.names import is_learned
     from facekit.data.lfw import open_lfw
     from facekit.evaluate import load_results, read_pairs_any, save_results
 
@@ -105,7 +106,7 @@ def main() -> None:
         sample = [lfw.load(n) for n in names[::step][: a.check]]
         changed = 0
         for cname, points in res["codecs"].items():
-            if not cname.startswith("facekit-"):
+            if not is_learned(cname):
                 continue
             for p in points:
                 if "container" in p:

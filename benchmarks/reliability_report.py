@@ -154,8 +154,8 @@ def decode_differences(work: Path, root: str | None, n_images: int) -> dict[str,
     from facekit.codecs.registry import available_codecs
 
     faces, what = _faces(root, n_images)
-    names = [k for k in ("facekit-mse", "facekit-joint", "facekit-mse-entropy", "facekit-joint-entropy")
-             if available_codecs()[k]["available"]]
+    names = [k for k in ("paper-mse", "paper", "facekit-mse-entropy", "facekit-joint-entropy")
+             if available_codecs(hidden=True)[k]["available"]]
     files: dict[str, list[str]] = {}
     here: dict[str, list[np.ndarray]] = {}
     torch.set_num_threads(1)

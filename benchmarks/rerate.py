@@ -47,14 +47,19 @@ def _names(root: str | None, pairs: str) -> tuple[Any, list[str]]:
 
 def _point(res: dict[str, Any], name: str, setting: str) -> dict[str, Any] | None:
     """The point of codec ``name`` at ``setting`` in a results file, or None."""
-    return next((p for p in res["codecs"].get(name, []) if p["setting"] == setting), None)
+    from facekit.codecs.names import canonical_name
+
+    return next((p for p in res["codecs"].get(canonical_name(name), []) if p["setting"] == setting), None)
 
 
 def twin_name(name: str) -> str:
-    """The PNG codec whose decoded images a range-coded ``-entropy`` codec shares."""
-    if "-entropy" not in name:
-        raise ValueError(f"{name} is not a range-coded (-entropy) codec")
-    return name.replace("-entropy", "", 1)
+    """The PNG codec whose decoded images a range-coded codec without a background shares."""
+    from facekit.codecs.names import LearnedSpec
+
+    spec = LearnedSpec.parse(name)
+    if spec is None or not spec.entropy or spec.background is not None:
+        raise ValueError(f"{name} is not a range-coded codec with a PNG twin (-entropy, no background)")
+    return LearnedSpec(spec.variant, roi=spec.roi).name
 
 
 def rerate_point(
@@ -73,8 +78,7 @@ def rerate_point(
 
     if not getattr(codec, "entropy", False):
         raise CodecError(f"{codec.name} is not range-coded: its rate does not depend on a prior")
-    loaded = codec._load(setting)
-    model, prior = loaded["model"], loaded["prior"]
+    model, prior = codec.model(setting), codec.prior(setting)
     if check_every < 1:
         raise ValueError(f"check_every must be at least 1, got {check_every}")
     bpps: list[float] = []
@@ -95,10 +99,10 @@ def rerate_point(
                 continue
             checked += 1
             if codec.roi is not None:
-                want = codec._apply_roi(want, codec._roi_region(im, want.shape, model.downsample))
+                want = codec.apply_roi(want, codec.roi_region(im, want.shape, model.downsample))
             payload = container.parse(data).payload
             kinds[payload[0]] = kinds.get(payload[0], 0) + 1
-            got = codec._entropy_codes(prior, payload, want.shape, model.rate_point.bits, (h, w), model.downsample)
+            got = codec.entropy_codes(prior, payload, want.shape, model.rate_point.bits, (h, w), model.downsample)
             if not np.array_equal(got, want):
                 raise CodecError(f"{codec.name}@{setting}: the stream of {n} decodes to other codes than the model makes")
         bar.update(len(chunk))
@@ -108,6 +112,7 @@ def rerate_point(
 
 def main() -> None:
     from facekit.codecs import get_codec
+    from facekit.codecs.names import canonical_name
     from facekit.container import VERSION as CONTAINER_FORMAT
     from facekit.evaluate import load_results, save_results
     from facekit.provenance import code_commit, provenance
@@ -182,7 +187,7 @@ def main() -> None:
             "code_commit": code_commit(),
             "seconds": round(time.time() - t0, 1),
         }
-        out["codecs"].setdefault(name, []).append(point)
+        out["codecs"].setdefault(canonical_name(name), []).append(point)
         out["provenance"] = provenance(seed=old.get("provenance", {}).get("seed"))
         save_results(out, a.out)
         print(f"{job}: {before['bpp']:.4f} -> {r['bpp']:.4f} bpp ({100 * (1 - r['bpp'] / before['bpp']):.1f} % fewer), "

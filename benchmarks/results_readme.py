@@ -14,24 +14,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from facekit.codecs.names import SHORT_NAMES
+from facekit.codecs.registry import RECOMMENDED
 from facekit.evaluate import load_results
 from facekit.goals import goals_table, joint_gain_table, rate_term_gain_table
 from facekit.plots import draw_results_figures, is_roi, summary_table
 
 NOTES_MARKER = "<!-- hand-written notes below: benchmarks/results_readme.py keeps them when it regenerates this file -->"
 
-#: The catalogue's names of the learned codecs that results JSON written before them named otherwise.
-OLD_NAMES = {
-    "facekit": "facekit-jointface-entropy",
-    "facekit-roi": "facekit-jointrate-entropy-roi-bg",
-    "paper": "facekit-joint",
-    "paper-mse": "facekit-mse",
-}
-
-
 def names_note() -> list[str]:
     """Markdown: the catalogue's names against the names the older results and notes use."""
-    rows = [f"| `{new}` | `{old}` |" for new, old in OLD_NAMES.items()]
+    rows = [f"| `{new}` | `{spec.long_name}` |" for new, spec in SHORT_NAMES.items()]
     return [
         "**Old names.** `facekit codecs` lists the codecs by role; results made before those names, and the",
         "notes below, use the old ones. The other learned codecs in these tables (`facekit-joint-entropy`,",
@@ -216,7 +209,7 @@ def main() -> None:
     rate_gain = rate_term_gain_table(res)
     if rate_gain:
         lines += ["## What the rate term adds to joint training (both range-coded)", "", rate_gain, ""]
-    face_gain = rate_term_gain_table(res, rated="facekit-jointface-entropy")
+    face_gain = rate_term_gain_table(res, rated=RECOMMENDED)
     if face_gain:
         lines += ["## What the face-weighted distortion adds to joint training (both range-coded, GPU runs)", "",
                   face_gain, ""]

@@ -1,6 +1,6 @@
 """Where the bits of a region-of-interest codec go: bpp, whole-image PSNR and face PSNR.
 
-A ROI codec (:mod:`facekit.roi`) flattens the background, so its whole-image PSNR is
+A ROI codec (:mod:`facekit.codecs.roi`) flattens the background, so its whole-image PSNR is
 meaningless; this prints, for each codec with and without ROI at the same setting, the
 mean bpp (whole files), the whole-image PSNR and the PSNR over the pixels of the
 recogniser's face chip (the square of dlib's 150x150 chip in the image, no margin),
@@ -49,8 +49,8 @@ def _job(text: str) -> tuple[str, str | int | float]:
 def main() -> None:
     from facekit.codecs import get_codec
     from facekit.codecs.base import bits_per_pixel
+    from facekit.codecs.roi import FaceRegionFinder, region_mask
     from facekit.data import open_lfw
-    from facekit.roi import FaceRegionFinder, region_mask
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=None)
@@ -87,7 +87,7 @@ def main() -> None:
             datas = codec.encode_batch(images, setting)
             decoded = codec.decode_batch(datas)
             row = {
-                "codec": name, "setting": setting,
+                "codec": codec.name, "setting": setting,
                 "bpp": float(np.mean([bits_per_pixel(d, *im.shape[:2]) for d, im in zip(datas, images, strict=True)])),
                 "psnr": float(np.mean([psnr(im, de) for im, de in zip(images, decoded, strict=True)])),
                 "face_psnr": float(np.mean([psnr(im, de, c) for im, de, c in zip(images, decoded, chips, strict=True)])),

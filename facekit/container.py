@@ -15,15 +15,15 @@ Format version 2 (what :func:`pack` writes; all integers big-endian)::
     12      m     payload (the PNG or range-coded stream): everything up to the CRC
     12+m    4     CRC32 of every byte before it
 
-The model id of a shipped model ``"<variant>-q<N>"`` (``-ctx`` for the range-coded
-``-entropy`` variants) is ``32 * v + 16 * entropy + (N - 1)``, where ``v`` is the
-variant's place in :data:`ID_VARIANTS` (a list only ever appended to) and ``N`` is 1..16.
+The model id of a shipped model ``"<variant>-q<N>"`` (``-ctx`` when range-coded;
+:class:`facekit.codecs.names.ModelId`) is ``32 * v + 16 * entropy + (N - 1)``, where ``v``
+is the variant's place in :data:`ID_VARIANTS` (a list only ever appended to) and ``N`` is 1..16.
 So a stored image pays 16 bytes for its header and check: about 0.002 bpp on a 250x250
 face, against 40 for format version 1 (below), which spelled the model's name out and
 stored the payload's length. At the lowest rate points a face takes 300-600 bytes, so
 the header is part of the rate that every comparison counts (``8 * len(file) / (H * W)``).
 
-Format version 1 (facekit 0.1 before this change; still read, never written)::
+Format version 1 (still read, never written)::
 
     0  4  magic b"FKC\\x89" | 4  1  version (1) | 5  1  name length n | 6  n  model name
     6+n  6  weights hash | 12+n  2  height | 14+n  2  width | 16+n  4  payload length m
@@ -38,18 +38,18 @@ refuses bytes made by other weights.
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from dataclasses import dataclass
 
-from .errors import BitstreamError
+from .codecs.names import VARIANTS, ModelId
+from .errors import BitstreamError, CodecError
 
 MAGIC = b"FK"
 VERSION = 2
 HASH_BYTES = 4
 #: variants with a one-byte model id, by their place in the id; only ever appended to
-ID_VARIANTS = ("mse", "joint", "jointrate", "jointface")
+ID_VARIANTS = VARIANTS
 #: the model id that says "the model's name follows"
 NAMED = 255
 #: largest image side a container may declare (a decompression-bomb guard)
@@ -61,8 +61,6 @@ OVERHEAD = len(MAGIC) + 1 + 1 + HASH_BYTES + 2 + 2 + 4
 MAGIC_V1 = b"FKC\x89"
 HASH_BYTES_V1 = 6
 _FIXED_V1 = len(MAGIC_V1) + 1 + 1 + HASH_BYTES_V1 + 2 + 2 + 4 + 4
-
-_ID_NAME = re.compile(r"^([a-z]+)-q([0-9]+)(-ctx)?$")
 
 
 @dataclass(frozen=True)
@@ -83,13 +81,29 @@ class Container:
             return _FIXED_V1 + len(self.model.encode("ascii"))
         return OVERHEAD + (0 if model_id(self.model) is not None else 1 + len(self.model.encode("ascii")))
 
+    def model_key(self) -> ModelId:
+        """The recorded model as a :class:`~facekit.codecs.names.ModelId`; BitstreamError when it names none."""
+        try:
+            return ModelId.parse(self.model)
+        except CodecError as e:
+            raise BitstreamError(f"bitstream names an unknown model {self.model!r}") from e
 
-def model_id(model: str) -> int | None:
-    """The one-byte id of a model name (``"jointrate-q2-ctx"`` -> 82), or None if it has none."""
-    m = _ID_NAME.match(model)
-    if m is None or m.group(1) not in ID_VARIANTS or not 1 <= int(m.group(2)) <= 16 or m.group(2).startswith("0"):
+
+def _as_id(model: str | ModelId) -> ModelId | None:
+    if isinstance(model, ModelId):
+        return model
+    try:
+        return ModelId.parse(model)
+    except CodecError:
         return None
-    return 32 * ID_VARIANTS.index(m.group(1)) + 16 * bool(m.group(3)) + int(m.group(2)) - 1
+
+
+def model_id(model: str | ModelId) -> int | None:
+    """The one-byte id of a model (``"jointrate-q2-ctx"`` -> 82), or None if it has none."""
+    ident = _as_id(model)
+    if ident is None or ident.variant not in ID_VARIANTS or not 1 <= ident.number <= 16:
+        return None
+    return 32 * ID_VARIANTS.index(ident.variant) + 16 * ident.entropy + ident.number - 1
 
 
 def model_from_id(ident: int) -> str:
@@ -97,7 +111,7 @@ def model_from_id(ident: int) -> str:
     v, entropy, n = ident >> 5, (ident >> 4) & 1, (ident & 15) + 1
     if v >= len(ID_VARIANTS):
         raise BitstreamError(f"unknown model id {ident} (no variant {v}): made by a newer facekit?")
-    return f"{ID_VARIANTS[v]}-q{n}" + ("-ctx" if entropy else "")
+    return ModelId(ID_VARIANTS[v], f"q{n}", bool(entropy)).name
 
 
 def model_hash(fingerprint: str | bytes, size: int = HASH_BYTES) -> bytes:
@@ -108,9 +122,9 @@ def model_hash(fingerprint: str | bytes, size: int = HASH_BYTES) -> bytes:
     return raw[:size]
 
 
-def pack(model: str, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
+def pack(model: str | ModelId, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
     """Wrap ``payload`` in a version-2 container (see the module docstring for the layout)."""
-    name = model.encode("ascii")
+    name = str(model).encode("ascii")
     if not 1 <= len(name) <= MAX_NAME:
         raise ValueError(f"model name must be 1..{MAX_NAME} ASCII bytes, got {model!r}")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
@@ -136,13 +150,13 @@ def payload_start(data: bytes) -> int | None:
     return None
 
 
-def pack_format1(model: str, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
+def pack_format1(model: str | ModelId, fingerprint: str | bytes, height: int, width: int, payload: bytes) -> bytes:
     """The format-1 container of ``payload``, as facekit wrote it before format 2.
 
     Only for comparing with files and measurements made before format 2 (the tests, and
     ``benchmarks/recontainer.py``); :func:`pack` writes format 2.
     """
-    name = model.encode("ascii")
+    name = str(model).encode("ascii")
     body = (
         MAGIC_V1 + bytes([1, len(name)]) + name + model_hash(fingerprint, HASH_BYTES_V1)
         + struct.pack(">HHI", height, width, len(payload)) + payload
@@ -242,8 +256,9 @@ def _parse_v1(data: bytes) -> Container:
     )
 
 
-def check_model(container: Container, model: str, fingerprint: str | bytes) -> None:
+def check_model(container: Container, model: str | ModelId, fingerprint: str | bytes) -> None:
     """Refuse a container made by another model, or by other weights of the same model."""
+    model = str(model)
     if container.model != model:
         raise BitstreamError(
             f"bitstream was made by model {container.model!r}, not {model!r}: decode it with that model"

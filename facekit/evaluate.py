@@ -28,6 +28,7 @@ import numpy as np
 
 from .codecs import get_codec
 from .codecs.base import Codec, bits_per_pixel
+from .codecs.names import LearnedSpec, canonical_name, is_learned
 from .config import cache_dir
 from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
@@ -42,13 +43,13 @@ DEFAULT_SWEEP: dict[str, tuple[Any, ...]] = {
     "jpeg2000": (0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 1.0, 1.5),
     "webp": (0, 5, 10, 20, 30, 50, 70, 90),
     "avif": (0, 5, 10, 20, 30, 40, 50, 70),
-    "facekit-mse": (),  # () means: the codec's own settings
-    "facekit-joint": (),
+    "paper-mse": (),  # () means: the codec's own settings
+    "paper": (),
     "facekit-jointrate-entropy": (),  # rate term, range-coded
-    "facekit-jointface-entropy": (),  # the best whole-image variant (face-weighted distortion, rate term, range-coded)
+    "facekit": (),  # the recommended whole-image codec (face-weighted distortion, rate term, range-coded)
     "facekit-joint-roi": (),
-    "facekit-jointrate-entropy-roi": (),  # ... and the best ROI one
-    "facekit-jointrate-entropy-roi-bg": ("q2", "q3", "q4", "q5"),  # ... and with a q1 background
+    "facekit-jointrate-entropy-roi": (),  # the face region only, range-coded
+    "facekit-roi": (),  # ... and the background at q1 (its settings: the rate points above q1)
     "jpeg2000-roi": (0.03, 0.05, 0.1, 0.2, 0.4),
     "avif-roi": (0, 10, 20, 30, 50),
 }
@@ -246,8 +247,11 @@ def make_context(
     use_cache: bool = True,
 ) -> Context:
     """Open the data, build the recogniser, find (or load cached) transforms on the originals."""
+    import itertools
+
+    import torch
+
     from .recognition import find_alignments, get_recognizer
-    from .recognition.registry import _default_device
 
     lfw = open_lfw(root)
     pair_list = subset_pairs(read_pairs_any(lfw, pairs), per_fold)
@@ -256,7 +260,8 @@ def make_context(
     if missing:
         raise DataError(f"{len(missing)} images named in {pairs} are missing, e.g. {missing[:3]}")
     rec = get_recognizer(recognizer, device=device) if isinstance(recognizer, str) else recognizer
-    dev = _default_device(rec)
+    # the device the recogniser's weights are on (CPU for one without any)
+    dev = next((t.device for t in itertools.chain(rec.parameters(), rec.buffers())), torch.device("cpu"))
     thetas = {n: loc.theta for n, loc in find_alignments(rec, lfw, names, progress=progress).items()}
     pairs_sha = sha256_file(lfw.pairs_file(pairs))
     data_key = hashlib.sha256(f"{pairs_sha}|{images_digest(lfw, names)}".encode()).hexdigest()
@@ -281,8 +286,15 @@ def read_pairs_any(lfw: LFW, pairs: str) -> list[Pair]:
 
 
 def _codec_id(codec: Codec) -> str:
-    """What identifies a codec's output: its description (library versions, weights fingerprints)."""
+    """What identifies a codec's output: its description (library versions, weights fingerprints).
+
+    A learned codec is named in it spelled out (``facekit-jointface-entropy``, not ``facekit``),
+    so that the key says what made the bytes whatever the catalogue calls it.
+    """
     d = codec.describe()
+    spec = LearnedSpec.parse(str(d.get("name", "")))
+    if spec is not None:
+        d = {**d, "name": spec.long_name}
     return json.dumps({k: d[k] for k in sorted(d) if k != "settings"}, sort_keys=True, default=str)
 
 
@@ -312,7 +324,7 @@ def evaluate(
     code_commit()  # the commit this process started with, whatever the checkout holds at the end
     torch.manual_seed(seed)
     np.random.seed(seed)
-    sweep = _resolve_sweep(codecs)
+    sweep = resolve_sweep(codecs)
     t0 = time.time()
     ctx = make_context(root, pairs, recognizer, device, per_fold, batch_size, progress, end_to_end, use_cache)
     results: dict[str, list[dict]] = {}
@@ -322,12 +334,12 @@ def evaluate(
             run = run_setting(ctx, None, None, "uncompressed")
             pts = [(None, run)]
         else:
-            codec = get_codec(name, **({"device": ctx.device} if name.startswith("facekit") else {}))
+            codec = get_codec(name, **({"device": ctx.device} if is_learned(name) else {}))
             cid = _codec_id(codec)
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in (settings or codec.settings)]
         for s, run in pts:
             p = {"setting": s, **score(ctx, run)}
-            if name.startswith("facekit"):  # bpp measured on files of this container format
+            if is_learned(name):  # bpp measured on files of this container format
                 p["container"] = {"format": CONTAINER_FORMAT, "measured": True}
             points.append(p)
             if on_point:
@@ -362,19 +374,20 @@ def evaluate(
     }
 
 
-def _resolve_sweep(codecs: Sequence[str] | dict[str, Sequence[Any]] | None) -> dict[str, Sequence[Any]]:
+def resolve_sweep(codecs: Sequence[str] | dict[str, Sequence[Any]] | None) -> dict[str, Sequence[Any]]:
+    """``{name: settings}`` to sweep, under the names results are stored by (:func:`canonical_name`)."""
     if codecs is None:
         from .codecs.registry import available_codecs
 
-        avail = available_codecs()
+        avail = available_codecs(hidden=True)
         return {k: v for k, v in DEFAULT_SWEEP.items() if k == "uncompressed" or avail.get(k, {}).get("available")}
-    if isinstance(codecs, dict):
-        return dict(codecs)
+    pairs = codecs.items() if isinstance(codecs, dict) else ((n, None) for n in codecs)
     out = {}
-    for name in codecs:
+    for name, settings in pairs:
         if name != "uncompressed":
             get_codec(name)  # unknown names fail here, before any work
-        out[name] = DEFAULT_SWEEP.get(name, ())
+        key = canonical_name(name)
+        out[key] = settings if settings is not None else DEFAULT_SWEEP.get(key, ())
     return out
 
 
@@ -398,11 +411,35 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DataError(f"{path} is not valid JSON: {e}") from e
     if "codecs" not in data:
         raise DataError(f"{path} is not a facekit results file (no 'codecs')")
-    return data
+    return canonical_results(data)
+
+
+def canonical_results(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` with its codecs under their catalogue names (``facekit-jointface-entropy`` -> ``facekit``).
+
+    Results written before the catalogue's short names load as if written after it; two
+    entries that name the same codec are a DataError.
+    """
+    codecs: dict[str, Any] = {}
+    for name, points in results["codecs"].items():
+        key = canonical_name(name)
+        if key in codecs:
+            raise DataError(f"results hold the codec {key!r} twice (as {name!r} too)")
+        codecs[key] = points
+    return {**results, "codecs": codecs}
+
+
+def codec_points(results: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The points of codec ``name`` (its catalogue name or its spelled-out one); DataError when absent."""
+    key = canonical_name(name)
+    for stored, points in results["codecs"].items():
+        if canonical_name(stored) == key:
+            return points
+    raise DataError(f"results hold no codec {name!r} (they hold {', '.join(results['codecs'])})")
 
 
 def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = False) -> dict[str, Any]:
-    """Add ``new``'s codecs to ``old``.
+    """Add ``new``'s codecs to ``old`` (a codec's spelled-out name and its catalogue name are one codec).
 
     By default a codec of the same name is replaced whole; ``by_point=True`` merges its
     points instead (a point of ``new`` replaces one of ``old`` with the same setting,
@@ -415,6 +452,7 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
     keep = ("pairs_file", "n_pairs", "per_fold", "alignment")
     if any(old["protocol"].get(k) != new["protocol"].get(k) for k in keep):
         raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
+    old, new = canonical_results(old), canonical_results(new)
     merged = dict(old)
     codecs = dict(old["codecs"])
     for name, points in new["codecs"].items():

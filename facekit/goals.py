@@ -9,7 +9,7 @@ JPEG. facekit's goals go further (the issue tracker's "what it must show"):
 3. within 0.5 points of the uncompressed images (at least 98.25 %) at 0.1 bpp;
 4. a bitrate saving of at least 50 % against AVIF and WebP at equal accuracy.
 
-For a region-of-interest codec (a name ending in ``-roi`` or ``-roi-bg``, :mod:`facekit.roi`) the same
+For a region-of-interest codec (a name ending in ``-roi`` or ``-roi-bg``, :mod:`facekit.codecs.roi`) the same
 goals are checked, and then again against the baselines that code only the face too
 (``jpeg2000-roi``, ``avif-roi``, ``webp-roi``), the comparison that separates what the
 learned codec adds from what ROI coding alone gives.
@@ -30,15 +30,8 @@ from typing import Any
 import numpy as np
 
 from .bdrate import bd_rate, curve, monotone_envelope, quality_at, rate_at
-
-#: the recommended whole-image codec (jointface weights, range-coded)
-RECOMMENDED = "facekit-jointface-entropy"
-#: the recognition-first codec (the face region range-coded, the background at q1)
-RECOGNITION_FIRST = "facekit-jointrate-entropy-roi-bg"
-#: the paper's codec: joint training, the code stored as a PNG
-PAPER = "facekit-joint"
-#: the paper's codec trained for distortion only
-PAPER_MSE = "facekit-mse"
+from .codecs.names import is_learned
+from .codecs.registry import PAPER, PAPER_MSE
 
 #: the accuracy (fraction) that goal 3 asks for at 0.1 bpp
 TARGET_ACCURACY = 0.9825
@@ -47,7 +40,7 @@ FULL_LFW_PAIRS = 6000
 
 
 def is_roi(name: str) -> bool:
-    """A region-of-interest codec (``-roi``, or ``-roi-bg`` with a coded background: :mod:`facekit.roi`)."""
+    """A region-of-interest codec (``-roi``, or ``-roi-bg`` with a coded background: :mod:`facekit.codecs.roi`)."""
     return name.endswith("-roi") or "-roi-" in name
 
 
@@ -212,7 +205,7 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
 
 def goals_table(results: dict[str, Any], learned: Sequence[str] | None = None) -> str:
     """Markdown: one row per goal, one column per learned codec (met / not met, and by how much)."""
-    names = list(learned) if learned is not None else [n for n in results["codecs"] if n.startswith("facekit")]
+    names = list(learned) if learned is not None else [n for n in results["codecs"] if is_learned(n)]
     if not names:
         return ""
     checks = {n: {g["goal"]: g for g in check_goals(results, n)} for n in names}
@@ -231,7 +224,7 @@ def goals_table(results: dict[str, Any], learned: Sequence[str] | None = None) -
     return "\n".join(lines)
 
 
-def joint_gain_table(results: dict[str, Any], base: str = "facekit-mse", joint: str = "facekit-joint") -> str:
+def joint_gain_table(results: dict[str, Any], base: str = PAPER_MSE, joint: str = PAPER) -> str:
     """Markdown: at each rate point both variants have, what joint training changed (bpp, accuracy, PSNR)."""
     codecs = results["codecs"]
     if base not in codecs or joint not in codecs:

@@ -21,19 +21,17 @@ from typing import Any
 import numpy as np
 
 from .bdrate import curve, quality_at
+from .codecs.names import canonical_name, is_learned
+from .codecs.registry import PAPER, PAPER_MSE, RECOGNITION_FIRST, RECOMMENDED
 from .goals import (
     FULL_LFW_PAIRS,
-    PAPER,
-    PAPER_MSE,
-    RECOGNITION_FIRST,
-    RECOMMENDED,
     is_roi,
     not_judged,
     pairs_measured,
     saving_at_equal_accuracy,
 )
 
-__all__ = ["HEADLINE", "MAX_SERIES", "ROI_HEADLINE", "STYLE", "is_roi", "rate_accuracy_figure",
+__all__ = ["HEADLINE", "MAX_SERIES", "ROI_HEADLINE", "STYLE", "is_roi", "style_of", "rate_accuracy_figure",
            "roi_figure", "summary_table"]
 
 #: the most codecs a panel draws when no list is given (the reference line of the
@@ -70,13 +68,22 @@ STYLE: dict[str, dict[str, Any]] = {
     "facekit-jointrate-entropy": dict(color=_MUTED, marker="X"),
     "facekit-jointface": dict(color=_MUTED, marker="h"),
 }
-# region-of-interest variants (facekit.roi): the colour of their codec, dotted, hollow markers
+# region-of-interest variants (facekit.codecs.roi): the colour of their codec, dotted, hollow markers
 # (with a coded background, -roi-bg: dash-dotted)
-STYLE.update({f"{k}{suffix}": {**v, "ls": ls, "mfc": "none", "zorder": 2} for k, v in list(STYLE.items())
-              if k != "uncompressed" for suffix, ls in (("-roi", ":"), ("-roi-bg", "-."))})
 STYLE[RECOGNITION_FIRST] = dict(color="#c2187a", marker="s", ls="-.", lw=2.4, ms=6, zorder=4)
 
-LEARNED_PREFIX = "facekit"
+
+def style_of(name: str) -> dict[str, Any]:
+    """The line style of a codec: its own, or for a region-of-interest variant (``X-roi``, ``X-roi-bg``)
+    that of its codec ``X``, dotted (dash-dotted with a coded background), with hollow markers."""
+    name = canonical_name(name)
+    if name in STYLE:
+        return STYLE[name]
+    if "-roi" in name:
+        base = STYLE.get(canonical_name(name[: name.index("-roi")]), {})
+        return {**base, "ls": "-." if name.endswith("-roi-bg") else ":", "mfc": "none", "zorder": 2}
+    return {}
+
 _TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -183,7 +190,7 @@ def rate_accuracy_figure(
     left_out: list[str] = []
     for name in names:
         points = results["codecs"][name]
-        style = {"lw": 1.4, "ms": 5, **STYLE.get(name, {})}
+        style = {"lw": 1.4, "ms": 5, **style_of(name)}
         if name == "uncompressed":
             p = points[0]
             acc, sd = 100 * p["acc_mean"], 100 * (p.get("acc_std") or 0.0)
@@ -208,7 +215,7 @@ def rate_accuracy_figure(
         x, y, _ = _series(points, "psnr")
         if len(x):
             ax2.plot(x, y, label=name, **style)
-            if name.startswith(LEARNED_PREFIX) and name != RECOGNITION_FIRST and _not_monotone(x, y):
+            if is_learned(name) and name != RECOGNITION_FIRST and _not_monotone(x, y):
                 falling.append(name)
 
     checked = 0
@@ -217,7 +224,7 @@ def rate_accuracy_figure(
             pts = check["codecs"].get(name)
             if name == "uncompressed" or not pts:
                 continue
-            style = STYLE.get(name, {})
+            style = style_of(name)
             x, y, sd = _series(pts, "acc_mean")
             ax1.errorbar(x, 100 * y, yerr=_bars(y, sd), fmt=style.get("marker", "o"), ms=8, mfc="white",
                          mec=style.get("color", "black"), mew=1.6, ecolor=style.get("color", "black"),
@@ -301,8 +308,8 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
         x, y = curve(pts, "acc_mean")
         vals = [quality_at(x, y, r) for r in rates]
         lines.append(f"| {name} | " + " | ".join("—" if v is None else f"{100 * v:.2f}" for v in vals) + " |")
-    learned = [n for n in codecs if n.startswith(LEARNED_PREFIX)]
-    classic = [n for n in codecs if not n.startswith(LEARNED_PREFIX) and n != "uncompressed"]
+    learned = [n for n in codecs if is_learned(n)]
+    classic = [n for n in codecs if not is_learned(n) and n != "uncompressed"]
     if learned and classic:
         if not_judged(results) is not None:
             n = pairs_measured(results)

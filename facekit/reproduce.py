@@ -260,10 +260,11 @@ def _nested(v: Any) -> bool:
 
 def _headline_learned(results: dict[str, Any]) -> list[str]:
     """The headline learned codecs the results hold, else every learned one."""
-    from .goals import PAPER, RECOGNITION_FIRST, RECOMMENDED
+    from .codecs.names import is_learned
+    from .codecs.registry import PAPER, RECOGNITION_FIRST, RECOMMENDED
 
     names = [c for c in (RECOMMENDED, RECOGNITION_FIRST, PAPER) if c in results["codecs"]]
-    return names or [n for n in results["codecs"] if n.startswith("facekit")]
+    return names or [n for n in results["codecs"] if is_learned(n)]
 
 
 def _rate_accuracy_section(res: Path) -> list[str]:

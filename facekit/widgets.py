@@ -35,15 +35,14 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import bits_per_pixel, check_image, get_codec
+from .codecs import bits_per_pixel, check_image, codec_names, get_codec
+from .codecs.names import is_learned
 from .errors import FacekitError
 from .reproduce import resolve_device
 
-#: codecs offered by default, in this order, when available
-DEFAULT_CODECS = (
-    "facekit-joint", "facekit-jointface-entropy", "facekit-jointrate-entropy", "facekit-mse", "facekit-joint-roi", "facekit-jointrate-entropy-roi",
-    "facekit-jointrate-entropy-roi-bg", "jpeg", "jpeg2000", "webp", "avif", "avif-roi",
-)
+#: codecs offered by default, in this order, when available: the catalogue (``facekit codecs``) without
+#: the lossless reference; the explorer opens on the first, the recommended codec
+DEFAULT_CODECS = tuple(n for n in codec_names() if n != "png")
 
 #: a short description of each codec's setting, for the slider's label
 SETTING_LABELS = {
@@ -181,7 +180,7 @@ class Explorer:
                 self.codecs[name] = obj
                 continue
             try:
-                kw = {"device": self.device} if name.startswith("facekit") else {}
+                kw = {"device": self.device} if is_learned(name) else {}
                 self.codecs[name] = get_codec(name, **kw)
             except Exception as e:  # shown to the user, never hidden
                 self.unavailable[name] = f"{type(e).__name__}: {e}"

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs.registry import VARIANTS
+from .codecs.names import VARIANTS, model_name
 from .entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior
 from .errors import TrainingError, WeightsError
 from .fileio import atomic_write
@@ -48,8 +48,6 @@ from .metrics import psnr
 from .models.autoencoder import FaceCodecNet, RatePoint, load_weights, save_weights
 
 MANIFEST = "manifest.json"
-#: the file name suffix of a model's context prior (``mse-q3-ctx.pt``)
-PRIOR_SUFFIX = "-ctx"
 
 PathLike = str | os.PathLike[str]
 
@@ -57,11 +55,6 @@ PathLike = str | os.PathLike[str]
 def weights_dir() -> Path:
     """The folder of the shipped weights (``facekit/weights``)."""
     return Path(__file__).resolve().parent / "weights"
-
-
-def entry_name(variant: str, rate: str) -> str:
-    """A model's key in the manifest and the stem of its weights file: ``"mse-q3"``."""
-    return f"{variant}-{rate}"
 
 
 # --------------------------------------------------------------------------- manifest
@@ -110,7 +103,7 @@ def update_manifest(variant: str, rate: str, fields: dict[str, Any], *, folder: 
     folder = Path(folder or weights_dir())
     with manifest_lock(folder):
         manifest = read_manifest(folder)
-        entry = manifest["models"][entry_name(variant, rate)]
+        entry = manifest["models"][model_name(variant, rate)]
         for k, v in fields.items():
             entry[k] = {**entry[k], **v} if isinstance(v, dict) and isinstance(entry.get(k), dict) else v
         _write_manifest(folder, manifest)
@@ -125,7 +118,7 @@ def load_model(
     """Load a model's weights (sha256-verified) as an eval-mode network, plus its manifest entry."""
     folder = Path(folder or weights_dir())
     manifest = read_manifest(folder)
-    name = entry_name(variant, rate)
+    name = model_name(variant, rate)
     entry = manifest["models"].get(name)
     if entry is None:
         have = ", ".join(sorted(manifest["models"])) or "none"
@@ -227,7 +220,7 @@ def install_weights(
     if variant not in VARIANTS:
         raise WeightsError(f"unknown variant {variant!r}")
     folder = Path(folder or weights_dir())
-    name = entry_name(variant, model.rate_point.name)
+    name = model_name(variant, model.rate_point.name)
     saved = save_weights(model, folder / f"{name}.pt", half=half)
     with manifest_lock(folder):
         manifest = read_manifest(folder)
@@ -249,11 +242,11 @@ def install_prior(
     folder = Path(folder or weights_dir())
     with manifest_lock(folder):
         manifest = read_manifest(folder)
-        name = entry_name(variant, rate)
+        name = model_name(variant, rate)
         if name not in manifest["models"]:
             raise WeightsError(f"install the weights of {name!r} before its prior")
         entry = manifest["models"][name]
-        file = f"{name}{PRIOR_SUFFIX}.pt"
+        file = f"{model_name(variant, rate, entropy=True)}.pt"
         buf = io.BytesIO()
         torch.save({**prior.state(), "model_fingerprint": entry["fingerprint"]}, buf)
         atomic_write(folder / file, buf.getvalue())
@@ -373,7 +366,7 @@ def install(
     :func:`install_run` (as ``variant``, default ``mse``). Returns the manifest entry."""
     _, summary = read_run_model(run_dir)
     if is_joint_run(summary):
-        base = read_manifest(folder)["models"].get(entry_name("mse", summary["rate_point"]))
+        base = read_manifest(folder)["models"].get(model_name("mse", summary["rate_point"]))
         return install_joint(run_dir, folder=folder, base_entry=base, variant=variant)
     return install_run(run_dir, variant or "mse", folder=folder, root=root)
 
@@ -452,6 +445,6 @@ def fit_prior(
             + ", ".join(f"{'+'.join(s['neighbours']) or 'none'} {s['held_out_bytes']}" for s in prior.selection)
         )
     meta = install_prior(prior, variant, rate, folder=folder, info=info)
-    if read_manifest(folder)["models"][entry_name(variant, rate)]["prior"]["sha256"] != meta["sha256"]:
-        raise WeightsError(f"the prior of {entry_name(variant, rate)} was replaced while it was installed")
+    if read_manifest(folder)["models"][model_name(variant, rate)]["prior"]["sha256"] != meta["sha256"]:
+        raise WeightsError(f"the prior of {model_name(variant, rate)} was replaced while it was installed")
     return meta

@@ -178,7 +178,7 @@ print("dy_hat/dy", y.grad.numpy(), "(straight-through)")
 from facekit.codecs import get_codec
 from facekit.data import open_lfw
 
-codec = get_codec("facekit-mse", device=device)
+codec = get_codec("paper-mse", device=device)
 model = codec.model(rate_point)  # the shipped weights of this rate point
 model.eval()
 

@@ -185,7 +185,7 @@ trained.load_state_dict(blob["state_dict"])
 trained.eval().to(device)
 
 try:
-    shipped = get_codec("facekit-mse", device=device)
+    shipped = get_codec("paper-mse", device=device)
 except facekit.FacekitError as e:  # e.g. an installation without the shipped weights
     shipped = None
     print(f"no shipped weights to compare with: {e}")

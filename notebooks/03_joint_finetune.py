@@ -35,7 +35,7 @@
 # setting fine-tunes for a handful of steps on a few faces at a few identity weights: it
 # shows the mechanics, and the numbers on the test faces barely move (a few steps on eight
 # faces do not generalise). The effect comes from a full run: the `full` preset of
-# `facekit reproduce` (GPU), or the shipped `facekit-joint` weights when this installation
+# `facekit reproduce` (GPU), or the shipped joint weights (codec `paper`) when this installation
 # has them, shown beside the distortion-only codec below.
 
 # %%
@@ -141,25 +141,25 @@ def measure(codec, setting):
     }
 
 
-mse_codec = get_codec("facekit-mse", device=device)
+mse_codec = get_codec("paper-mse", device=device)
 before_recons, before = measure(mse_codec, rate_point)
-print(f"facekit-mse {rate_point}: {before['bpp']:.3f} bpp, {before['psnr']:.2f} dB, "
+print(f"paper-mse {rate_point}: {before['bpp']:.3f} bpp, {before['psnr']:.2f} dB, "
       f"mean identity distance {before['identity_distance']:.3f}")
 rec.update(rate_point=rate_point, before=before, threshold=rec_net.threshold)
 
 # %% [markdown]
 # ## The shipped jointly trained codec
 #
-# When this installation ships `facekit-joint` weights (fine-tuned from the distortion
+# When this installation ships joint weights (codec `paper`) (fine-tuned from the distortion
 # weights of each rate point for the full run), the same faces through them:
 
 # %%
 try:
-    joint_codec = get_codec("facekit-joint", device=device)
+    joint_codec = get_codec("paper", device=device)
     if rate_point not in joint_codec.settings:
         raise facekit.FacekitError(f"no joint weights for {rate_point} (has {', '.join(joint_codec.settings)})")
     shipped_recons, shipped = measure(joint_codec, rate_point)
-    print(f"facekit-joint {rate_point}: {shipped['bpp']:.3f} bpp, {shipped['psnr']:.2f} dB, "
+    print(f"paper {rate_point}: {shipped['bpp']:.3f} bpp, {shipped['psnr']:.2f} dB, "
           f"mean identity distance {shipped['identity_distance']:.3f}")
 except facekit.FacekitError as e:
     joint_codec, shipped_recons, shipped = None, None, None
@@ -202,7 +202,7 @@ for lam in lambdas:
     model = copy.deepcopy(mse_codec.model(rate_point))  # start from the distortion weights
     summary = finetune_joint(cfg, model, run_dir, data, recognizer=rec_net, device=device, verbose=False)
     install_weights(model.cpu(), "joint", folder=run_dir / "weights")
-    recons, m = measure(get_codec("facekit-joint", device=device, folder=run_dir / "weights"), rate_point)
+    recons, m = measure(get_codec("paper", device=device, folder=run_dir / "weights"), rate_point)
     m["train_time_s"] = summary["train_time_s"]
     m["run_dir"] = str(run_dir)
     m["run_files"] = sorted(str(f.relative_to(run_dir)) for f in run_dir.rglob("*") if f.is_file())
@@ -247,9 +247,9 @@ def sweep_codec(codec):
     return {s: measure(codec, s)[1] for s in codec.settings}
 
 
-sweeps = {"facekit-mse": sweep_codec(mse_codec)}
+sweeps = {"paper-mse": sweep_codec(mse_codec)}
 if joint_codec is not None:
-    sweeps["facekit-joint"] = sweep_codec(joint_codec)
+    sweeps["paper"] = sweep_codec(joint_codec)
 fig, ax = plt.subplots(figsize=(7, 4.5))
 for (label, sw), style in zip(sweeps.items(), ("D--", "D-"), strict=False):
     ax.plot([m["psnr"] for m in sw.values()], [m["identity_distance"] for m in sw.values()], style,
@@ -270,7 +270,7 @@ rec.update(sweeps={k: {str(s): m for s, m in v.items()} for k, v in sweeps.items
 
 # %% [markdown]
 # A real run is one command per rate point (GPU recommended; `--install` ships the result
-# as the `facekit-joint` weights, with how it was made recorded in the manifest):
+# as the joint weights of codec `paper`, with how it was made recorded in the manifest):
 #
 # ```bash
 # facekit joint --rate q2 --steps 5000 --batch-size 16 --lambda-id 0.02 --out runs/joint-q2 --install
@@ -289,7 +289,7 @@ rec.update(sweeps={k: {str(s): m for s, m in v.items()} for k, v in sweeps.items
 # The recogniser reads only the face chip, so the distortion term may weigh the background
 # less: `--background-weight 0.1` multiplies the squared error outside the chip (found on
 # the original, `facekit.training.face_weights`) by 0.1, and the run ships as the `jointface`
-# variant (`facekit-jointface-entropy`). Those weights were trained on a lent GPU, several rate
+# variant; range-coded, it is the recommended codec, `facekit`. Those weights were trained on a lent GPU, several rate
 # points side by side for a fixed time each: `facekit joint --write-pack pack.npz` writes the
 # training split (files and transforms, 14 MB) for a machine without LFW or dlib, and
 # `bash scripts/gpu_joint.sh pack.npz DLIB_WEIGHTS runs/gpu 450` runs the lines of

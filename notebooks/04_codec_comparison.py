@@ -86,8 +86,9 @@ print(f"facekit {facekit.__version__}, torch {torch.__version__}, device {device
 # classical codecs at two settings each.
 
 # %%
+from facekit.codecs import PAPER, RECOGNITION_FIRST, RECOMMENDED
+from facekit.codecs.names import is_learned
 from facekit.codecs.registry import available_codecs
-from facekit.goals import PAPER, RECOGNITION_FIRST, RECOMMENDED
 
 if sweep is None and quick:
     sweep = {
@@ -103,19 +104,19 @@ if sweep is None and quick:
         "avif-roi": [10],
     }
 print(f"recommended: {RECOMMENDED}; recognition-first: {RECOGNITION_FIRST}; the paper's: {PAPER}")
-avail = available_codecs()
+avail = available_codecs(hidden=True)  # the catalogue and the measured variants it does not list
 if sweep is not None:
     missing = {k: avail.get(k, {}).get("reason") for k in sweep if k != "uncompressed" and not avail.get(k, {}).get("available")}
     for k, why in missing.items():
         print(f"left out: {k} ({why})")
     sweep = {k: v for k, v in sweep.items() if k not in missing}
     for k, v in sweep.items():  # the learned codecs: only the rate points this installation ships
-        if k.startswith("facekit") and v:
+        if is_learned(k) and v:
             have = avail[k]["settings"]
             sweep[k] = [s for s in v if s in have] or have
 for k, d in avail.items():
-    if d["available"] and not k.endswith("-pillow"):
-        print(f"{k:24s} {d.get('library', '')}")
+    if d["available"] and not d["role"].startswith(("alias", "unlisted")):
+        print(f"{k:14s} {d['role']:20s} {d.get('library', '')}")
 
 # %% [markdown]
 # ## Evaluate (or read the saved results)
@@ -191,9 +192,8 @@ rec.update(n_pairs=prot["n_pairs"], per_fold=prot["per_fold"], source="saved" if
 # 6,000 pairs and the hollow points this run's check.
 
 # %%
-from facekit.codecs.roi import FaceRegionFinder, region_mask
-
 from facekit.codecs import bits_per_pixel, get_codec
+from facekit.codecs.roi import FaceRegionFinder, region_mask
 from facekit.data import open_lfw
 from facekit.plots import roi_figure
 
@@ -208,8 +208,8 @@ keep = region_mask(FaceRegionFinder().find(face_roi), face_roi.shape[:2], cell=1
 shown = {"original (coded region bright)": np.where(keep[..., None], face_roi, face_roi // 3)}
 for name, setting in ((RECOMMENDED, crop_rate_point), (RECOGNITION_FIRST, crop_rate_point),
                       ("facekit-joint-roi", crop_rate_point), ("avif-roi", 10)):
-    if avail.get(name, {}).get("available") and (not name.startswith("facekit") or setting in avail[name]["settings"]):
-        codec = get_codec(name, **({"device": device} if name.startswith("facekit") else {}))
+    if avail.get(name, {}).get("available") and (not is_learned(name) or setting in avail[name]["settings"]):
+        codec = get_codec(name, **({"device": device} if is_learned(name) else {}))
         data = codec.encode(face_roi, setting)
         shown[f"{name} {setting}: {bits_per_pixel(data, *face_roi.shape[:2]):.3f} bpp"] = codec.decode(data)
 fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.4))
@@ -238,7 +238,7 @@ lfw = open_lfw(lfw_root)
 face_name = lfw.pairs()[0].a
 face = lfw.load(face_name)
 names = [k for k in results["codecs"] if k != "uncompressed" and avail.get(k, {}).get("available")]
-codecs_ = {k: get_codec(k, **({"device": device} if k.startswith("facekit") else {})) for k in names}
+codecs_ = {k: get_codec(k, **({"device": device} if is_learned(k) else {})) for k in names}
 # the target rate comes from the paper's codec (whole image, PNG-coded): a ROI codec's rate is
 # far lower, and a range-coded one's can be below what JPEG reaches
 learned = [k for k in (PAPER,) if k in codecs_ and crop_rate_point in codecs_[k].settings]

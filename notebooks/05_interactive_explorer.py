@@ -71,7 +71,7 @@ rec = Record(out_dir)  # figures and summary.json of this notebook go to out_dir
 print(f"facekit {facekit.__version__}, torch {torch.__version__}, device {device}, output in {rec.dir}")
 
 # %%
-from facekit.goals import RECOMMENDED
+from facekit.codecs import RECOMMENDED
 from facekit.widgets import DEFAULT_CODECS, Explorer
 
 codecs = codecs or [RECOMMENDED, *(c for c in DEFAULT_CODECS if c != RECOMMENDED)]

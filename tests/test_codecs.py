@@ -116,30 +116,82 @@ def test_search_reaches_target_per_image_and_over_a_set(face_image, smooth_image
     assert 0.18 < mean_bpp <= 0.2
 
 
-def test_the_command_line_offers_every_variant_without_loading_torch():
+def test_the_command_line_offers_every_codec_without_loading_torch():
     import subprocess
     import sys
 
     code = (
-        "import sys; from facekit.cli import build_parser; from facekit.codecs.registry import VARIANTS; "
-        "p = build_parser(); a = p.parse_args(['compress', 'x.png', '-o', 'y', '--variant', VARIANTS[-1]]); "
-        "print(a.variant, 'torch' in sys.modules)"
+        "import sys; from facekit.cli import build_parser; "
+        "p = build_parser(); a = p.parse_args(['compress', 'x.png', '-o', 'y', '--codec', 'facekit-roi']); "
+        "b = p.parse_args(['compress', 'x.png', '-o', 'y', '--variant', 'jointface']); "
+        "print(a.codec, b.variant, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["jointface", "False"]
-    from facekit.codecs import CODECS
-    from facekit.codecs.learned import VARIANTS as learned_variants
-    from facekit.codecs.registry import VARIANTS
+    assert out == ["facekit-roi", "jointface", "False"]
+    from facekit.codecs.names import VARIANTS
+    from facekit.codecs.registry import VARIANTS as listed
+    from facekit.container import ID_VARIANTS
 
-    assert learned_variants is VARIANTS
-    for v in VARIANTS:  # every variant has its codecs: PNG, range-coded, ROI, range-coded ROI
-        assert {f"facekit-{v}{s}" for s in ("", "-entropy", "-roi", "-entropy-roi")} <= set(CODECS), v
+    assert listed is VARIANTS is ID_VARIANTS  # one tuple: the container's ids depend on its order
 
 
-def test_cli_codecs_lines_up_every_name(capsys):
+def test_catalogue_has_roles_and_the_recommended_codec_first():
+    from facekit.codecs.registry import CATALOGUE, HIDDEN, RECOMMENDED, codec_names
+
+    names = codec_names()
+    assert names[0] == RECOMMENDED == "facekit" and len(names) <= 12
+    assert names[:4] == ["facekit", "facekit-roi", "paper", "paper-mse"]
+    assert {"jpeg", "jpeg2000", "webp", "avif", "jpeg2000-roi", "webp-roi", "avif-roi", "png"} <= set(names)
+    assert all(e.role and e.about for e in CATALOGUE)
+    assert not set(HIDDEN) & set(names) and set(codec_names(hidden=True)) == set(names) | set(HIDDEN)
+
+
+def test_old_names_are_hidden_aliases_of_the_new_ones():
+    from facekit.codecs.names import SHORT_NAMES, LearnedSpec, canonical_name
+    from facekit.codecs.registry import CODECS
+
+    aliases = {"facekit-jointface-entropy": "facekit", "facekit-jointrate-entropy-roi-bg": "facekit-roi",
+               "facekit-joint": "paper", "facekit-mse": "paper-mse"}
+    for old, new in aliases.items():
+        assert canonical_name(old) == new and LearnedSpec.parse(old) == SHORT_NAMES[new]
+        assert SHORT_NAMES[new].long_name == old and old in CODECS
+    assert canonical_name("facekit-jointrate-entropy") == "facekit-jointrate-entropy"  # hidden, no short name
+    assert canonical_name("avif") == "avif"
+    for name in ("facekit-mse-roi", "facekit-joint-entropy-roi", "jpeg-roi"):  # no result measures them
+        assert name not in CODECS
+        with pytest.raises(CodecError, match="unknown codec"):
+            get_codec(name)
+
+
+def test_model_ids_parse_and_spell_the_same():
+    from facekit.codecs.names import ModelId, model_name
+
+    m = ModelId.parse("jointrate-q2-ctx")
+    assert (m.variant, m.rate, m.entropy, m.number, m.name) == ("jointrate", "q2", True, 2, "jointrate-q2-ctx")
+    assert m.weights == ModelId("jointrate", "q2") and model_name("jointrate", "q2", True) == m.name
+    for bad in ("mse", "mse-3", "mse-q0", "mse-q03", "mse-q3-png", "MSE-q3", "mse-q3-ctx-x"):
+        with pytest.raises(CodecError):
+            ModelId.parse(bad)
+    with pytest.raises(CodecError, match="rate point"):
+        ModelId("mse", "3")
+
+
+def test_cli_codecs_prints_roles_recommended_first(capsys):
+    import json
+
     from facekit.cli import main
 
     assert main(["codecs"]) == 0
-    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip() and not ln.lstrip().startswith("settings:")]
-    columns = {ln.index(" available") if " available" in ln else ln.index(" UNAVAILABLE") for ln in lines}
-    assert len(columns) == 1 and any("facekit-jointrate-entropy-roi " in ln for ln in lines), lines
+    out = capsys.readouterr().out.splitlines()
+    heads = [ln for ln in out if ln and not ln.startswith(" ")]
+    assert heads[0].split()[:2] == ["facekit", "recommended"]
+    assert any(ln.split()[:2] == ["facekit-roi", "recognition-first"] for ln in heads)
+    assert not any(ln.startswith("facekit-jointrate-entropy ") for ln in out)
+    body = [ln for ln in out if ln.startswith(" ")]
+    assert all(ln.strip().startswith(("available", "UNAVAILABLE")) for ln in body)
+    assert main(["codecs", "--all"]) == 0
+    out = capsys.readouterr().out
+    assert "facekit-jointrate-entropy " in out and "alias of facekit" in out
+    assert main(["codecs", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert list(info)[0] == "facekit" and info["facekit"]["role"] == "recommended" and len(info) <= 12

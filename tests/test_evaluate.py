@@ -220,8 +220,8 @@ def test_rerate_script_keeps_the_accuracy_and_checks_every_stream(faces, tmp_pat
 
     one = [image_name("Person_A", 1)]
     codec = get_codec("facekit-jointrate-entropy")
-    real = codec._entropy_codes
-    monkeypatch.setattr(codec, "_entropy_codes", lambda *a: real(*a) ^ 1)
+    real = codec.entropy_codes
+    monkeypatch.setattr(codec, "entropy_codes", lambda *a: real(*a) ^ 1)
     lfw = open_lfw(faces)
     with pytest.raises(CodecError, match="other codes"):
         rerate.rerate_point(codec, "q1", lfw, one, TinyRecognizer().read_original, progress=False)
@@ -400,3 +400,61 @@ def test_a_cached_file_with_non_finite_embeddings_is_computed_again(faces, tmp_p
     assert _jpeg10(faces, rec) == good
     with np.load(path) as z:
         assert np.isfinite(z["embeddings"]).all()
+
+
+def _point(setting, bpp: float) -> dict:
+    return {"setting": setting, "bpp": bpp, "acc_mean": 0.9, "acc_std": 0.01}
+
+
+def _named_results(codecs: dict) -> dict:
+    return {"codecs": codecs, "recognizer": {"name": "fake"}, "data_sha256": {"images": "x"},
+            "protocol": {"pairs_file": "pairs.txt", "n_pairs": 6000, "per_fold": None, "alignment": "a"},
+            "provenance": {"created": "now"}}
+
+
+def test_results_with_old_codec_names_load_under_the_catalogue_names(tmp_path):
+    from facekit.errors import DataError
+    from facekit.evaluate import canonical_results, codec_points
+
+    old = _named_results({"facekit-jointface-entropy": [_point("q3", 0.1)], "facekit-mse": [_point("q3", 0.5)],
+                          "facekit-joint": [_point("q3", 0.4)], "facekit-jointrate-entropy-roi-bg": [_point("q3", 0.09)],
+                          "facekit-jointrate-entropy": [_point("q3", 0.12)], "avif": [_point(10, 0.3)]})
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    res = load_results(path)
+    assert list(res["codecs"]) == ["facekit", "paper-mse", "paper", "facekit-roi", "facekit-jointrate-entropy", "avif"]
+    for old_name, new_name in (("facekit-jointface-entropy", "facekit"), ("facekit-mse", "paper-mse")):
+        assert codec_points(res, old_name) is codec_points(res, new_name) is res["codecs"][new_name]
+        assert codec_points(old, new_name) == old["codecs"][old_name]  # lookups work on unconverted results too
+    with pytest.raises(DataError, match="no codec 'webp'"):
+        codec_points(res, "webp")
+    with pytest.raises(DataError, match="twice"):
+        canonical_results(_named_results({"facekit": [], "facekit-jointface-entropy": []}))
+    # merging a new point measured under the old name into results under the new one: one codec
+    new = _named_results({"facekit-jointface-entropy": [_point("q4", 0.2)]})
+    merged = merge_results(res, new, by_point=True)
+    assert [p["setting"] for p in merged["codecs"]["facekit"]] == ["q3", "q4"]
+    assert "facekit-jointface-entropy" not in merged["codecs"]
+
+
+def test_committed_results_use_the_catalogue_names():
+    from pathlib import Path
+
+    from facekit.codecs.names import SHORT_NAMES
+
+    root = Path(__file__).resolve().parent.parent / "results"
+    res = json.loads((root / "rate_accuracy.json").read_text())
+    assert set(SHORT_NAMES) <= set(res["codecs"])
+    for path in root.glob("*.json"):
+        data = json.loads(path.read_text())
+        for name in data.get("codecs", {}):
+            assert SHORT_NAMES.get(name) is None or name in SHORT_NAMES, (path.name, name)
+            assert name not in {s.long_name for s in SHORT_NAMES.values()}, (path.name, name)
+
+
+def test_sweep_names_are_stored_by_their_catalogue_names():
+    from facekit.evaluate import DEFAULT_SWEEP, resolve_sweep
+
+    assert {"facekit", "facekit-roi", "paper", "paper-mse"} <= set(DEFAULT_SWEEP)
+    sweep = resolve_sweep(["jpeg", "facekit-jointface-entropy"])
+    assert list(sweep) == ["jpeg", "facekit"] and sweep["facekit"] == DEFAULT_SWEEP["facekit"]

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from facekit import container
 from facekit.cli import main
 from facekit.codecs import get_codec
+from facekit.codecs import payload as payload_layout
 from facekit.codecs.learned import LearnedCodec
 from facekit.entropy_models import pack_png
 from facekit.errors import BitstreamError, CodecError, FacekitError, ImageError
@@ -478,6 +479,10 @@ def test_interlaced_png_sizes_follow_adam7():
 # --------------------------------------------------------------------------- facekit compress
 
 
+#: the corpus weights hold the mse variant: the codec paper-mse (PNG payload)
+MSE = ("--codec", "paper-mse", "--weights", str(WEIGHTS))
+
+
 def _cli(*args: str) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
@@ -511,7 +516,7 @@ def _non_images(tmp: Path) -> dict[str, tuple[Path, str]]:
 def test_compress_refuses_non_images_with_a_clear_message(tmp_path):
     for name, (path, word) in _non_images(tmp_path).items():
         dest = tmp_path / "out" / f"{name}.fkc"
-        code, err = _cli("compress", str(path), "-o", str(dest), "--weights", str(WEIGHTS), "--rate", "q1", "--quiet")
+        code, err = _cli("compress", str(path), "-o", str(dest), *MSE, "--rate", "q1", "--quiet")
         assert code == 2, (name, code, err)
         assert err.startswith("facekit: error:") and word in err, (name, err)
         assert not dest.exists()
@@ -520,14 +525,14 @@ def test_compress_refuses_non_images_with_a_clear_message(tmp_path):
     folder.mkdir()
     (folder / "a.png").write_bytes((CORPUS / "face.png").read_bytes())
     (folder / "b.png").write_bytes(b"not a png")
-    code, err = _cli("compress", str(folder), "-o", str(tmp_path / "o2"), "--weights", str(WEIGHTS), "--quiet")
+    code, err = _cli("compress", str(folder), "-o", str(tmp_path / "o2"), *MSE, "--quiet")
     assert code == 2 and "b.png" in err
     for args, word in (
         ([str(tmp_path / "missing.png")], "does not exist"),
         ([str(tmp_path / "out")], "holds no"),
     ):
         (tmp_path / "out").mkdir(exist_ok=True)
-        code, err = _cli("compress", *args, "-o", str(tmp_path / "o3"), "--weights", str(WEIGHTS), "--quiet")
+        code, err = _cli("compress", *args, "-o", str(tmp_path / "o3"), *MSE, "--quiet")
         assert code == 2 and word in err, err
 
 
@@ -547,7 +552,7 @@ def test_compress_reads_odd_but_valid_images(tmp_path):
         path = tmp_path / name
         im.save(path, **({"compression": "tiff_lzw"} if name.endswith(".tif") else {}))
         dest = tmp_path / f"{name}.fkc"
-        code, err = _cli("compress", str(path), "-o", str(dest), "--weights", str(WEIGHTS), "--rate", "q1", "--quiet")
+        code, err = _cli("compress", str(path), "-o", str(dest), *MSE, "--rate", "q1", "--quiet")
         assert code == 0, (name, err)
         assert container.parse(dest.read_bytes()).height == face.shape[0]
 
@@ -569,7 +574,7 @@ def test_compress_of_a_bomb_image_ends_in_a_clear_error(tmp_path):
     src.write_bytes(png_bomb(8000, 8000))
 
     def run() -> tuple[int, str]:
-        return _cli("compress", str(src), "-o", str(tmp_path / "b.fkc"), "--weights", str(WEIGHTS), "--rate", "q1", "--quiet")
+        return _cli("compress", str(src), "-o", str(tmp_path / "b.fkc"), *MSE, "--rate", "q1", "--quiet")
 
     out = run_isolated(run, memory_mb=512, timeout=60)
     assert out.status == "ok" and out.value.startswith("(2, 'facekit: error:"), out
@@ -597,7 +602,7 @@ def test_range_coded_roi_stream_with_flipped_bits_is_refused_or_decodes():
     codec = entropy_codec()
     if codec is None:
         pytest.skip("no -entropy variant in this facekit")
-    from facekit.roi import FaceRegion, FaceRegionFinder
+    from facekit.codecs.roi import FaceRegion, FaceRegionFinder
 
     class Fixed(FaceRegionFinder):
         def find(self, image: np.ndarray) -> FaceRegion:
@@ -607,8 +612,8 @@ def test_range_coded_roi_stream_with_flipped_bits_is_refused_or_decodes():
     roi = LearnedCodec("mse", folder=WEIGHTS, entropy=True, roi=True)
     roi.roi = Fixed(4.0)
     good = container.parse(roi.encode(face, "q1"))
-    assert good.payload[0] == LearnedCodec.PAYLOAD_MASKED
-    fp = codec._load("q1")["fingerprint"]
+    assert good.payload[0] == payload_layout.MASKED
+    fp = codec.fingerprint("q1")
     escaped = []
     for i in range(len(good.payload)):
         for bit in (0, 3, 7):

@@ -72,12 +72,12 @@ def test_a_curve_that_ends_below_0_1_bpp_meets_the_0_1_goal_only_with_a_point_th
 
 def test_tables():
     r = results(**{
-        "facekit-mse": pts((0.06, 0.80), (0.11, 0.90), setting=["q1", "q2"]),
-        "facekit-joint": pts((0.06, 0.82), (0.12, 0.93), psnr=29.5, setting=["q1", "q2"]),
+        "paper-mse": pts((0.06, 0.80), (0.11, 0.90), setting=["q1", "q2"]),
+        "paper": pts((0.06, 0.82), (0.12, 0.93), psnr=29.5, setting=["q1", "q2"]),
         "jpeg2000": pts((0.05, 0.70), (0.1, 0.87)),
     })
     t = goals_table(r)
-    assert t.splitlines()[0] == "| goal | facekit-mse | facekit-joint |" and "**met**" in t
+    assert t.splitlines()[0] == "| goal | paper-mse | paper |" and "**met**" in t
     g = joint_gain_table(r)
     assert "| q1 |" in g and "+2.00 | 0.50 |" in g and "+3.00 | 0.50 |" in g
     assert joint_gain_table(results(jpeg=[])) == "" and goals_table(results(jpeg=[])) == ""

@@ -261,7 +261,7 @@ def test_compress_killed_midway_leaves_no_partial_files_and_a_rerun_completes(tm
         img[..., i % 3] += (i * 7) % 40
         Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(src / f"face{i:03d}.png")
     out = tmp_path / "out"
-    args = ["compress", str(src), "-o", str(out), "--weights", str(WEIGHTS), "--rate", "q1", "--quiet"]
+    args = ["compress", str(src), "-o", str(out), "--codec", "paper-mse", "--weights", str(WEIGHTS), "--rate", "q1", "--quiet"]
     log = tmp_path / "compress.log"
     proc = _start(["-m", "facekit.cli", *args], log)
     _wait_for(proc, lambda: any(out.rglob("*.fkc")), log)

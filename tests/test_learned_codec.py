@@ -13,6 +13,7 @@ from PIL import Image
 from facekit import container
 from facekit.cli import main
 from facekit.codecs import get_codec
+from facekit.codecs import payload as payload_layout
 from facekit.codecs.base import bits_per_pixel
 from facekit.codecs.learned import LearnedCodec
 from facekit.entropy_models import ContextPrior
@@ -50,9 +51,10 @@ def weights(tmp_path) -> Path:
 
 def test_settings_and_name(weights):
     codec = LearnedCodec("mse", folder=weights)
-    assert codec.name == "facekit-mse"
+    assert codec.name == "paper-mse"  # the catalogue's name of the mse weights with the PNG payload
     assert codec.settings == ("q1", "q3", "q5")  # ordered low -> high
-    assert LearnedCodec("joint", folder=weights).name == "facekit-joint"
+    assert LearnedCodec("joint", folder=weights).name == "paper"
+    assert LearnedCodec("mse", folder=weights, roi=True).name == "facekit-mse-roi"  # no short name: spelled out
     with pytest.raises(CodecError):
         LearnedCodec("bogus", folder=weights)
     with pytest.raises(WeightsError, match="no weights"):
@@ -106,7 +108,7 @@ def test_rejects_foreign_and_damaged_bytes(weights, smooth_image):
         LearnedCodec("mse", folder=other).decode(data)
     # a container whose PNG disagrees with its header (size swapped, CRC re-sealed)
     c = container.parse(data)
-    forged = container.pack(c.model, mse._load("q1")["fingerprint"], 250, 250, c.payload)
+    forged = container.pack(c.model, mse.fingerprint("q1"), 250, 250, c.payload)
     with pytest.raises(BitstreamError, match="promises"):
         mse.decode(forged)
     with pytest.raises(ImageError):
@@ -138,17 +140,18 @@ def test_cli_compress_decompress_roundtrip(weights, tmp_path, smooth_image, caps
     Image.fromarray(smooth_image[:64, :80]).save(src / "sub" / "b.jpg", quality=95)
     enc, dec = tmp_path / "enc", tmp_path / "dec"
     w = ["--weights", str(weights)]
-    assert main(["compress", str(src), "-o", str(enc), "--rate", "q3", "--quiet", *w]) == 0
+    assert main(["compress", str(src), "-o", str(enc), "--codec", "paper-mse", "--rate", "q3", "--quiet", *w]) == 0
     files = sorted(p.relative_to(enc).as_posix() for p in enc.rglob("*") if p.is_file())
-    assert files == ["in/a.fkc", "in/sub/b.fkc"]
+    assert files == ["a.fkc", "sub/b.fkc"]  # the tree below the folder given, not the folder's own name
     assert main(["decompress", str(enc), "-o", str(dec), "--quiet", *w]) == 0
     out = sorted(p.relative_to(dec).as_posix() for p in dec.rglob("*") if p.is_file())
-    assert out == ["enc/in/a.png", "enc/in/sub/b.png"]  # a folder input keeps its name under OUT
+    assert out == ["a.png", "sub/b.png"]
     codec = LearnedCodec("mse", folder=weights)
-    with Image.open(dec / "enc" / "in" / "a.png") as im:
-        assert np.array_equal(np.asarray(im), codec.decode((enc / "in" / "a.fkc").read_bytes()))
+    with Image.open(dec / "a.png") as im:
+        assert np.array_equal(np.asarray(im), codec.decode((enc / "a.fkc").read_bytes()))
     # single file to a named .fkc, and back to a named .png
-    assert main(["compress", str(src / "a.png"), "-o", str(tmp_path / "one.fkc"), "--rate", "q1", "--quiet", *w]) == 0
+    assert main(["compress", str(src / "a.png"), "-o", str(tmp_path / "one.fkc"), "--codec", "paper-mse", "--rate", "q1",
+                 "--quiet", *w]) == 0
     assert main(["decompress", str(tmp_path / "one.fkc"), "-o", str(tmp_path / "one.png"), "--quiet", *w]) == 0
     assert Image.open(tmp_path / "one.png").size == (128, 96)
     # no temporary files left behind
@@ -156,14 +159,14 @@ def test_cli_compress_decompress_roundtrip(weights, tmp_path, smooth_image, caps
 
 
 def test_cli_errors(weights, tmp_path, capsys):
-    w = ["--weights", str(weights)]
+    w = ["--codec", "paper-mse", "--weights", str(weights)]
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "fake.png").write_text("not an image")
     assert main(["compress", str(tmp_path / "fake.png"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
     assert "not an image" in capsys.readouterr().err
     assert main(["compress", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["decompress", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o"), "--quiet", *w]) == 2
+    assert main(["decompress", str(tmp_path / "notes.txt"), "-o", str(tmp_path / "o"), "--quiet", *w[2:]]) == 2
     assert "magic" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.fkc"))
 
@@ -188,10 +191,94 @@ def test_cli_interrupted_run_leaves_no_partial_outputs(weights, tmp_path, smooth
         real_write(path, data)
 
     monkeypatch.setattr(cmd, "atomic_write", flaky)
-    assert main(["compress", str(src), "-o", str(tmp_path / "o"), "--quiet", "--weights", str(weights)]) == 130
+    assert main(["compress", str(src), "-o", str(tmp_path / "o"), "--codec", "paper-mse", "--quiet",
+                 "--weights", str(weights)]) == 130
     written = sorted(p.name for p in (tmp_path / "o").rglob("*") if p.is_file())
     assert written == ["0.fkc"]
-    container.parse((tmp_path / "o" / "in" / "0.fkc").read_bytes())
+    container.parse((tmp_path / "o" / "0.fkc").read_bytes())
+
+
+needs_shipped_codecs = pytest.mark.skipif(
+    not {"jointface-q3", "jointrate-q1", "jointrate-q3"} <= set(SHIPPED), reason="no shipped jointface/jointrate weights"
+)
+
+
+@needs_shipped_codecs
+def test_cli_compress_without_options_writes_the_recommended_codec(tmp_path, smooth_image, capsys):
+    Image.fromarray(smooth_image).save(tmp_path / "a.png")
+    assert main(["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 0
+    data = (tmp_path / "out" / "a.fkc").read_bytes()
+    assert container.parse(data).model == "jointface-q3-ctx"  # facekit: jointface weights, range-coded, q3
+    assert "with facekit q3" in capsys.readouterr().err
+    assert np.array_equal(get_codec("facekit").decode(data), get_codec("facekit-jointface-entropy").decode(data))
+    assert main(["decompress", str(tmp_path / "out"), "-o", str(tmp_path / "back"), "--quiet"]) == 0
+    assert (tmp_path / "back" / "a.png").exists()
+
+
+@needs_shipped_codecs
+def test_cli_roi_on_a_tiny_image_codes_it_whole(tmp_path, capsys):
+    """A 16x16 image holds no face a detector can find: --codec facekit-roi codes it whole, no traceback."""
+    tiny_image = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(tiny_image).save(tmp_path / "tiny.png")
+    for args in (["--codec", "facekit-roi"], ["--variant", "jointrate", "--roi"]):
+        out = tmp_path / f"{args[1]}.fkc"
+        assert main(["compress", str(tmp_path / "tiny.png"), "-o", str(out), "--quiet", *args]) == 0, capsys.readouterr()
+        assert main(["decompress", str(out), "-o", str(tmp_path / "back.png"), "--quiet"]) == 0
+        with Image.open(tmp_path / "back.png") as im:
+            assert im.size == (16, 16)
+
+
+@needs_shipped_codecs
+def test_cli_background_must_be_below_the_rate_and_errors_name_flags(tmp_path, smooth_image, capsys):
+    Image.fromarray(smooth_image).save(tmp_path / "a.png")
+    a, out = str(tmp_path / "a.png"), str(tmp_path / "o.fkc")
+    cases = [
+        (["--codec", "facekit-roi", "--rate", "q1"], "--codec facekit-roi codes the background at q1, so --rate"),
+        (["--variant", "jointrate", "--roi", "--entropy", "--background", "q4", "--rate", "q3"],
+         "--background q4 must be a lower rate point than --rate q3"),
+        (["--variant", "jointrate", "--roi", "--entropy", "--background", "q3", "--rate", "q3"],
+         "--background q3 must be a lower rate point than --rate q3"),
+        (["--variant", "jointrate", "--background", "q1"], "--background needs --roi and --entropy"),
+        (["--codec", "facekit", "--roi"], "--roi cannot be combined with --codec"),
+        (["--codec", "jpeg"], "--codec jpeg is not a learned codec"),
+        (["--codec", "facekit-mse-roi"], "--codec facekit-mse-roi is not a codec"),
+        (["--rate", "q9"], "--rate q9"),
+    ]
+    for args, message in cases:
+        assert main(["compress", a, "-o", out, "--quiet", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("facekit: error:") and message in err, (args, err)
+        assert "background=" not in err and "roi=True" not in err and "entropy=True" not in err, err
+        assert not Path(out).exists()
+
+
+def test_cli_batch_failing_part_way_names_what_it_wrote(weights, tmp_path, smooth_image, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image).save(src / "a.png")
+    (src / "b.png").write_bytes(b"not an image")
+    Image.fromarray(smooth_image).save(src / "c.png")
+    out = tmp_path / "out"
+    code = main(["compress", str(src), "-o", str(out), "--codec", "paper-mse", "--quiet", "--weights", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and "b.png" in err
+    assert f"1 of 3 outputs written before it: {out / 'a.fkc'}" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["a.fkc"]
+
+
+def test_cli_reports_dropped_alpha_and_converted_grayscale(weights, tmp_path, smooth_image, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(smooth_image).save(src / "rgb.png")
+    Image.fromarray(smooth_image[..., 0]).save(src / "gray.png")
+    Image.fromarray(np.dstack([smooth_image, np.full(smooth_image.shape[:2], 200, np.uint8)])).save(src / "rgba.png")
+    Image.fromarray(np.dstack([smooth_image[..., 0]] * 2)).save(src / "gray_alpha.png")  # LA
+    assert main(["compress", str(src), "-o", str(tmp_path / "out"), "--codec", "paper-mse", "--weights", str(weights)]) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(str(src))]
+    assert lines == [f"{src / 'gray.png'}: grayscale converted to RGB",
+                     f"{src / 'gray_alpha.png'}: grayscale converted to RGB, alpha channel dropped",
+                     f"{src / 'rgba.png'}: alpha channel dropped"], lines
+    assert len(list((tmp_path / "out").iterdir())) == 4
 
 
 def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
@@ -274,7 +361,7 @@ def test_entropy_variant_decodes_the_same_integers(weights_with_prior, smooth_im
         assert np.array_equal(ent.decode(d_ent), png.decode(d_png))
         with pytest.raises(BitstreamError, match="facekit-mse-entropy"):
             png.decode(d_ent)
-        with pytest.raises(BitstreamError, match="decode it with facekit-mse\\)"):
+        with pytest.raises(BitstreamError, match="decode it with paper-mse\\)"):
             ent.decode(d_png)
     from facekit.codecs import get_codec
 
@@ -330,14 +417,14 @@ def test_entropy_payload_falls_back_to_png_and_is_tagged(weights_with_prior, smo
         payload = container.parse(d).payload
         assert payload[0] in (0, 1)
     c = container.parse(d)
-    forged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, bytes([7]) + c.payload[1:])
+    forged = container.pack(c.model, ent.fingerprint(rate), c.height, c.width, bytes([7]) + c.payload[1:])
     with pytest.raises(BitstreamError, match="payload type"):
         ent.decode(forged)
     # a PNG payload under the tag decodes to the same image
     q = ent.model(rate).codes(torch.from_numpy(np.array(smooth_image)).permute(2, 0, 1)[None].float() / 255)[0].numpy()
     from facekit.entropy_models import pack_png
 
-    tagged = container.pack(c.model, ent._load(rate)["fingerprint"], c.height, c.width, b"\x01" + pack_png(q, ent.model(rate).rate_point.bits))
+    tagged = container.pack(c.model, ent.fingerprint(rate), c.height, c.width, b"\x01" + pack_png(q, ent.model(rate).rate_point.bits))
     assert np.array_equal(ent.decode(tagged), png.decode(png.encode(smooth_image, rate)))
 
 
@@ -350,7 +437,7 @@ def test_declared_size_over_the_pixel_limit_refused(weights, smooth_image):
     assert c.width * c.height > 64 * 64
     with pytest.raises(BitstreamError, match="exceeds this decoder's limit"):
         codec.decode(big.encode(smooth_image, "q1"))
-    bomb = container.pack("mse-q1", big._load("q1")["fingerprint"], 8192, 8192, c.payload)
+    bomb = container.pack("mse-q1", big.fingerprint("q1"), 8192, 8192, c.payload)
     with pytest.raises(BitstreamError, match="too large"):
         big.decode(bomb)
 
@@ -359,7 +446,7 @@ def test_declared_size_over_the_pixel_limit_refused(weights, smooth_image):
 def test_cli_roi_codes_only_the_face_and_decodes_as_usual(weights, tmp_path, face_image):
     Image.fromarray(face_image).save(tmp_path / "face.png")
     w = ["--weights", str(weights), "--quiet", "--rate", "q3"]
-    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "whole.fkc"), *w]) == 0
+    assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "whole.fkc"), "--codec", "paper-mse", *w]) == 0
     assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "roi.fkc"), "--roi", *w]) == 0
     whole, roi = (tmp_path / "whole.fkc").read_bytes(), (tmp_path / "roi.fkc").read_bytes()
     assert container.parse(roi).model == container.parse(whole).model  # an ordinary bitstream
@@ -378,7 +465,7 @@ def test_cli_range_coded_roi_is_smaller_and_decodes_to_the_png_roi_image(tmp_pat
     assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "ranged.fkc"), "--entropy", *w]) == 0
     png, ranged = (tmp_path / "png.fkc").read_bytes(), (tmp_path / "ranged.fkc").read_bytes()
     c = container.parse(ranged)
-    assert c.model == "jointrate-q4-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED
+    assert c.model == "jointrate-q4-ctx" and c.payload[0] == payload_layout.MASKED
     assert len(ranged) < 0.85 * len(png)
     assert main(["decompress", str(tmp_path / "ranged.fkc"), "-o", str(tmp_path / "out.png"), "--quiet"]) == 0
     with Image.open(tmp_path / "out.png") as im:
@@ -387,7 +474,7 @@ def test_cli_range_coded_roi_is_smaller_and_decodes_to_the_png_roi_image(tmp_pat
     assert main(["compress", str(tmp_path / "face.png"), "-o", str(tmp_path / "bg.fkc"), "--entropy",
                  "--background", "q1", *w]) == 0
     both = (tmp_path / "bg.fkc").read_bytes()
-    assert container.parse(both).payload[0] == LearnedCodec.PAYLOAD_MASKED_BG and len(ranged) < len(both)
+    assert container.parse(both).payload[0] == payload_layout.MASKED_BG and len(ranged) < len(both)
     assert main(["decompress", str(tmp_path / "bg.fkc"), "-o", str(tmp_path / "bg.png"), "--quiet"]) == 0
     with Image.open(tmp_path / "bg.png") as im:
         assert np.array_equal(np.asarray(im), LearnedCodec("jointrate", entropy=True).decode(both))

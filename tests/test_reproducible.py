@@ -210,7 +210,7 @@ class TinyRecognizer(Recognizer):
 
 PEOPLE = {"Ann_Aa": 3, "Bob_Bb": 3, "Cid_Cc": 2, "Dee_Dd": 2}
 PAIRS = "2 2\nAnn_Aa 1 2\nBob_Bb 1 2\nAnn_Aa 1 Bob_Bb 1\nCid_Cc 1 Dee_Dd 1\nCid_Cc 1 2\nDee_Dd 1 2\nAnn_Aa 3 Cid_Cc 2\nBob_Bb 3 Dee_Dd 2\n"
-SWEEP = {"uncompressed": (None,), "jpeg": (10, 50), "jpeg2000": (0.5,), "webp": (30,), "facekit-mse": ()}
+SWEEP = {"uncompressed": (None,), "jpeg": (10, 50), "jpeg2000": (0.5,), "webp": (30,), "paper-mse": ()}
 
 
 def make_lfw(root: Path) -> Path:
@@ -251,7 +251,7 @@ def test_same_evaluation_twice_gives_identical_numbers_and_full_provenance(lfw_e
     d = _run(lfw_env, use_cache=True)  # and a warm one returns it
     assert a["codecs"] == c["codecs"] == d["codecs"]
     assert set(a["codecs"]) == set(SWEEP)
-    assert [p["setting"] for p in a["codecs"]["facekit-mse"]] == ["q1", "q3"]
+    assert [p["setting"] for p in a["codecs"]["paper-mse"]] == ["q1", "q3"]
     for points in a["codecs"].values():
         for p in points:
             assert 0.0 <= p["acc_mean"] <= 1.0 and p["n_pairs"] == 8 and p["bpp"] > 0

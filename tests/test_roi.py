@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from facekit.codecs import get_codec
-from facekit.roi import (
+from facekit.codecs import payload as payload_layout
+from facekit.codecs.roi import (
     FaceRegion,
     FaceRegionFinder,
     RegionCodec,
@@ -159,21 +160,37 @@ def test_region_geometry_rebuilds_the_mask_exactly_and_refuses_garbage():
 
 
 def test_every_roi_codec_is_registered():
-    for name in ("jpeg-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-mse-roi", "facekit-joint-roi",
-                 "facekit-jointrate-roi", "facekit-mse-entropy-roi", "facekit-joint-entropy-roi",
+    from facekit.codecs.names import canonical_name
+
+    for name in ("facekit-roi", "jpeg2000-roi", "webp-roi", "avif-roi", "facekit-joint-roi", "facekit-jointrate-roi",
                  "facekit-jointrate-entropy-roi", "facekit-jointrate-entropy-roi-bg"):
         try:
             codec = get_codec(name)
         except Exception as e:  # noqa: BLE001 - AVIF or the weights may be missing here
             pytest.skip(f"{name}: {e}")
-        assert codec.name == name
+        assert codec.name == canonical_name(name)
+    assert get_codec("facekit-jointrate-entropy-roi-bg").name == "facekit-roi"
+
+
+def test_roi_combinations_no_result_measured_are_not_codec_names():
+    from facekit.errors import CodecError
+
+    for name in ("jpeg-roi", "facekit-mse-roi", "facekit-mse-entropy-roi", "facekit-joint-entropy-roi",
+                 "facekit-jointface-entropy-roi-bg"):
+        with pytest.raises(CodecError, match="unknown codec"):
+            get_codec(name)
 
 
 def _learned(name: str):  # type: ignore[no-untyped-def]
+    """The learned codec a (short or spelled-out) name describes, listed or not."""
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.codecs.names import LearnedSpec
     from facekit.errors import FacekitError
 
+    spec = LearnedSpec.parse(name)
+    assert spec is not None, name
     try:
-        return get_codec(name)
+        return LearnedCodec.from_spec(spec)
     except FacekitError as e:
         pytest.skip(f"{name} unavailable: {e}")
 
@@ -204,7 +221,6 @@ def test_learned_roi_bitstreams_are_ordinary_and_smaller():
 
 
 def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec():
-    from facekit.codecs.learned import LearnedCodec
     from facekit.container import pack, parse
     from facekit.errors import BitstreamError
 
@@ -217,11 +233,11 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
     for rate in ("q2", "q4"):
         a, b = ent_roi.encode(img, rate), png_roi.encode(img, rate)
         c = parse(a)
-        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED
+        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == payload_layout.MASKED
         assert len(a) < 0.8 * len(b)  # the background costs nothing but its geometry and fills
         same = png_roi.decode(b)
         assert np.array_equal(ent_roi.decode(a), same) and np.array_equal(ent.decode(a), same)
-    fp = ent._load(rate)["fingerprint"]
+    fp = ent.fingerprint(rate)
     for cut, why in ((3, "face-region payload"), (30, "face-region payload"), (33, "fill values"), (35, "ran out")):
         # inside the geometry (tag + 31 bytes), inside the two fill values, inside the codes
         with pytest.raises(BitstreamError, match=why):
@@ -237,7 +253,8 @@ def test_range_coded_roi_codes_the_face_only_and_decodes_like_the_png_roi_codec(
 
 def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     """-entropy-roi-bg: the face region decodes as with -entropy-roi, the rest from q1's codes, not flat."""
-    from facekit.codecs.learned import LearnedCodec, _leb128, _read_leb128
+    from facekit.codecs.learned import LearnedCodec
+    from facekit.codecs.payload import leb128, read_leb128
     from facekit.container import pack, parse
     from facekit.errors import BitstreamError, CodecError
 
@@ -252,7 +269,7 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     for rate in ("q2", "q4"):
         a, b = bg.encode(img, rate), roi.encode(img, rate)
         c = parse(a)
-        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == LearnedCodec.PAYLOAD_MASKED_BG
+        assert c.model == f"mse-{rate}-ctx" and c.payload[0] == payload_layout.MASKED_BG
         assert len(b) < len(a) < len(b) + len(ent.encode(img, "q1"))  # the background costs less than a q1 image
         face_only, both = roi.decode(b), bg.decode(a)
         assert np.array_equal(ent.decode(a), both)  # the plain -entropy codec reads it too
@@ -265,9 +282,9 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     assert bg.encode_batch([img, img], "q4") == [a, a] and all(np.array_equal(x, both) for x in bg.decode_batch([a, a]))
     flipped, at_q2 = bg.encode(np.ascontiguousarray(img[::-1]), "q4"), bg.encode(img, "q2")
     # damaged or foreign type-3 payloads end in BitstreamError
-    fp = ent._load("q4")["fingerprint"]
+    fp = ent.fingerprint("q4")
     used = unpack_region(c.payload[1:])[2]
-    n = 1 + used + ent._load("q4")["model"].rate_point.channels  # tag, geometry, q4's fill values: the rate byte
+    n = 1 + used + ent.model("q4").rate_point.channels  # tag, geometry, q4's fill values: the rate byte
     for cut in (3, n, n + 3, n + 6, len(c.payload) - 40):
         with pytest.raises(BitstreamError):
             ent.decode(pack(c.model, fp, c.height, c.width, c.payload[:cut]))
@@ -288,11 +305,11 @@ def test_roi_with_background_keeps_the_roi_codecs_face_and_codes_a_background():
     with pytest.raises(CodecError, match="no rate point 'q9'"):
         LearnedCodec("mse", roi=True, entropy=True, background="q9")
     for value in (0, 1, 127, 128, 300, 2**21, 2**28 - 1):
-        assert _read_leb128(b"x" + _leb128(value) + b"y", 1) == (value, 1 + len(_leb128(value)))
+        assert read_leb128(b"x" + leb128(value) + b"y", 1) == (value, 1 + len(leb128(value)))
     with pytest.raises(BitstreamError, match="truncated"):
-        _read_leb128(_leb128(300)[:1], 0)
+        read_leb128(leb128(300)[:1], 0)
     with pytest.raises(BitstreamError, match="more than 5 bytes"):
-        _read_leb128(b"\xff" * 6, 0)
+        read_leb128(b"\xff" * 6, 0)
 
 
 def test_finder_caches_by_pixels(smooth_image):
@@ -332,7 +349,7 @@ def test_finder_on_a_real_face_keeps_the_chip(face_image):
 
 
 def test_figure_draws_only_the_codecs_asked_for():
-    from facekit.plots import STYLE, rate_accuracy_figure
+    from facekit.plots import rate_accuracy_figure, style_of
 
     pts = [{"setting": 0, "bpp": 0.1, "acc_mean": 0.9, "acc_std": 0.01, "psnr": 30.0},
            {"setting": 1, "bpp": 0.2, "acc_mean": 0.95, "acc_std": 0.01, "psnr": 32.0}]
@@ -341,13 +358,13 @@ def test_figure_draws_only_the_codecs_asked_for():
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["avif", "avif-roi"]
     assert [line.get_label() for line in fig.axes[1].get_lines()] == ["avif"]  # no whole-image PSNR for ROI
-    assert STYLE["avif-roi"]["color"] == STYLE["avif"]["color"] and STYLE["avif-roi"]["ls"] == ":"
+    assert style_of("avif-roi")["color"] == style_of("avif")["color"] and style_of("avif-roi")["ls"] == ":"
     assert len(rate_accuracy_figure(res).axes[0].get_lines()) == 3
 
 
 def test_roi_codecs_with_a_background_count_as_roi_but_keep_their_psnr():
     from facekit.goals import check_goals
-    from facekit.plots import STYLE, is_roi, rate_accuracy_figure, roi_figure
+    from facekit.plots import is_roi, rate_accuracy_figure, roi_figure, style_of
 
     assert is_roi("avif-roi") and is_roi("facekit-jointrate-entropy-roi-bg") and not is_roi("facekit-jointrate-entropy")
     pts = [{"setting": s, "bpp": b, "acc_mean": a, "acc_std": 0.01, "psnr": p}
@@ -356,8 +373,20 @@ def test_roi_codecs_with_a_background_count_as_roi_but_keep_their_psnr():
     fig = rate_accuracy_figure(res)
     assert [ln.get_label() for ln in fig.axes[1].get_lines()] == ["facekit-jointrate-entropy",
                                                                   "facekit-jointrate-entropy-roi-bg"]
-    assert STYLE["facekit-jointrate-entropy-roi-bg"]["ls"] == "-."
+    assert style_of("facekit-jointrate-entropy-roi-bg")["ls"] == "-."
     drawn = [ln.get_label() for ln in roi_figure(res).axes[0].get_lines()]
     assert drawn == ["facekit-jointrate-entropy", "facekit-jointrate-entropy-roi-bg", "avif-roi"]
     goals = [g["goal"] for g in check_goals(res, "facekit-jointrate-entropy-roi-bg")]
     assert any(g.startswith("ROI baselines: above AVIF with ROI") for g in goals)
+
+
+def test_tiny_images_hold_no_face_and_are_coded_whole():
+    """Under 20 pixels a side no detector runs (MTCNN failed on them): the mask keeps everything."""
+    tiny = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    finder = FaceRegionFinder()
+    region = finder.find(tiny)
+    assert region.method == "none" and region.matrix is None
+    assert finder.mask(tiny).all()
+    codec = RegionCodec(get_codec("webp"), finder=finder)
+    assert np.array_equal(codec.prepare(tiny), tiny)
+    assert codec.decode(codec.encode(tiny, 90)).shape == (16, 16, 3)

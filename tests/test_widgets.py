@@ -113,7 +113,7 @@ def test_unavailable_codecs_are_listed_not_fatal(images):
 def test_setting_labels():
     assert setting_label("jpeg2000", 0.1) == "0.1 bpp"
     assert setting_label("jpeg", 20) == "20"
-    assert setting_label("facekit-mse", "q3") == "q3"
+    assert setting_label("paper-mse", "q3") == "q3"
     v = View("jpeg", 5, "a", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), 10, 1.25, 30.0,
              distance=0.7, threshold=0.6)
     assert v.same is False and "different person" in identity_text(v)
@@ -134,16 +134,16 @@ def test_explorer_on_lfw_with_learned_codec_and_dlib(lfw_root):
     from facekit.codecs.registry import available_codecs
 
     info = available_codecs()
-    if not info.get("facekit-mse", {}).get("available"):
-        pytest.skip(f"facekit-mse unavailable: {info.get('facekit-mse', {}).get('reason')}")
+    if not info.get("paper-mse", {}).get("available"):
+        pytest.skip(f"paper-mse unavailable: {info.get('paper-mse', {}).get('reason')}")
     try:
-        ex = Explorer(lfw_root=lfw_root, n_images=2, codecs=["facekit-mse", "jpeg"], device="cpu")
+        ex = Explorer(lfw_root=lfw_root, n_images=2, codecs=["paper-mse", "jpeg"], device="cpu")
     except FacekitError as e:
         pytest.skip(f"explorer cannot start here: {e}")
     if ex.recognizer is None:
         pytest.skip(ex.recognizer_note)
     image = ex.image_names[0]
-    views = ex.sweep("facekit-mse", image)
+    views = ex.sweep("paper-mse", image)
     bpps = [v.bpp for v in views]
     assert bpps == sorted(bpps)
     assert all(v.distance is not None for v in views)
@@ -151,3 +151,17 @@ def test_explorer_on_lfw_with_learned_codec_and_dlib(lfw_root):
     assert views[-1].distance < views[0].distance
     assert views[-1].psnr > views[0].psnr
     assert views[-1].same is True
+
+
+def test_explorer_opens_on_the_recommended_codec(images):
+    from facekit.codecs.registry import RECOMMENDED
+    from facekit.widgets import DEFAULT_CODECS
+
+    assert DEFAULT_CODECS[0] == RECOMMENDED == "facekit" and "png" not in DEFAULT_CODECS
+    ex = Explorer(images, recognizer=None, device="cpu")
+    if RECOMMENDED in ex.unavailable:
+        pytest.skip(f"facekit unavailable: {ex.unavailable[RECOMMENDED]}")
+    assert list(ex.codecs)[0] == RECOMMENDED
+    ex.ui  # noqa: B018 - builds the widgets
+    assert ex.codec_dropdown.value == RECOMMENDED
+    assert [s for _, s in ex.rate_slider.options] == list(ex.codecs[RECOMMENDED].settings)

@@ -1,20 +1,27 @@
-"""Codecs by name: ``get_codec('jpeg2000')``, ``available_codecs()``."""
+"""The codec catalogue: ``get_codec("facekit")``, ``available_codecs()``.
+
+:data:`CATALOGUE` lists the codecs ``facekit codecs`` shows, the recommended one first, each
+with its role and one line on what it is for. :data:`HIDDEN` holds further names that
+``get_codec`` (and so ``facekit evaluate`` and ``facekit compress``) still accept without
+listing them: the spelled-out names of learned codecs that a committed result measured
+(``facekit-jointrate-entropy``, ...; :mod:`facekit.codecs.names`), and the short names'
+spelled-out forms (``facekit-jointface-entropy`` is ``facekit``). Learned codecs import
+torch only when one is built.
+"""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CodecError
 from .base import Codec
+from .names import VARIANTS, LearnedSpec, canonical_name
 
-#: the trained variants of the learned codec (weights ``<variant>-q<N>``): mse: distortion only
-#: (phase one); joint: + identity term (phase two); jointrate: + identity term + rate term of
-#: the context prior, for the entropy-coded variant; jointface: as jointrate, with the squared
-#: error of the background (outside the recogniser's face chip) weighted down. Here, not in the torch-using
-#: ``facekit.codecs.learned``, so that command lines can offer them without loading torch.
-VARIANTS = ("mse", "joint", "jointrate", "jointface")
+__all__ = ["CATALOGUE", "CLASSIC", "CODECS", "HIDDEN", "PAPER", "PAPER_MSE", "RECOGNITION_FIRST", "RECOMMENDED", "VARIANTS", "Entry", "available_codecs", "codec_names",
+           "entry", "get_codec"]
 
 
 def _classic(cls_name: str, **kw: Any) -> Callable[..., Codec]:
@@ -27,76 +34,133 @@ def _classic(cls_name: str, **kw: Any) -> Callable[..., Codec]:
 
 def _roi(base: str) -> Callable[..., Codec]:
     def make(margin: float = 4.0, **more: Any) -> Codec:
-        from ..roi import RegionCodec
+        from .roi import RegionCodec
 
         return RegionCodec(get_codec(base, **more), margin=margin)
 
     return make
 
 
-def _learned(variant: str, entropy: bool = False, roi: bool = False, background: str | None = None) -> Callable[..., Codec]:
+def _learned(spec: LearnedSpec) -> Callable[..., Codec]:
     def make(**more: Any) -> Codec:
         try:
             mod = importlib.import_module("facekit.codecs.learned")
         except ModuleNotFoundError as e:
             raise CodecError("the learned codec is not part of this installation") from e
-        if entropy:
-            more.setdefault("entropy", True)
-        if roi:
-            more.setdefault("roi", True)
-        if background is not None:
-            more.setdefault("background", background)
-        return mod.LearnedCodec(variant=variant, **more)
+        return mod.LearnedCodec.from_spec(spec, **more)
 
     return make
 
 
-#: name -> factory; learned codecs import torch only when asked for
-CODECS: dict[str, Callable[..., Codec]] = {
-    "png": _classic("UncompressedCodec"),
-    "jpeg": _classic("JPEGCodec"),
-    "jpeg2000": _classic("JPEG2000Codec"),
+@dataclass(frozen=True)
+class Entry:
+    """A codec of the catalogue: its name, its role, one line on what it is for, and how to build it."""
+
+    name: str
+    role: str
+    about: str
+    factory: Callable[..., Codec]
+
+
+def _learned_entry(name: str, role: str, about: str) -> Entry:
+    spec = LearnedSpec.parse(name)
+    assert spec is not None and spec.name == name
+    return Entry(name, role, about, _learned(spec))
+
+
+#: the codecs ``facekit codecs`` lists, in this order
+CATALOGUE: tuple[Entry, ...] = (
+    _learned_entry("facekit", "recommended",
+                   "whole image; jointface weights (identity, rate and face-weighted distortion), range-coded"),
+    _learned_entry("facekit-roi", "recognition-first",
+                   "the face region range-coded at the rate point, the background at q1 beside it"),
+    _learned_entry("paper", "the paper's codec",
+                   "Bian et al.'s codec trained with a face recogniser (joint weights), PNG payload"),
+    _learned_entry("paper-mse", "the paper's codec",
+                   "the same network trained for distortion only (mse weights), PNG payload"),
+    Entry("jpeg", "classical baseline", "JPEG (libjpeg via Pillow), quality setting", _classic("JPEGCodec")),
+    Entry("jpeg2000", "classical baseline", "JPEG 2000 (OpenJPEG via glymur), target bpp", _classic("JPEG2000Codec")),
+    Entry("webp", "classical baseline", "WebP (libwebp via Pillow), quality setting", _classic("WebPCodec")),
+    Entry("avif", "classical baseline", "AVIF (libavif via Pillow), quality setting", _classic("AVIFCodec")),
+    Entry("jpeg2000-roi", "ROI baseline", "JPEG 2000 of the image with everything outside the face flattened",
+          _roi("jpeg2000")),
+    Entry("webp-roi", "ROI baseline", "WebP of the image with everything outside the face flattened", _roi("webp")),
+    Entry("avif-roi", "ROI baseline", "AVIF of the image with everything outside the face flattened", _roi("avif")),
+    Entry("png", "lossless reference", "PNG: the uncompressed image, for reference", _classic("UncompressedCodec")),
+)
+
+#: the recommended whole-image codec: the first of the catalogue, the default of ``facekit compress``
+RECOMMENDED = CATALOGUE[0].name
+#: the recognition-first codec: the face region coded first, the background at q1
+RECOGNITION_FIRST = CATALOGUE[1].name
+#: the paper's codec (joint training, the code stored as a PNG), and its distortion-only form
+PAPER, PAPER_MSE = CATALOGUE[2].name, CATALOGUE[3].name
+
+#: learned codecs a committed result measured (results/*.json), spelled out; accepted, not listed
+_MEASURED = (
+    "facekit-mse", "facekit-mse-entropy", "facekit-joint", "facekit-joint-entropy", "facekit-joint-roi",
+    "facekit-jointrate", "facekit-jointrate-entropy", "facekit-jointrate-roi", "facekit-jointrate-entropy-roi",
+    "facekit-jointrate-entropy-roi-bg", "facekit-jointface", "facekit-jointface-entropy",
+)
+
+
+def _hidden_learned(name: str) -> Callable[..., Codec]:
+    spec = LearnedSpec.parse(name)
+    assert spec is not None
+    return _learned(spec)
+
+
+#: names accepted by :func:`get_codec` but not listed: measured learned codecs by their spelled-out
+#: names, and JPEG 2000 through Pillow's decoder (the fuzz corpus covers both decoders)
+HIDDEN: dict[str, Callable[..., Codec]] = {
+    **{name: _hidden_learned(name) for name in _MEASURED},
     "jpeg2000-pillow": _classic("JPEG2000Codec", backend="pillow"),
-    "webp": _classic("WebPCodec"),
-    "avif": _classic("AVIFCodec"),
-    # every variant (VARIANTS) as PNG, range-coded (-entropy: the context prior,
-    # facekit.models.quantizer), region of interest (-roi: only the face the recogniser looks
-    # at, facekit.roi), both (-entropy-roi: only the face region's codes, range-coded), and
-    # that with the background's codes at the lowest rate point q1 as a second stream (-entropy-roi-bg)
-    **{
-        f"facekit-{variant}{suffix}": _learned(variant, entropy=entropy, roi=roi, background=background)
-        for suffix, entropy, roi, background in (("", False, False, None), ("-entropy", True, False, None),
-                                                 ("-roi", False, True, None), ("-entropy-roi", True, True, None),
-                                                 ("-entropy-roi-bg", True, True, "q1"))
-        for variant in VARIANTS
-    },
-    "jpeg-roi": _roi("jpeg"),
-    "jpeg2000-roi": _roi("jpeg2000"),
-    "webp-roi": _roi("webp"),
-    "avif-roi": _roi("avif"),
 }
+
+_HIDDEN_ABOUT = {"jpeg2000-pillow": "JPEG 2000 through Pillow's OpenJPEG (the fuzz tests cover both decoders)"}
+
+#: every accepted name -> factory, the catalogue's first
+CODECS: dict[str, Callable[..., Codec]] = {**{e.name: e.factory for e in CATALOGUE}, **HIDDEN}
 
 CLASSIC = ("jpeg", "jpeg2000", "webp", "avif")
 
 
-def codec_names() -> list[str]:
-    return list(CODECS)
+def codec_names(hidden: bool = False) -> list[str]:
+    """The catalogue's names, in order; with ``hidden=True`` the accepted unlisted names after them."""
+    return list(CODECS) if hidden else [e.name for e in CATALOGUE]
 
 
 def get_codec(name: str, **kwargs: Any) -> Codec:
     """Build the codec called ``name``; an unknown or unavailable one is a clear CodecError."""
     if name not in CODECS:
-        raise CodecError(f"unknown codec {name!r}; known codecs: {', '.join(CODECS)}")
+        raise CodecError(f"unknown codec {name!r}; known codecs: {', '.join(codec_names())}")
     return CODECS[name](**kwargs)
 
 
-def available_codecs() -> dict[str, dict[str, Any]]:
-    """``{name: {"available": bool, ...describe() or "reason"}}`` for every known codec."""
+def entry(name: str) -> Entry | None:
+    """The catalogue entry of a name, the short name of a spelled-out one's too; None for unlisted names."""
+    want = canonical_name(name)
+    return next((e for e in CATALOGUE if e.name == want), None)
+
+
+def available_codecs(hidden: bool = False) -> dict[str, dict[str, Any]]:
+    """``{name: {"available": bool, "role", "about", ...describe() or "reason"}}``, catalogue order.
+
+    ``hidden=True`` adds the accepted unlisted names (role ``"alias of <name>"`` or ``"unlisted"``).
+    """
     out: dict[str, dict[str, Any]] = {}
-    for name in CODECS:
+    for name in codec_names(hidden):
+        e = entry(name)
+        if e is not None and e.name == name:
+            about = {"role": e.role, "about": e.about}
+        elif e is not None:
+            about = {"role": f"alias of {e.name}", "about": e.about}
+        else:
+            spec = LearnedSpec.parse(name)
+            about = {"role": "unlisted", "about": spec.about if spec is not None else _HIDDEN_ABOUT.get(name, "")}
         try:
             codec = get_codec(name)
-            out[name] = {"available": True, **codec.describe()}
-        except Exception as e:  # report, never hide: the reason is shown to the user
-            out[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
+            out[name] = {"available": True, **about, **codec.describe()}
+        except Exception as err:  # report, never hide: the reason is shown to the user
+            out[name] = {"available": False, **about, "reason": f"{type(err).__name__}: {err}"}
     return out

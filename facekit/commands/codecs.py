@@ -1,31 +1,42 @@
-"""``facekit codecs``: which codecs are available, with their library versions."""
+"""``facekit codecs``: the codec catalogue, recommended first, with roles, availability and library versions."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..codecs.registry import available_codecs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("codecs", help="list the codecs, whether they are available, library versions")
-    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("codecs", help="list the codecs with their roles, whether they are available, library versions")
+    p.add_argument("--json", action="store_true", help="the same as JSON")
+    p.add_argument("--all", action="store_true",
+                   help="also the unlisted names still accepted (spelled-out learned codecs that results measured)")
     p.set_defaults(func=cmd_codecs)
 
 
+def _where(d: dict[str, Any]) -> str:
+    """``"available  <library>; settings: ..."`` or ``"UNAVAILABLE <reason>"``."""
+    if not d["available"]:
+        return f"UNAVAILABLE {d['reason']}"
+    lib = d.get("library") or (f"torch {d['torch']}" if "torch" in d else "")
+    settings = ", ".join(str(s) for s in d.get("settings", []))
+    return f"available  {lib}{'; ' if lib else ''}settings: {settings}"
+
+
 def cmd_codecs(args: argparse.Namespace) -> int:
-    info = available_codecs()
+    info = available_codecs(hidden=args.all)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info, indent=2, default=str))
         return 0
     width = max((len(n) for n in info), default=0)
+    roles = max((len(d["role"]) for d in info.values()), default=0)
     for name, d in info.items():
-        if d["available"]:
-            lib = d.get("library", "")
-            settings = ", ".join(str(s) for s in d.get("settings", []))
-            print(f"{name:{width}s} available  {lib}")
-            print(f"{'':{width}s}            settings: {settings}")
-        else:
-            print(f"{name:{width}s} UNAVAILABLE {d['reason']}")
+        print(f"{name:{width}s}  {d['role']:{roles}s}  {d['about']}".rstrip())
+        print(f"{'':{width}s}  {_where(d)}")
+    if not args.all:
+        print(f"\n{len(info)} codecs; `facekit compress` writes the first (the recommended one) unless told "
+              "--codec NAME; --all also lists the older names still accepted")
     return 0

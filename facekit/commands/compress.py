@@ -1,12 +1,14 @@
-"""``facekit compress`` / ``facekit decompress``: the learned codec on files and folders.
+"""``facekit compress`` / ``facekit decompress``: the learned codecs on files and folders.
 
-``facekit compress IN... -o OUT [--rate q3] [--variant mse] [--entropy]`` writes one
-``.fkc`` container per input image (``--entropy``: range-coded with the fitted context
-model instead of PNG; ``--roi``: only the face the recogniser looks at is coded, see
-:mod:`facekit.roi`; ``--roi --entropy --background q1``: the rest of the image too, at
-q1); ``facekit decompress IN... -o OUT`` writes one PNG per container. Inputs are files or folders (searched recursively; a folder's layout is kept
-under ``OUT``). Every output is written to a temporary name in its folder and renamed
-when complete, so an interrupted run never leaves a partial file under a final name.
+``facekit compress IN... -o OUT [--codec facekit] [--rate q3]`` writes one ``.fkc`` container
+per input image with a learned codec of the catalogue (``facekit codecs``; the same names as
+``facekit evaluate``): ``facekit`` (the default, the recommended codec), ``facekit-roi`` (the
+face first, the background at q1), ``paper``, ``paper-mse``. ``facekit decompress IN... -o OUT``
+writes one PNG per container, whichever learned codec wrote it (the container names its
+model). Inputs are files or folders (searched recursively); the tree below a folder is
+mirrored under ``OUT``. Every output is written to a temporary name in its folder and renamed
+when complete, so an interrupted run never leaves a partial file under a final name, and a
+run that stops part-way says which outputs it wrote.
 """
 
 from __future__ import annotations
@@ -20,38 +22,34 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..codecs.registry import VARIANTS
-from ..errors import CodecError, ImageError
+from ..codecs.names import VARIANTS, LearnedSpec, ModelId
+from ..codecs.registry import CODECS, RECOMMENDED, codec_names
+from ..errors import CodecError, FacekitError, ImageError
 
 SUFFIX = ".fkc"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
+#: the listed codecs compress can write (the learned ones; decompress reads any learned file)
+LEARNED = tuple(n for n in codec_names() if LearnedSpec.parse(n) is not None)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "compress",
-        help="compress images with the learned codec (.fkc files)",
-        description="Compress images (files or folders) with the learned face codec into .fkc containers.",
+        help=f"compress images with a learned codec (.fkc files; default {RECOMMENDED})",
+        description="Compress images (files or folders) with a learned face codec into .fkc containers.",
     )
     c.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .fkc file for one input)")
+    c.add_argument("--codec", default=None, metavar="NAME",
+                   help=f"a learned codec of `facekit codecs`: {', '.join(LEARNED)} (default {RECOMMENDED})")
     c.add_argument("--rate", default="q3", help="rate point, q1 (lowest) .. q5 (highest); default q3")
-    c.add_argument("--variant", default="mse", choices=list(VARIANTS),
-                   help="trained variant (default mse; jointrate is trained for --entropy)")
-    c.add_argument(
-        "--entropy", action="store_true", help="range-code with the fitted context model instead of PNG (smaller)"
-    )
-    c.add_argument(
-        "--roi", action="store_true",
-        help="code only the face (dlib's detector finds it; an image without a face is coded whole); "
-        "with --entropy only the face's codes are range-coded, the smallest files",
-    )
-    c.add_argument("--roi-margin", type=float, default=4.0, metavar="PX", help="pixels kept around the face chip")
-    c.add_argument(
-        "--background", default=None, metavar="RATE",
-        help="with --roi --entropy: code the background too, at this lower rate point (e.g. q1), "
-        "instead of leaving it flat; the face is decoded exactly as without it",
-    )
+    c.add_argument("--roi-margin", type=float, default=4.0, metavar="PX",
+                   help="with --codec facekit-roi: pixels kept around the face chip")
+    # the spelling before --codec, still read: --variant V [--entropy] [--roi] [--background RATE]
+    c.add_argument("--variant", default=None, choices=list(VARIANTS), help=argparse.SUPPRESS)
+    c.add_argument("--entropy", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--roi", action="store_true", help=argparse.SUPPRESS)
+    c.add_argument("--background", default=None, metavar="RATE", help=argparse.SUPPRESS)
     c.add_argument("--device", default=None, help="torch device (default cpu)")
     c.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: the shipped weights)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -60,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser(
         "decompress",
         help="decompress .fkc files to PNG",
-        description="Decompress .fkc containers (files or folders) to PNG images.",
+        description="Decompress .fkc containers (files or folders, from any learned codec) to PNG images.",
     )
     d.add_argument("inputs", nargs="+", metavar="IN", help=".fkc files or folders holding them")
     d.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .png file for one input)")
@@ -71,7 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def collect(inputs: Sequence[str], suffixes: Iterable[str]) -> list[tuple[Path, Path]]:
-    """``(source, relative output stem)`` for every file named or found under a folder."""
+    """``(source, relative output stem)`` for every file named or found under a folder.
+
+    A file's stem is its name; a file found under a folder keeps its path below that folder.
+    """
     suffixes = tuple(s.lower() for s in suffixes)
     out: list[tuple[Path, Path]] = []
     for item in inputs:
@@ -80,7 +81,7 @@ def collect(inputs: Sequence[str], suffixes: Iterable[str]) -> list[tuple[Path, 
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
             if not found:
                 raise CodecError(f"folder {p} holds no {'/'.join(suffixes)} files")
-            out += [(f, Path(p.name) / f.relative_to(p).with_suffix("")) for f in found]
+            out += [(f, f.relative_to(p).with_suffix("")) for f in found]
         elif p.is_file():
             out.append((p, Path(p.stem)))
         else:
@@ -141,25 +142,109 @@ def _progress(items: list, desc: str, quiet: bool):  # type: ignore[no-untyped-d
     return tqdm(items, desc=desc, unit="img", file=sys.stderr)
 
 
+def compress_spec(args: argparse.Namespace) -> LearnedSpec:
+    """The learned codec the command line asks for: ``--codec``, or the older ``--variant``/``--entropy``/``--roi``/``--background``."""
+    old = [f for f, given in (("--variant", args.variant is not None), ("--entropy", args.entropy),
+                              ("--roi", args.roi), ("--background", args.background is not None)) if given]
+    if not old:
+        name = args.codec or RECOMMENDED
+        spec = LearnedSpec.parse(name)
+        if name not in CODECS or spec is None:
+            what = "is not a learned codec" if name in CODECS else "is not a codec"
+            raise CodecError(f"--codec {name} {what}; compress writes one of {', '.join(LEARNED)} (see facekit codecs)")
+        return spec
+    if args.codec is not None:
+        raise CodecError(f"{' '.join(old)} cannot be combined with --codec (--codec facekit-roi codes the face first)")
+    if args.background is not None and not (args.roi and args.entropy):
+        raise CodecError("--background needs --roi and --entropy (or use --codec facekit-roi)")
+    return LearnedSpec(args.variant or "mse", args.entropy, args.roi, args.background)
+
+
+def conversion_note(path: Path) -> str | None:
+    """What reading ``path`` as RGB changed (alpha dropped, grayscale or CMYK made RGB), or None."""
+    try:
+        with Image.open(path) as im:
+            mode, transparent = im.mode, "transparency" in im.info
+    except (OSError, ValueError, SyntaxError):
+        return None
+    notes = []
+    if mode.startswith(("1", "L", "I", "F")):
+        notes.append("grayscale converted to RGB")
+    elif mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    if "A" in mode or mode.endswith("a") or transparent:
+        notes.append("alpha channel dropped")
+    return ", ".join(notes) or None
+
+
+def _say(line: str, quiet: bool) -> None:
+    """A line on stderr, above the progress bar when there is one."""
+    if quiet:
+        print(line, file=sys.stderr)
+    else:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+
+def _written_note(written: list[Path], total: int) -> str:
+    if not written:
+        return f"no output written of {total}"
+    shown = ", ".join(str(p) for p in written[:10]) + (f" and {len(written) - 10} more" if len(written) > 10 else "")
+    return f"{len(written)} of {total} outputs written before it: {shown}"
+
+
+def run_batch(jobs: list[tuple[Path, Path]], step, desc: str, quiet: bool) -> list[Path]:  # type: ignore[no-untyped-def]
+    """``step(src, dst)`` for every job; a failure part-way names the outputs already written."""
+    written: list[Path] = []
+    try:
+        for src, dst in _progress(jobs, desc, quiet):
+            step(src, dst)
+            written.append(dst)
+    except FacekitError as e:
+        if len(jobs) > 1:
+            raise type(e)(f"{e} ({_written_note(written, len(jobs))})") from e
+        raise
+    except BaseException:
+        if len(jobs) > 1:
+            print(f"facekit {desc}: stopped; {_written_note(written, len(jobs))}", file=sys.stderr)
+        raise
+    return written
+
+
 def run_compress(args: argparse.Namespace) -> int:
     from .. import container
     from ..codecs.learned import LearnedCodec
 
+    spec = compress_spec(args)
     jobs = _targets(collect(args.inputs, IMAGE_SUFFIXES), args.output, SUFFIX)
-    codec = LearnedCodec(args.variant, device=args.device, folder=args.weights, entropy=args.entropy,
-                         roi=args.roi, roi_margin=args.roi_margin, background=args.background)
+    codec = LearnedCodec.from_spec(spec, device=args.device, folder=args.weights, roi_margin=args.roi_margin)
+    if spec.background is not None and args.rate in codec.rate_points and args.rate not in codec.settings:
+        if args.background is not None:
+            raise CodecError(f"--background {spec.background} must be a lower rate point than --rate {args.rate}")
+        raise CodecError(f"--codec {codec.name} codes the background at {spec.background}, so --rate must be "
+                         f"above it: {', '.join(codec.settings)}")
     if args.rate not in codec.settings:
-        raise CodecError(f"unknown rate point {args.rate!r}; choose from {', '.join(codec.settings)}")
-    bits = pixels = 0
-    for src, dst in _progress(jobs, "compress", args.quiet):
+        raise CodecError(f"--rate {args.rate}: {codec.name} has no such rate point; choose from {', '.join(codec.settings)}")
+    totals = {"bits": 0, "pixels": 0, "converted": 0}
+
+    def step(src: Path, dst: Path) -> None:
         image = read_image(src)
+        note = conversion_note(src)
+        if note:
+            totals["converted"] += 1
+            _say(f"{src}: {note}", args.quiet)
         data = codec.encode(image, args.rate)
         container.parse(data)  # never write a file we could not read back
         atomic_write(dst, data)
-        bits += 8 * len(data)
-        pixels += image.shape[0] * image.shape[1]
+        totals["bits"] += 8 * len(data)
+        totals["pixels"] += image.shape[0] * image.shape[1]
+
+    run_batch(jobs, step, "compress", args.quiet)
     if not args.quiet:
-        print(f"{len(jobs)} image(s) -> {args.output}: {bits / max(pixels, 1):.4f} bpp on average", file=sys.stderr)
+        converted = f"; {totals['converted']} converted to RGB (see above)" if totals["converted"] else ""
+        print(f"{len(jobs)} image(s) -> {args.output} with {codec.name} {args.rate}: "
+              f"{totals['bits'] / max(totals['pixels'], 1):.4f} bpp on average{converted}", file=sys.stderr)
     return 0
 
 
@@ -167,24 +252,24 @@ def run_decompress(args: argparse.Namespace) -> int:
     import io
 
     from .. import container
-    from ..codecs.learned import LearnedCodec, split_model_name
+    from ..codecs.learned import LearnedCodec
 
     jobs = _targets(collect(args.inputs, (SUFFIX,)), args.output, ".png")
     codecs: dict[tuple[str, bool], LearnedCodec] = {}
-    for src, dst in _progress(jobs, "decompress", args.quiet):
+
+    def step(src: Path, dst: Path) -> None:
         data = src.read_bytes()
         try:
-            variant, _, entropy = split_model_name(container.parse(data).model)
-        except CodecError as e:
-            raise type(e)(f"{src}: {e}") from e
-        key = (variant, entropy)
-        if key not in codecs:
-            codecs[key] = LearnedCodec(variant, device=args.device, folder=args.weights, entropy=entropy)
-        try:
+            ident: ModelId = container.parse(data).model_key()
+            key = (ident.variant, ident.entropy)
+            if key not in codecs:
+                codecs[key] = LearnedCodec(ident.variant, device=args.device, folder=args.weights, entropy=ident.entropy)
             image = codecs[key].decode(data)
         except CodecError as e:
             raise type(e)(f"{src}: {e}") from e
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
         atomic_write(dst, buf.getvalue())
+
+    run_batch(jobs, step, "decompress", args.quiet)
     return 0

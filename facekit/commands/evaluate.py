@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="LFW accuracy against bpp for every codec (results JSON + figure)")
     p.add_argument("--root", help="folder or archive in LFW's layout (default: $FACEKIT_LFW)")
     p.add_argument("--pairs", default="pairs.txt", help="pairs file in LFW's format (default pairs.txt)")
-    p.add_argument("--codecs", nargs="+", help="codec names (default: every available codec)")
+    p.add_argument("--codecs", nargs="+", metavar="NAME",
+                   help="codec names as `facekit codecs` lists them, e.g. facekit facekit-roi avif "
+                   "(default: the reproduction's sweep of every available codec)")
     p.add_argument("--settings", nargs="+", type=_setting,
                    help="settings for a single --codecs entry (default: its sweep)")
     p.add_argument("--recognizer", default="dlib-resnet")

@@ -131,7 +131,7 @@ def build(out: Path = HERE) -> dict:
 
     first = container.parse((out / f"face.{RATES[0]}.fkc").read_bytes())
     put(f"face.{RATES[0]}.format1.fkc",
-        container.pack_format1(first.model, codec._load(RATES[0])["fingerprint"], first.height, first.width, first.payload),
+        container.pack_format1(first.model, codec.fingerprint(RATES[0]), first.height, first.width, first.payload),
         f"face.{RATES[0]}.fkc's payload in a format-1 container (container.pack_format1), as facekit wrote them before format 2")
     if entropy:
         ecodec = LearnedCodec("mse", folder=weights, entropy=True)

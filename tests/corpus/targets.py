@@ -164,7 +164,8 @@ def _cli_compress(workdir: Path | None) -> Callable[[bytes], object]:
             out.unlink()
         err = io.StringIO()
         with contextlib.redirect_stderr(err):
-            code = main(["compress", str(src), "-o", str(out), "--weights", str(WEIGHTS), "--rate", "q1", "--quiet"])
+            code = main(["compress", str(src), "-o", str(out), "--codec", "paper-mse", "--weights", str(WEIGHTS),
+                         "--rate", "q1", "--quiet"])
         text = err.getvalue().strip()
         if code == 2:
             if not text.startswith("facekit: error:") or len(text) < 25:

@@ -11,24 +11,25 @@ background are wasted. Region-of-interest (ROI) coding is the classical answer (
   detector and five landmarks (MTCNN when HOG finds nothing), exactly as the dlib
   recogniser aligns originals, and turns the chip's square, widened by ``margin``
   pixels, into a mask of the cells of a grid (the code's grid for the learned codec,
-  pixels for the classical ones). With no face at all, the mask is the whole image:
-  the image is coded as without ROI, never cropped by guess.
+  pixels for the classical ones). With no face at all (or an image under 20 pixels a
+  side), the mask is the whole image: the image is coded as without ROI, never cropped by guess.
 * :func:`mask_codes` sets the learned code outside the mask to one value per channel
   (the mean of the codes it replaces), which PNG stores in a few bytes per row. The
   decoder is unchanged, so a ROI bitstream is an ordinary bitstream of the same model
   and any facekit decoder reads it; nothing about the region is transmitted.
-* With the range coder (``facekit-<variant>-entropy-roi``) the background costs almost
+* With the range coder (:mod:`facekit.codecs.payload`) the background costs almost
   nothing: the stream carries the chip's geometry (:func:`pack_region`, 31 bytes) and one
   fill value per channel, and only the codes inside the mask are range-coded; the decoder
   rebuilds the mask with :func:`region_mask`, which uses only correctly rounded
   arithmetic so that every machine finds the same cells. The decoded image is the one
-  the PNG ROI stream gives.
+  the PNG ROI stream gives. ``facekit-roi`` adds a second stream: the rest of the image
+  at the lowest rate point q1, so its background is a low-rate image instead of a flat one.
 * :class:`RegionCodec` wraps a classical codec: it flattens the background to its mean
   colour before encoding, the fair ROI baseline for JPEG, JPEG 2000, WebP and AVIF.
 
 The rate of a ROI image is still ``8 * len(bytes) / (H * W)`` over the whole image.
-The background of a decoded ROI image is flat, so its whole-image PSNR is low: ROI
-codecs are for recognition, not for viewing the scene.
+Without a coded background the background of a decoded ROI image is flat, so its
+whole-image PSNR is low: such codecs are for recognition, not for viewing the scene.
 """
 
 from __future__ import annotations
@@ -42,10 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from .codecs.base import Codec, check_image
+from .base import Codec, check_image
 
 #: side of dlib's face chip, in chip pixels (the ResNet's input)
 CHIP_SIZE = 150
+#: images with a shorter side hold no face the detectors can find (MTCNN's smallest face is
+#: 20 pixels): they are coded whole, without running a detector
+MIN_FACE_SIDE = 20
 
 
 @dataclass(frozen=True)
@@ -200,14 +204,16 @@ class FaceRegionFinder:
 
     def _get_aligner(self) -> Any:
         if self._aligner is None:
-            from .recognition.align import FaceAligner
+            from ..recognition.align import FaceAligner
 
             self._aligner = FaceAligner(upsample=1, use_mtcnn=self.use_mtcnn)
         return self._aligner
 
     def find(self, image: np.ndarray) -> FaceRegion:
-        """The face region of an RGB uint8 image (cached)."""
+        """The face region of an RGB uint8 image (cached); no face in images under :data:`MIN_FACE_SIDE` a side."""
         image = check_image(image)
+        if min(image.shape[:2]) < MIN_FACE_SIDE:
+            return FaceRegion(matrix=None, method="none")
         key = hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest()
         with self._lock:
             if key in self._cache:
