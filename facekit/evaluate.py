@@ -33,6 +33,8 @@ from .config import cache_dir
 from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
 from .errors import DataError, RecognizerError
+from .fileio import atomic_path, atomic_write
+from .metrics import psnr
 from .protocol import evaluate_pairs, pair_distances
 from .provenance import code_commit, peak_memory_mib, provenance
 
@@ -68,12 +70,6 @@ def subset_pairs(pairs: Sequence[Pair], per_fold: int | None) -> list[Pair]:
             out.append(p)
             counts[key] = counts.get(key, 0) + 1
     return out
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images (capped at 100 for identical images)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def _batched(items: Sequence[str], n: int) -> Iterable[list[str]]:
@@ -177,10 +173,8 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
         "failed": np.array(failed, dtype=str),
     }
     if ctx.use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **result)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **result)
     return result
 
 
@@ -393,12 +387,7 @@ def resolve_sweep(codecs: Sequence[str] | dict[str, Sequence[Any]] | None) -> di
 
 def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a results JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(results, indent=1, default=_json_default) + "\n")
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:

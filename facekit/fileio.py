@@ -3,7 +3,7 @@
 Every writer of facekit (weights, priors, manifests, checkpoints, caches, results,
 ``facekit compress`` outputs) writes to a temporary file in the destination folder and
 renames it onto the final name with :func:`os.replace`, which is atomic on POSIX and
-Windows. A killed process therefore leaves at most a hidden ``.<name>.tmp-<pid>-<random>`` file,
+Windows. A killed process therefore leaves at most a hidden ``.<name>.partial-<pid>-<random>`` file,
 never a truncated file under the final name.
 
 Example::
@@ -36,7 +36,7 @@ def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterato
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         yield tmp
         if fsync:

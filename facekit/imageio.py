@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ def open_image(
     formats: Sequence[str] | None = IMAGE_FORMATS,
     error: type[FacekitError] = ImageError,
     name: str | None = None,
+    on_convert: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """An image file (or its bytes) as RGB ``uint8`` ``(H, W, 3)``, read defensively.
 
@@ -58,6 +59,8 @@ def open_image(
         formats: Pillow format names accepted (None: any format Pillow reads).
         error: the :class:`~facekit.errors.FacekitError` subclass raised.
         name: what messages call the image (default: the path, or ``<N bytes>``).
+        on_convert: called with a short note (``"alpha channel dropped"``, ``"grayscale
+            converted to RGB"``, ...) when making the image RGB changed more than its layout.
     """
     if name is None:
         name = str(source) if isinstance(source, (str, os.PathLike)) else f"<{len(source)} bytes>"
@@ -90,6 +93,7 @@ def open_image(
                     raw = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) else path.read_bytes()
                     check_png_stream(raw, error, name)
                 im.load()
+                note = conversion_note(im.mode, "transparency" in im.info)
                 rgb = np.asarray(im.convert("RGB"))
     except FacekitError:
         raise
@@ -102,4 +106,18 @@ def open_image(
         raise error(f"{name}: not enough memory to decode this image") from e
     except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on damaged files
         raise error(f"{name}: damaged or truncated image ({type(e).__name__}: {e})") from e
+    if note and on_convert is not None:
+        on_convert(note)
     return np.ascontiguousarray(rgb)
+
+
+def conversion_note(mode: str, transparent: bool = False) -> str | None:
+    """What making an image of Pillow ``mode`` RGB loses or changes, or None (RGB, palette)."""
+    notes = []
+    if mode.startswith(("1", "L", "I", "F")):
+        notes.append("grayscale converted to RGB")
+    elif mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    if "A" in mode or mode.endswith("a") or transparent:
+        notes.append("alpha channel dropped")
+    return ", ".join(notes) or None

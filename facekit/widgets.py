@@ -13,7 +13,7 @@
 
 Every number comes from the same calls the evaluation uses
 (:meth:`facekit.codecs.Codec.encode`/``decode``, :func:`facekit.codecs.bits_per_pixel`,
-:func:`facekit.evaluate.psnr`, the recogniser's ``find_transform`` on the original and
+:func:`facekit.metrics.psnr`, the recogniser's ``find_transform`` on the original and
 ``embed``), so what the explorer shows is what the rate-accuracy curves measure.
 
 The logic lives in :meth:`Explorer.view` (pure: codec, setting, image -> numbers and
@@ -253,7 +253,7 @@ class Explorer:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        from .evaluate import psnr
+        from .metrics import psnr
 
         original = self.load(image)
         c = self.codecs[codec]

@@ -181,14 +181,14 @@ def test_cli_interrupted_run_leaves_no_partial_outputs(weights, tmp_path, smooth
     real_write = cmd.atomic_write
     calls = {"n": 0}
 
-    def flaky(path, data):
+    def flaky(path, data, **kw):
         calls["n"] += 1
         if calls["n"] == 2:  # die in the middle of writing the second file
             tmp = path.with_name(f".{path.name}.partial-x")
             tmp.write_bytes(data[: len(data) // 2])
             tmp.unlink()
             raise KeyboardInterrupt
-        real_write(path, data)
+        real_write(path, data, **kw)
 
     monkeypatch.setattr(cmd, "atomic_write", flaky)
     assert main(["compress", str(src), "-o", str(tmp_path / "o"), "--codec", "paper-mse", "--quiet",
@@ -282,14 +282,14 @@ def test_cli_reports_dropped_alpha_and_converted_grayscale(weights, tmp_path, sm
 
 
 def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
-    from facekit.commands import compress as cmd
+    from facekit import fileio
 
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cmd.os, "replace", boom)
+    monkeypatch.setattr(fileio.os, "replace", boom)
     with pytest.raises(OSError):
-        cmd.atomic_write(tmp_path / "x.fkc", b"data")
+        fileio.atomic_write(tmp_path / "x.fkc", b"data", fsync=True)
     assert list(tmp_path.iterdir()) == []
 
 

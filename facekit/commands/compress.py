@@ -14,9 +14,8 @@ run that stops part-way says which outputs it wrote.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from PIL import Image
 from ..codecs.names import VARIANTS, LearnedSpec, ModelId
 from ..codecs.registry import CODECS, RECOMMENDED, codec_names
 from ..errors import CodecError, FacekitError, ImageError
+from ..fileio import atomic_write
 
 SUFFIX = ".fkc"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
@@ -97,7 +97,7 @@ def collect(inputs: Sequence[str], suffixes: Iterable[str]) -> list[tuple[Path, 
 MAX_COMPRESS_PIXELS = 4096 * 4096
 
 
-def read_image(path: Path) -> np.ndarray:
+def read_image(path: Path, on_convert: Callable[[str], None] | None = None) -> np.ndarray:
     """An image file as RGB uint8; :class:`ImageError` for anything that is not an image.
 
     The declared size is checked before any pixel is decoded (decompression bombs).
@@ -105,24 +105,11 @@ def read_image(path: Path) -> np.ndarray:
     from ..imageio import open_image
 
     try:
-        return open_image(path, max_pixels=MAX_COMPRESS_PIXELS)
+        return open_image(path, max_pixels=MAX_COMPRESS_PIXELS, on_convert=on_convert)
     except ImageError as e:
         raise ImageError(f"{path} is not an image facekit can read: {e}") from e
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _targets(pairs: list[tuple[Path, Path]], output: str, suffix: str) -> list[tuple[Path, Path]]:
@@ -158,23 +145,6 @@ def compress_spec(args: argparse.Namespace) -> LearnedSpec:
     if args.background is not None and not (args.roi and args.entropy):
         raise CodecError("--background needs --roi and --entropy (or use --codec facekit-roi)")
     return LearnedSpec(args.variant or "mse", args.entropy, args.roi, args.background)
-
-
-def conversion_note(path: Path) -> str | None:
-    """What reading ``path`` as RGB changed (alpha dropped, grayscale or CMYK made RGB), or None."""
-    try:
-        with Image.open(path) as im:
-            mode, transparent = im.mode, "transparency" in im.info
-    except (OSError, ValueError, SyntaxError):
-        return None
-    notes = []
-    if mode.startswith(("1", "L", "I", "F")):
-        notes.append("grayscale converted to RGB")
-    elif mode == "CMYK":
-        notes.append("CMYK converted to RGB")
-    if "A" in mode or mode.endswith("a") or transparent:
-        notes.append("alpha channel dropped")
-    return ", ".join(notes) or None
 
 
 def _say(line: str, quiet: bool) -> None:
@@ -229,14 +199,14 @@ def run_compress(args: argparse.Namespace) -> int:
     totals = {"bits": 0, "pixels": 0, "converted": 0}
 
     def step(src: Path, dst: Path) -> None:
-        image = read_image(src)
-        note = conversion_note(src)
-        if note:
+        notes: list[str] = []
+        image = read_image(src, notes.append)
+        if notes:
             totals["converted"] += 1
-            _say(f"{src}: {note}", args.quiet)
+            _say(f"{src}: {notes[0]}", args.quiet)
         data = codec.encode(image, args.rate)
         container.parse(data)  # never write a file we could not read back
-        atomic_write(dst, data)
+        atomic_write(dst, data, fsync=True)
         totals["bits"] += 8 * len(data)
         totals["pixels"] += image.shape[0] * image.shape[1]
 
@@ -269,7 +239,7 @@ def run_decompress(args: argparse.Namespace) -> int:
             raise type(e)(f"{src}: {e}") from e
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
-        atomic_write(dst, buf.getvalue())
+        atomic_write(dst, buf.getvalue(), fsync=True)
 
     run_batch(jobs, step, "decompress", args.quiet)
     return 0
