@@ -229,7 +229,7 @@ def reproduce(
         if fig.exists():
             shutil.copyfile(fig, out / "rate_accuracy.png")
     summary["ok"] = all(r["status"] == "ok" for r in summary["notebooks"].values())
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
     (out / "report.md").write_text(report_markdown(summary, out))
     return summary
 

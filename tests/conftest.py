@@ -52,3 +52,14 @@ def smooth_image() -> np.ndarray:
     rng = np.random.default_rng(0)
     img = np.stack([r, g, b], -1) + rng.normal(0, 6, (96, 128, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (restored after it)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

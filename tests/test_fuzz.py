@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,6 +52,8 @@ sys.path.insert(0, str(CORPUS))
 from make_corpus import face_image, tiny_model  # noqa: E402
 from targets import CLASSIC_FILES, FKC, FKC_ENTROPY, WEIGHTS, build_targets, entropy_codec  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: fast and steady under load
+
 #: failure signatures of known bugs in other modules, tolerated by the fuzz tests only;
 #: each is pinned by a strict xfail test below
 KNOWN_BUGS = {
@@ -61,14 +62,6 @@ KNOWN_BUGS = {
 #: the fuzz tests leave such inputs to that test rather than spend seconds each on them
 ENTROPY_PIXELS = 512 * 512
 MEMORY_MB = 1536  # address space a bomb-case decode may add
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=1)

@@ -43,15 +43,7 @@ sys.path.insert(0, str(CORPUS))
 
 from make_corpus import face_image  # noqa: E402
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"), pytest.mark.usefixtures("one_thread")]
 
 
 def _env() -> dict[str, str]:

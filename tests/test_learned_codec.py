@@ -21,16 +21,10 @@ from facekit.errors import BitstreamError, CodecError, ImageError, WeightsError
 from facekit.models import RATE_POINTS, build_model
 from facekit.zoo import install_weights, read_manifest, weights_dir
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: fast and steady under load
+
 SHIPPED = read_manifest()["models"]
 needs_shipped = pytest.mark.skipif(not any(k.startswith("mse-") for k in SHIPPED), reason="no shipped mse weights")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(rate: str, seed: int = 0):

@@ -16,15 +16,9 @@ from facekit.models import (
     save_weights,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: fast and steady under load
+
 TINY = {"enc_widths": (8, 8, 8), "dec_widths": (8, 8, 8), "dec_blocks": 1}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(rate: str = "q3", seed: int = 0, **kw) -> FaceCodecNet:

@@ -48,13 +48,7 @@ sys.path.insert(0, str(CORPUS))
 from make_corpus import face_image, tiny_model  # noqa: E402
 from targets import FKC, decode_corpus, digest  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: fast and steady under load
 
 
 # --------------------------------------------------------------------------- weights

@@ -20,16 +20,10 @@ from facekit.training import ImageSet, TrainConfig, train
 from facekit.training.losses import JointLoss, distortion_loss, ms_ssim
 from facekit.zoo import export_weights
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: fast and steady under load
+
 REPO = Path(__file__).resolve().parents[1]
 ARCH = {"enc_widths": [8, 8], "dec_widths": [8, 8], "dec_blocks": 1}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def images(n: int = 6, size: int = 40) -> tuple[list[np.ndarray], list[str]]:

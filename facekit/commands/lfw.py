@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import cache_dir
 from ..data.lfw import PROTOCOL_FILES, check_checksums, identity_disjoint_split, open_lfw
+from ..fileio import atomic_write
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -135,6 +136,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{r['seconds_embed']} s to embed (both are cached in {cache_dir()}: a second run reads them)"
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(r, indent=2, default=str))
+        atomic_write(args.out, json.dumps(r, indent=2, default=str))
     return 0
