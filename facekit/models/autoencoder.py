@@ -41,9 +41,8 @@ weights on 100 LFW pair images (whole containers; ``benchmarks/learned_rate_tabl
     q5     4   3  6     595k    0.646      0.647           32.1     39.1
     q6     4   5  6     596k    0.988      0.989           32.3     42.2
 
-q3 was re-made: the earlier q3 (1/8 resolution, 4 channels, 4 bits, 0.205 bpp, 27.0 dB)
-kept identity badly (distance 0.40 against 0.33 on the training split), so q3 is now q4's
-layout with 2-bit codes, started from q4's weights and trained 2,500 more steps.
+q3 has q4's layout with 2-bit codes (started from q4's weights, 2,500 more steps): a
+1/8-resolution layout at the same rate kept identity worse (CHANGELOG.md).
 
 The shipped weights come from short CPU runs (1,600 steps of 8 crops of 96x96 each, about
 10 CPU-minutes per point) and are far from converged, most visibly at the higher rates;
