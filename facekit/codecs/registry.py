@@ -34,6 +34,22 @@ def _roi(base: str) -> Callable[..., Codec]:
     return make
 
 
+def _module(module: str, cls_name: str) -> Callable[..., Codec]:
+    def make(**more: Any) -> Codec:
+        return getattr(importlib.import_module(f"facekit.codecs.{module}"), cls_name)(**more)
+
+    return make
+
+
+def _resized(base: str) -> Callable[..., Codec]:
+    def make(upsample: str = "lanczos", **more: Any) -> Codec:
+        from .resize import ResizedCodec
+
+        return ResizedCodec(get_codec(base, **more), upsample=upsample)
+
+    return make
+
+
 def _learned(variant: str, entropy: bool = False, roi: bool = False, background: str | None = None) -> Callable[..., Codec]:
     def make(**more: Any) -> Codec:
         try:
@@ -74,6 +90,11 @@ CODECS: dict[str, Callable[..., Codec]] = {
     "jpeg2000-roi": _roi("jpeg2000"),
     "webp-roi": _roi("webp"),
     "avif-roi": _roi("avif"),
+    # issue 29: the strongest classical yardsticks (HEVC-intra, JPEG XL, resize-then-code)
+    "avif-speed6": _classic("AVIFCodec", speed=6, threads=None),
+    "hevc": _module("heif", "HEVCCodec"),
+    "jpegxl": _module("jxl", "JPEGXLCodec"),
+    **{f"{base}-resized": _resized(base) for base in ("jpeg", "jpeg2000", "webp", "avif", "hevc", "jpegxl")},
 }
 
 CLASSIC = ("jpeg", "jpeg2000", "webp", "avif")
