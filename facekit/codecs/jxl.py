@@ -50,17 +50,27 @@ def jxl_available() -> bool:
 
 
 def library_version() -> str:
-    """``pillow-jxl-plugin X (libjxl Y)`` from the installed package metadata."""
+    """``libjxl Y via pillow-jxl-plugin X``: the libjxl version from the wheel's SBOM (its
+    ``jpegxl-src`` component), else from :data:`LIBJXL`."""
+    import json
     from importlib import metadata
 
     try:
-        v = metadata.version("pillow-jxl-plugin")
+        dist = metadata.distribution("pillow-jxl-plugin")
     except metadata.PackageNotFoundError:
         return "pillow-jxl-plugin (version unknown)"
-    return f"libjxl {LIBJXL.get(v, '(version unknown)')} via pillow-jxl-plugin {v}"
+    lib = LIBJXL.get(dist.version)
+    for f in dist.files or ():
+        if "sboms" in str(f) and str(f).endswith(".json"):
+            try:
+                sbom = json.loads(f.read_text() or "{}")
+            except (OSError, ValueError):
+                continue
+            lib = next((c.get("version") for c in sbom.get("components", []) if c.get("name") == "jpegxl-src"), lib)
+    return f"libjxl {lib or '(version unknown)'} via pillow-jxl-plugin {dist.version}"
 
 
-#: the libjxl each pillow-jxl-plugin release bundles (its wheel's SBOM: jpegxl-src)
+#: the libjxl each pillow-jxl-plugin release bundles, where its wheel has no SBOM
 LIBJXL = {"1.3.8": "0.12.0"}
 
 
