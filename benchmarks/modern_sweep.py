@@ -109,7 +109,8 @@ def make_plan(images: list[np.ndarray]) -> dict[str, Any]:
     return plan
 
 
-def write_readme(out_dir: Path, plan: dict[str, Any], done: list[dict], started: float, cmd: str) -> None:
+def write_readme(out_dir: Path, plan: dict[str, Any], done: list[dict], started: float, cmd: str,
+                 commit: str = "") -> None:
     """Progress and the estimated time left: each point's time = the measured embedding time
     a point (the first point's time less its coding time) + 7,701 x the codec's ms a face."""
     n_img = 7701
@@ -129,11 +130,12 @@ def write_readme(out_dir: Path, plan: dict[str, Any], done: list[dict], started:
         "Issue 29 sweep: HEVC-intra, JPEG XL, AVIF (speed 2), resize-then-code; all 6,000 LFW pairs, dlib-resnet,",
         "one process, one thread (OMP_NUM_THREADS=1). Each codec's points in <codec>.json here (not in results/).",
         f"command: {cmd}",
+        f"code: {REPO} (commit {commit or 'unknown'})",
         f"started: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(started))}",
         f"updated: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
         f"points: {len(done)} of {len(jobs)} done",
-        f"estimate: {total_s / 3600:.1f} h in all ({embed_s / 60:.1f} min a point for decoding, aligning and "
-        f"embedding, {'measured on the first point' if done else 'assumed before the first point'}, "
+        f"estimate: {total_s / 3600:.1f} h in all ({embed_s / 60:.1f} min a point for reading, aligning and "
+        f"embedding, {'from the first point, at least 1 min' if done else 'assumed before the first point'}, "
         f"plus 7,701 x each codec's encode+decode ms from plan.json); about {left_s / 3600:.1f} h left, "
         f"ETA {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(time.time() + left_s))}",
         "",
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         plan_path.write_text(json.dumps(plan, indent=1))
         log(f"plan written to {plan_path}: {plan['points']}")
     done: list[dict] = []
-    write_readme(out_dir, plan, done, started, cmd)
+    write_readme(out_dir, plan, done, started, cmd, commit)
     if args.plan_only:
         return 0
     for codec, settings in plan["points"].items():
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                          "acc": pt["acc_mean"], "tar": pt["tar_at_far_0.001"]})
             log(f"{codec} {s}: {done[-1]['seconds'] / 60:.1f} min, bpp {pt['bpp']:.4f}, acc {pt['acc_mean']:.4f}, "
                 f"TAR@FAR=1e-3 {pt['tar_at_far_0.001']:.3f}")
-            write_readme(out_dir, plan, done, started, cmd)
+            write_readme(out_dir, plan, done, started, cmd, commit)
     log("sweep finished")
     return 0
 
