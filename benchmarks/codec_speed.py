@@ -1,13 +1,17 @@
-"""Encode/decode speed (images per second) of the learned codec on CPU, beside JPEG 2000 and AVIF.
+"""Encode/decode speed (images per second, ms a face) of the learned codec on CPU, beside
+JPEG 2000, AVIF, HEVC-intra and JPEG XL.
 
 A batch of 250x250 images (LFW pair images when ``$FACEKIT_LFW`` is set, else synthetic
 faces-sized images) is encoded and decoded once per codec after a warm-up; each learned
 codec is timed image by image and as one batch (``encode_batch``/``decode_batch``), at each
 of its rate points, and the classical codecs at the settings that match its mean bpp.
+``--codecs`` with no names and ``--at-bpp`` time the classical codecs alone, at settings
+matching those rates. Every classical codec runs on one thread (its preset's default).
 Writes ``results/codec_speed.json``; ``--merge`` keeps the rows of codecs not timed this run.
 
     python benchmarks/codec_speed.py --n 32 --threads 1
     python benchmarks/codec_speed.py --n 16 --codecs facekit --merge
+    python benchmarks/codec_speed.py --n 16 --codecs --at-bpp 0.1 0.2 0.4 --merge
 """
 
 from __future__ import annotations
@@ -72,8 +76,6 @@ def time_learned(learned, images, rates, compare) -> list[dict]:
 
     For the region-of-interest codecs every encode timing includes finding the face.
     """
-    from facekit.codecs import get_codec, match_bpp
-    from facekit.errors import CodecError
 
     n = len(images)
     rows: list[dict] = []
@@ -93,33 +95,48 @@ def time_learned(learned, images, rates, compare) -> list[dict]:
             **({"encode_includes": "face detection"} if getattr(learned, "roi", None) is not None else {}),
         })
         print(json.dumps(rows[-1]), file=sys.stderr)
-        for name in compare:
-            try:
-                codec = get_codec(name)
-                setting, _ = match_bpp(codec, images[:8], bpp)
-            except CodecError as e:
-                rows.append({"codec": name, "error": str(e)})
-                continue
-            codec.encode(images[0], setting)
-            t_enc, cdatas = timed(encode_all, codec, images, setting)
-            t_dec, _ = timed(decode_all, codec, cdatas)
-            rows.append({
-                "codec": codec.name, "setting": setting, "bpp": float(np.mean([8 * len(d) / (250 * 250) for d in cdatas])),
-                "encode_img_per_s": n / t_enc, "decode_img_per_s": n / t_dec,
-            })
-            print(json.dumps(rows[-1]), file=sys.stderr)
+        rows += time_classical(images, bpp, compare)
     return rows
 
 
-def keep_rows(old: list[dict], timed_now: list[str]) -> list[dict]:
-    """``old``'s rows minus the learned codecs timed now and the classical rows that follow them."""
+def time_classical(images, bpp: float, compare, **tag) -> list[dict]:
+    """Rows for each codec of ``compare`` at the setting whose mean bpp on 8 images matches ``bpp``."""
+    from facekit.codecs import get_codec, match_bpp
+    from facekit.errors import CodecError
+
+    n = len(images)
+    rows: list[dict] = []
+    for name in compare:
+        try:
+            codec = get_codec(name)
+            setting, _ = match_bpp(codec, images[:8], bpp)
+        except CodecError as e:
+            rows.append({"codec": name, "error": str(e), **tag})
+            continue
+        codec.encode(images[0], setting)
+        t_enc, cdatas = timed(encode_all, codec, images, setting)
+        t_dec, _ = timed(decode_all, codec, cdatas)
+        d = codec.describe()
+        rows.append({
+            "codec": name, "setting": setting, "bpp": float(np.mean([8 * len(d) / (250 * 250) for d in cdatas])),
+            "encode_img_per_s": n / t_enc, "decode_img_per_s": n / t_dec,
+            "encode_ms": 1000 * t_enc / n, "decode_ms": 1000 * t_dec / n,
+            **({"preset": d["preset"]} if "preset" in d else {}), **tag,
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def keep_rows(old: list[dict], timed_now: list[str], alone: bool = False) -> list[dict]:
+    """``old``'s rows minus the learned codecs timed now and the classical rows that follow them
+    (and, with ``alone``, minus the classical rows timed on their own: ``at_bpp`` rows)."""
     from facekit.codecs.names import canonical_name, is_learned
 
     kept, drop = [], False
     for row in old:
         if is_learned(str(row.get("codec", ""))):
             drop = canonical_name(row["codec"]) in {canonical_name(t) for t in timed_now}
-        if not drop:
+        if not drop and not (alone and "at_bpp" in row):
             kept.append(row)
     return kept
 
@@ -130,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None)
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--codecs", nargs="+", default=["paper-mse"], help="learned codecs to time")
+    p.add_argument("--codecs", nargs="*", default=["paper-mse"], help="learned codecs to time (none: --at-bpp)")
     p.add_argument("--rates", nargs="*", default=None, help="learned rate points (default all shipped)")
-    p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif"])
+    p.add_argument("--compare", nargs="*", default=["jpeg2000", "avif", "hevc", "jpegxl"])
+    p.add_argument("--at-bpp", nargs="*", type=float, default=[],
+                   help="also time the --compare codecs alone at settings matching these rates")
     p.add_argument("--out", default=str(REPO / "results" / "codec_speed.json"))
     p.add_argument("--merge", action="store_true",
                    help="keep --out's rows of learned codecs not timed now (each with its classical rows)")
@@ -153,13 +172,17 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"codec_speed: {cname} is not a learned codec")
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         rows += [{**r, "timed": now} for r in time_learned(learned, images, args.rates or learned.settings, args.compare)]
+    for bpp in args.at_bpp:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        rows += [{**r, "timed": now} for r in time_classical(images, bpp, args.compare, at_bpp=bpp)]
     if args.merge and Path(args.out).exists():
-        rows = keep_rows(json.loads(Path(args.out).read_text())["rows"], args.codecs) + rows
+        rows = keep_rows(json.loads(Path(args.out).read_text())["rows"], args.codecs, alone=bool(args.at_bpp)) + rows
     result = {
         "benchmark": "codec_speed", "images": n, "source": source, "size": "250x250",
         "device": "cpu", "torch_threads": args.threads, "torch": torch.__version__,
         "machine": platform.platform(), "processor": platform.processor(), "rows": rows,
-        "note": "matched classical settings at the learned codec's mean bpp on 8 of the images",
+        "note": "matched classical settings at the learned codec's mean bpp (or at_bpp) on 8 of the images; "
+                "classical codecs on one thread (their presets' default)",
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

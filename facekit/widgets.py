@@ -40,9 +40,9 @@ from .codecs.names import is_learned
 from .errors import FacekitError
 from .reproduce import resolve_device
 
-#: codecs offered by default, in this order, when available: the catalogue (``facekit codecs``) without
-#: the lossless reference; the explorer opens on the first, the recommended codec
-DEFAULT_CODECS = tuple(n for n in codec_names() if n != "png")
+#: codecs offered by default, in this order, when available: the catalogue (``facekit codecs``);
+#: the explorer opens on the first, the recommended codec
+DEFAULT_CODECS = tuple(codec_names())
 
 #: a short description of each codec's setting, for the slider's label
 SETTING_LABELS = {

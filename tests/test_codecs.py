@@ -141,7 +141,8 @@ def test_catalogue_has_roles_and_the_recommended_codec_first():
     names = codec_names()
     assert names[0] == RECOMMENDED == "facekit" and len(names) <= 12
     assert names[:4] == ["facekit", "facekit-roi", "paper", "paper-mse"]
-    assert {"jpeg", "jpeg2000", "webp", "avif", "jpeg2000-roi", "webp-roi", "avif-roi", "png"} <= set(names)
+    assert {"jpeg", "jpeg2000", "webp", "avif", "hevc", "jpegxl", "jpeg2000-roi", "avif-roi"} <= set(names)
+    assert {"webp-roi", "png", "avif-speed6", "webp-resized"} <= set(codec_names(hidden=True)) - set(names)
     assert all(e.role and e.about for e in CATALOGUE)
     assert not set(HIDDEN) & set(names) and set(codec_names(hidden=True)) == set(names) | set(HIDDEN)
 

@@ -50,7 +50,15 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 sys.path.insert(0, str(CORPUS))
 
 from make_corpus import face_image, tiny_model  # noqa: E402
-from targets import CLASSIC_FILES, FKC, FKC_ENTROPY, WEIGHTS, build_targets, entropy_codec  # noqa: E402
+from targets import (  # noqa: E402
+    CLASSIC_FILES,
+    FKC,
+    FKC_ENTROPY,
+    MODERN_FILES,
+    WEIGHTS,
+    build_targets,
+    entropy_codec,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread: fast and steady under load
 
@@ -73,7 +81,7 @@ def targets():
 
 TARGET_NAMES = [
     "container.parse", "learned.decode", "learned-entropy.decode", *[f"{c}.decode" for c in CLASSIC_FILES],
-    "cli.compress",
+    *[f"{c}.decode" for c in MODERN_FILES], "cli.compress",
 ]
 
 
@@ -124,6 +132,14 @@ def test_corpus_is_small_intact_and_decodes():
     assert np.array_equal(face, face_image())
     for codec_name, fname in CLASSIC_FILES.items():
         out = get_codec(codec_name).decode((CORPUS / fname).read_bytes())
+        assert out.shape == face.shape, codec_name
+        assert np.abs(out.astype(int) - face.astype(int)).mean() < 20, codec_name
+    for codec_name, fname in MODERN_FILES.items():
+        try:
+            codec = get_codec(codec_name)
+        except CodecError:  # its package is not installed
+            continue
+        out = codec.decode((CORPUS / fname).read_bytes())
         assert out.shape == face.shape, codec_name
         assert np.abs(out.astype(int) - face.astype(int)).mean() < 20, codec_name
     codec = LearnedCodec("mse", folder=WEIGHTS)
@@ -313,6 +329,37 @@ def avif_bomb(w: int, h: int) -> bytes:
     return bytes(d)
 
 
+def hevc_bomb(w: int, h: int) -> bytes:
+    """The corpus HEIF file with its image's ``ispe`` box declaring ``w x h``."""
+    d = bytearray((CORPUS / "face.heic").read_bytes())
+    i = d.index(b"ispe")
+    d[i + 8 : i + 16] = struct.pack(">II", w, h)
+    return bytes(d)
+
+
+def jxl_bomb(w: int, h: int) -> bytes:
+    """A JPEG XL codestream whose size header declares ``w x h`` (u32 fields of 30 bits), then the corpus file's tail."""
+    bits = [0, 1, 1, *((h - 1) >> k & 1 for k in range(30)), 0, 0, 0, 1, 1, *((w - 1) >> k & 1 for k in range(30))]
+    head = bytearray((len(bits) + 7) // 8)
+    for k, b in enumerate(bits):
+        head[k >> 3] |= b << (k & 7)
+    return b"\xff\x0a" + bytes(head) + (CORPUS / "face.jxl").read_bytes()[12:]
+
+
+def resized_bomb(w: int, h: int) -> bytes:
+    """The corpus resize-then-code file with its header declaring ``w x h``."""
+    d = (CORPUS / "face.webp.rz").read_bytes()
+    return d[:2] + struct.pack(">HH", h, w) + d[6:]
+
+
+def modern_codec(name: str):  # type: ignore[no-untyped-def]
+    """Issue 29's codec ``name``, or a skip where its package is not installed."""
+    try:
+        return get_codec(name)
+    except CodecError as e:
+        pytest.skip(str(e))
+
+
 def fkc_bomb(w: int, h: int, rate: str = "q1") -> bytes:
     """A valid container (right CRC, weights hash, PNG payload) declaring ``w x h``."""
     codec = LearnedCodec("mse", folder=WEIGHTS)
@@ -331,6 +378,11 @@ OVER_LIMIT = [
     ("jpeg2000-pillow", j2k_bomb, 60000, 60000),
     ("webp", webp_bomb, 16383, 16383),
     ("avif", avif_bomb, 10000, 10000),
+    ("hevc", hevc_bomb, 10000, 10000),
+    ("hevc", hevc_bomb, 65535, 65535),
+    ("jpegxl", jxl_bomb, 60000, 60000),
+    ("jpegxl", jxl_bomb, 1, 2**30),
+    ("webp-resized", resized_bomb, 65535, 65535),
 ]
 
 
@@ -338,7 +390,8 @@ OVER_LIMIT = [
 def test_declared_size_over_the_limit_is_refused_before_allocation(codec_name, make, w, h):
     data = make(w, h)
     assert len(data) < 2000
-    out = run_isolated(get_codec(codec_name).decode, data, memory_mb=MEMORY_MB, timeout=60)
+    codec = modern_codec(codec_name) if codec_name in MODERN_FILES else get_codec(codec_name)
+    out = run_isolated(codec.decode, data, memory_mb=MEMORY_MB, timeout=60)
     assert out.status == "refused" and out.error == "BitstreamError", out
     assert any(k in out.message for k in ("too large", "decompression bomb", "exceeds")), out.message
     assert out.extra_vm_mb is not None and out.extra_vm_mb < 100, f"allocated {out.extra_vm_mb:.0f} MB first"
@@ -375,6 +428,26 @@ def test_avif_decoder_errors_are_bitstream_errors():
             bad[i] ^= 1 << bit
             try:
                 codec.decode(bytes(bad))
+            except FacekitError:
+                pass
+            except Exception as e:  # noqa: BLE001 - collected and reported below
+                escaped.append(f"byte {i} bit {bit}: {type(e).__name__}: {e}")
+    assert not escaped, f"{len(escaped)} flips escaped, e.g. {escaped[:3]}"
+
+
+@pytest.mark.parametrize("codec_name", list(MODERN_FILES))
+def test_modern_decoder_bit_flips_are_bitstream_errors(codec_name):
+    """Every byte of the corpus file, three bits each: a facekit error or an image, never another exception."""
+    codec = modern_codec(codec_name)
+    data = (CORPUS / MODERN_FILES[codec_name]).read_bytes()
+    escaped = []
+    for i in range(len(data)):
+        for bit in (0, 3, 7):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            try:
+                out = codec.decode(bytes(bad))
+                assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
             except FacekitError:
                 pass
             except Exception as e:  # noqa: BLE001 - collected and reported below

@@ -82,6 +82,8 @@ def search_setting(codec: Codec, image: np.ndarray, target_bpp: float, iters: in
     image = check_image(image)
     if target_bpp <= 0:
         raise CodecError(f"target bpp must be positive, got {target_bpp}")
+    if callable(getattr(codec, "search_rate", None)):  # a codec with its own search (ResizedCodec: over scales)
+        return codec.search_rate(image, target_bpp, iters)
     return _search(codec, lambda s: _bpp(codec, image, s), target_bpp, iters)
 
 
@@ -92,4 +94,6 @@ def match_bpp(codec: Codec, images: Sequence[np.ndarray], target_bpp: float, ite
         raise CodecError("match_bpp needs at least one image")
     if target_bpp <= 0:
         raise CodecError(f"target bpp must be positive, got {target_bpp}")
+    if callable(getattr(codec, "match_rate", None)):
+        return codec.match_rate(images, target_bpp, iters)
     return _search(codec, lambda s: _mean_bpp(codec, images, s), target_bpp, iters)

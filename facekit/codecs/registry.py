@@ -41,6 +41,22 @@ def _roi(base: str) -> Callable[..., Codec]:
     return make
 
 
+def _module(module: str, cls_name: str) -> Callable[..., Codec]:
+    def make(**more: Any) -> Codec:
+        return getattr(importlib.import_module(f"facekit.codecs.{module}"), cls_name)(**more)
+
+    return make
+
+
+def _resized(base: str) -> Callable[..., Codec]:
+    def make(upsample: str = "lanczos", **more: Any) -> Codec:
+        from .resize import ResizedCodec
+
+        return ResizedCodec(get_codec(base, **more), upsample=upsample)
+
+    return make
+
+
 def _learned(spec: LearnedSpec) -> Callable[..., Codec]:
     def make(**more: Any) -> Codec:
         try:
@@ -81,12 +97,15 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("jpeg", "classical baseline", "JPEG (libjpeg via Pillow), quality setting", _classic("JPEGCodec")),
     Entry("jpeg2000", "classical baseline", "JPEG 2000 (OpenJPEG via glymur), target bpp", _classic("JPEG2000Codec")),
     Entry("webp", "classical baseline", "WebP (libwebp via Pillow), quality setting", _classic("WebPCodec")),
-    Entry("avif", "classical baseline", "AVIF (libavif via Pillow), quality setting", _classic("AVIFCodec")),
+    Entry("avif", "classical baseline", "AVIF (libavif via Pillow), quality setting, best effort (speed 2)",
+          _classic("AVIFCodec")),
+    Entry("hevc", "classical baseline", "HEVC-intra in HEIF (x265 via pillow-heif), quality setting",
+          _module("heif", "HEVCCodec")),
+    Entry("jpegxl", "classical baseline", "JPEG XL (libjxl via pillow-jxl-plugin), quality setting, effort 8",
+          _module("jxl", "JPEGXLCodec")),
     Entry("jpeg2000-roi", "ROI baseline", "JPEG 2000 of the image with everything outside the face flattened",
           _roi("jpeg2000")),
-    Entry("webp-roi", "ROI baseline", "WebP of the image with everything outside the face flattened", _roi("webp")),
     Entry("avif-roi", "ROI baseline", "AVIF of the image with everything outside the face flattened", _roi("avif")),
-    Entry("png", "lossless reference", "PNG: the uncompressed image, for reference", _classic("UncompressedCodec")),
 )
 
 #: the recommended whole-image codec: the first of the catalogue, the default of ``facekit compress``
@@ -95,6 +114,9 @@ RECOMMENDED = CATALOGUE[0].name
 RECOGNITION_FIRST = CATALOGUE[1].name
 #: the paper's codec (joint training, the code stored as a PNG), and its distortion-only form
 PAPER, PAPER_MSE = CATALOGUE[2].name, CATALOGUE[3].name
+
+#: classical codecs with a resize-then-code form (``<name>-resized``, :mod:`facekit.codecs.resize`)
+RESIZABLE = ("jpeg", "jpeg2000", "webp", "avif", "hevc", "jpegxl")
 
 #: learned codecs a committed result measured (results/*.json), spelled out; accepted, not listed
 _MEASURED = (
@@ -115,14 +137,27 @@ def _hidden_learned(name: str) -> Callable[..., Codec]:
 HIDDEN: dict[str, Callable[..., Codec]] = {
     **{name: _hidden_learned(name) for name in _MEASURED},
     "jpeg2000-pillow": _classic("JPEG2000Codec", backend="pillow"),
+    "webp-roi": _roi("webp"),
+    "png": _classic("UncompressedCodec"),
+    "avif-speed6": _classic("AVIFCodec", speed=6, threads=None),
+    "avif-speed6-roi": _roi("avif-speed6"),
+    **{f"{base}-resized": _resized(base) for base in RESIZABLE},
 }
 
-_HIDDEN_ABOUT = {"jpeg2000-pillow": "JPEG 2000 through Pillow's OpenJPEG (the fuzz tests cover both decoders)"}
+_HIDDEN_ABOUT = {
+    "jpeg2000-pillow": "JPEG 2000 through Pillow's OpenJPEG (the fuzz tests cover both decoders)",
+    "webp-roi": "WebP of the image with everything outside the face flattened",
+    "png": "PNG: the uncompressed image, lossless (a reference, not a rate point)",
+    "avif-speed6": "AVIF at Pillow's default speed 6 (the AVIF of results measured before the best-effort preset)",
+    "avif-speed6-roi": "avif-speed6 of the image with everything outside the face flattened",
+    **{f"{base}-resized": f"{base} of the image shrunk by a factor, enlarged back after decoding "
+       "(resize-then-code; the setting is SCALE:INNER)" for base in RESIZABLE},
+}
 
 #: every accepted name -> factory, the catalogue's first
 CODECS: dict[str, Callable[..., Codec]] = {**{e.name: e.factory for e in CATALOGUE}, **HIDDEN}
 
-CLASSIC = ("jpeg", "jpeg2000", "webp", "avif")
+CLASSIC = ("jpeg", "jpeg2000", "webp", "avif", "hevc", "jpegxl")
 
 
 def codec_names(hidden: bool = False) -> list[str]:

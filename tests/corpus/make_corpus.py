@@ -7,7 +7,9 @@ same bytes everywhere. What it writes here:
 * ``face.png``: the synthetic 80x64 face-like image every other file encodes (lossless);
 * ``face.tif`` (LZW), ``face.gif``: more formats ``facekit compress`` reads;
 * ``face.jpg``, ``face.j2k`` (raw codestream, glymur), ``face-pillow.j2k`` (Pillow),
-  ``face.webp``, ``face.avif``: the classical codecs at mid rates;
+  ``face.webp``, ``face.avif`` (speed 6): the classical codecs at mid rates;
+* ``face.heic`` (HEVC-intra), ``face.jxl`` (JPEG XL), ``face.webp.rz`` (WebP at half size,
+  resize-then-code): issue 29's codecs, where pillow-heif and pillow-jxl-plugin are installed;
 * ``weights/``: a weights folder like :mod:`facekit.weights` (manifest + ``.pt``) with
   *tiny* random models for the ``mse`` variant at rate points ``q1`` and ``q3`` (8
   channels a layer; the real ones are 100x larger and not needed to fuzz the format);
@@ -107,8 +109,22 @@ def build(out: Path = HERE) -> dict:
         "face.j2k": ("jpeg2000", {}, 1.0),
         "face-pillow.j2k": ("jpeg2000", {"backend": "pillow"}, 1.0),
         "face.webp": ("webp", {}, 50),
-        "face.avif": ("avif", {}, 50),
+        "face.avif": ("avif-speed6", {}, 50),
     }
+    # issue 29's decoders, where their packages are installed (targets.MODERN_FILES)
+    modern = {
+        "face.heic": ("hevc", {}, 50),
+        "face.jxl": ("jpegxl", {}, 50),
+        "face.webp.rz": ("webp-resized", {}, "0.5:50"),
+    }
+    from facekit.errors import CodecError
+
+    for name, (codec_name, kw, setting) in modern.items():
+        try:
+            codec = get_codec(codec_name, **kw)
+        except CodecError:
+            continue
+        classic[name] = (codec_name, kw, setting)
     for name, (codec_name, kw, setting) in classic.items():
         codec = get_codec(codec_name, **kw)
         put(name, codec.encode(image, setting), f"get_codec({codec_name!r}, **{kw}).encode(face, {setting!r})")

@@ -36,6 +36,13 @@ CLASSIC_FILES = {
     "avif": "face.avif",
     "png": "face.png",
 }
+#: issue 29's decoders (HEVC-intra, JPEG XL, resize-then-code) -> their corpus files; a target
+#: is built where the codec's package is installed (see :func:`modern_targets`)
+MODERN_FILES = {
+    "hevc": "face.heic",
+    "jpegxl": "face.jxl",
+    "webp-resized": "face.webp.rz",
+}
 #: pixel budget every decoder's output must respect (the classical decoders' MAX_PIXELS)
 MAX_PIXELS = 8192 * 8192
 
@@ -59,7 +66,7 @@ class Target:
 def corpus_files() -> dict[str, bytes]:
     """Every data file of the corpus (not the code, not the metadata)."""
     names = [*FKC, FKC_FORMAT1, FKC_ENTROPY, *CLASSIC_FILES.values(), "face.q1.decoded.png", "face.q3.decoded.png",
-             "face.tif", "face.gif"]
+             "face.tif", "face.gif", *MODERN_FILES.values()]
     return {n: (HERE / n).read_bytes() for n in names if (HERE / n).exists()}
 
 
@@ -133,6 +140,7 @@ def build_targets(names: list[str] | None = None, workdir: Path | None = None) -
                 name, _decoder(get_codec(codec_name)), [files[fname]], BitstreamError,
                 reseal=codec_name == "png",
             )
+    targets.update(modern_targets(files, want))
     if want("cli.compress"):
         targets["cli.compress"] = Target(
             "cli.compress", _cli_compress(workdir),
@@ -143,6 +151,24 @@ def build_targets(names: list[str] | None = None, workdir: Path | None = None) -
     for t in targets.values():
         t.others = every
     return targets
+
+
+def modern_targets(files: dict[str, bytes], want: Callable[[str], bool]) -> dict[str, Target]:
+    """``<codec>.decode`` for each of :data:`MODERN_FILES` whose codec is installed."""
+    from facekit.codecs import get_codec
+    from facekit.errors import CodecError
+
+    out = {}
+    for codec_name, fname in MODERN_FILES.items():
+        name = f"{codec_name}.decode"
+        if not want(name) or fname not in files:
+            continue
+        try:
+            codec = get_codec(codec_name)
+        except CodecError:
+            continue
+        out[name] = Target(name, _decoder(codec), [files[fname]], BitstreamError)
+    return out
 
 
 def _cli_compress(workdir: Path | None) -> Callable[[bytes], object]:
