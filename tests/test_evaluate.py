@@ -458,3 +458,17 @@ def test_sweep_names_are_stored_by_their_catalogue_names():
     assert {"facekit", "facekit-roi", "paper", "paper-mse"} <= set(DEFAULT_SWEEP)
     sweep = resolve_sweep(["jpeg", "facekit-jointface-entropy"])
     assert list(sweep) == ["jpeg", "facekit"] and sweep["facekit"] == DEFAULT_SWEEP["facekit"]
+
+
+def test_cli_merge_keeps_the_points_of_earlier_calls(faces, tmp_path, monkeypatch):
+    """``facekit evaluate --merge`` merges point by point: a sweep in two calls keeps both calls' points."""
+    import facekit.evaluate as ev
+    from facekit.cli import main
+
+    runs = iter([evaluate(faces, codecs={"jpeg": (10,)}, recognizer=TinyRecognizer(), progress=False),
+                 evaluate(faces, codecs={"jpeg": (50,)}, recognizer=TinyRecognizer(), progress=False)])
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: next(runs))
+    out = tmp_path / "r.json"
+    for setting in ("10", "50"):
+        assert main(["evaluate", "--codecs", "jpeg", "--settings", setting, "--out", str(out), "--merge", "--quiet"]) == 0
+    assert [p["setting"] for p in load_results(out)["codecs"]["jpeg"]] == [10, 50]

@@ -33,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("rate_accuracy.json"))
     p.add_argument("--figure", type=Path, help="also draw the figure here (default: beside --out)")
     p.add_argument("--merge", action="store_true",
-                   help="add these codecs to an existing --out file (same protocol) instead of replacing it")
+                   help="add these points to an existing --out file (same protocol) instead of replacing it: "
+                   "a point replaces the one of the same codec and setting, the codec's other points stay")
+    p.add_argument("--replace-codecs", action="store_true",
+                   help="with --merge: replace each codec measured now whole, dropping its other points")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -61,7 +64,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.quiet, use_cache=not args.no_cache, on_point=show,
     )
     if args.merge and args.out.exists():
-        res = merge_results(load_results(args.out), res)
+        res = merge_results(load_results(args.out), res, by_point=not args.replace_codecs)
     save_results(res, args.out)
     fig = args.figure or args.out.with_suffix(".png")
     rate_accuracy_figure(res, fig)
