@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     res = load_results(args.results)
-    fig, *roi_fig = draw_results_figures(args.results)
+    fig, tar_fig, *roi_fig = draw_results_figures(args.results)
     prot = res["protocol"]
     prov = res["provenance"]
     lines = [
@@ -139,6 +139,8 @@ def main() -> None:
         "",
         *names_note(),
         f"![rate-accuracy]({fig.name})",
+        "",
+        f"![rate and TAR at FAR 1e-3]({tar_fig.name})",
         "",
         *([f"![rate-accuracy with region of interest]({roi_fig[0].name})", ""] if roi_fig else []),
         f"Recogniser: **{res['recognizer']['name']}** ({res['recognizer']['distance']} distance); "

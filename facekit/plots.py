@@ -26,6 +26,7 @@ from .codecs.registry import CLASSIC, PAPER, PAPER_MSE, RECOGNITION_FIRST, RECOM
 from .goals import (
     FULL_LFW_PAIRS,
     TAR_KEY,
+    baseline_of,
     envelope,
     is_roi,
     measured_form,
@@ -60,6 +61,8 @@ STYLE: dict[str, dict[str, Any]] = {
     "webp": dict(color="#737373", marker="^"),
     "jpeg2000": dict(color="#969696", marker="s"),
     "jpeg": dict(color="#b3b3b3", marker="o"),
+    "hevc": dict(color="#5a5a5a", marker="<"),
+    "jpegxl": dict(color="#858585", marker=">"),
     # the headline codecs: strong colours, drawn on top
     RECOMMENDED: dict(color="#d95f02", marker="o", lw=2.8, ms=6, zorder=4),
     PAPER: dict(color="#1f5fb4", marker="D", lw=2.2, zorder=3),
@@ -77,15 +80,19 @@ STYLE[RECOGNITION_FIRST] = dict(color="#c2187a", marker="s", ls="-.", lw=2.4, ms
 
 
 def style_of(name: str) -> dict[str, Any]:
-    """The line style of a codec: its own, or for a region-of-interest variant (``X-roi``, ``X-roi-bg``)
-    that of its codec ``X``, dotted (dash-dotted with a coded background), with hollow markers."""
+    """The line style of a codec: its own; for a region-of-interest variant (``X-roi``, ``X-roi-bg``)
+    that of its codec ``X``, dotted (dash-dotted with a coded background), with hollow markers; for
+    another preset or the resized form of a classical codec (``avif-speed6``, ``webp-resized``) that
+    of the codec, dashed (dash-dotted when resized). Always with a colour."""
     name = canonical_name(name)
     if name in STYLE:
         return STYLE[name]
     if "-roi" in name:
-        base = STYLE.get(canonical_name(name[: name.index("-roi")]), {})
+        base = style_of(name[: name.index("-roi")])
         return {**base, "ls": "-." if name.endswith("-roi-bg") else ":", "mfc": "none", "zorder": 2}
-    return {}
+    if baseline_of(name) != name:
+        return {**style_of(baseline_of(name)), "ls": "-." if "-resized" in name else "--"}
+    return {"color": _MUTED}
 
 _TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -297,12 +304,13 @@ def summary_table(results: dict[str, Any], rates: tuple[float, ...] = (0.1, 0.15
     (:func:`facekit.goals.saving_at_equal_accuracy`).
     """
     codecs = results["codecs"]
-    lines = ["| codec | points (bpp → accuracy %, PSNR dB) |", "| --- | --- |"]
+    lines = ["| codec | points (bpp → accuracy %, TAR % at FAR 1e-3, PSNR dB) |", "| --- | --- |"]
     for name, pts in codecs.items():
         cells = []
         for p in sorted(pts, key=lambda p: p["bpp"]):
+            tar = f", TAR {100 * p[TAR_KEY]:.1f}" if p.get(TAR_KEY) is not None else ""
             ps = f", {p['psnr']:.1f} dB" if p.get("psnr") is not None else ""
-            cells.append(f"{p['bpp']:.3f} → {100 * p['acc_mean']:.2f} ± {100 * p['acc_std']:.2f}{ps}")
+            cells.append(f"{p['bpp']:.3f} → {100 * p['acc_mean']:.2f} ± {100 * p['acc_std']:.2f}{tar}{ps}")
         lines.append(f"| {name} | {'; '.join(cells)} |")
     lines += ["", "| codec | " + " | ".join(f"acc @ {r} bpp" for r in rates) + " |",
               "| --- |" + " --- |" * len(rates)]

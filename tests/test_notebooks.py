@@ -203,7 +203,7 @@ def test_03_joint_finetune(run_notebook):
 @pytest.mark.lfw
 def test_04_codec_comparison(run_notebook):
     out, s = run_notebook("04_codec_comparison")
-    assert {"rate_accuracy.png", "equal_bpp.png", "roi_example.png"} <= set(s["figures"])
+    assert {"rate_accuracy.png", "rate_tar.png", "equal_bpp.png", "roi_example.png"} <= set(s["figures"])
     from facekit.evaluate import load_results
 
     res = load_results(out / "rate_accuracy.json")
