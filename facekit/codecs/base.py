@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError
+from ..errors import CodecError, ImageError
 
 
 def bits_per_pixel(data: bytes, height: int, width: int) -> float:
@@ -41,6 +41,19 @@ def check_image(image: Any, *, min_size: int = 8) -> np.ndarray:
     if image.shape[0] < min_size or image.shape[1] < min_size:
         raise ImageError(f"image {image.shape[1]}x{image.shape[0]} is smaller than {min_size}x{min_size}")
     return np.ascontiguousarray(image)
+
+
+def int_setting(name: str, setting: Any, lo: int, hi: int) -> int:
+    """An integer quality setting of codec ``name`` in ``lo..hi``; a clear CodecError otherwise."""
+    try:
+        q = int(setting)
+    except (TypeError, ValueError) as e:
+        raise CodecError(f"{name}: the setting is an integer quality {lo}..{hi}, got {setting!r}") from e
+    if q != setting and not (isinstance(setting, float) and float(q) == setting):
+        raise CodecError(f"{name}: quality must be an integer, got {setting!r}")
+    if not lo <= q <= hi:
+        raise CodecError(f"{name}: quality {q} outside {lo}..{hi}")
+    return q
 
 
 @dataclass(frozen=True)

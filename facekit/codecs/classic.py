@@ -32,7 +32,7 @@ from PIL import Image, features
 
 from ..errors import BitstreamError, CodecError
 from ..pngstream import check_png_stream
-from .base import Codec, check_image
+from .base import Codec, check_image, int_setting
 
 #: refuse to decode anything larger than this (decompression bombs)
 MAX_PIXELS = 8192 * 8192
@@ -74,7 +74,7 @@ class JPEGCodec(Codec):
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         image = check_image(image)
-        q = _int_setting(self.name, setting, 1, 95)
+        q = int_setting(self.name, setting, 1, 95)
         buf = io.BytesIO()
         kw: dict[str, Any] = {"quality": q, "optimize": self.optimize}
         if self.subsampling is not None:
@@ -103,7 +103,7 @@ class WebPCodec(Codec):
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         image = check_image(image)
-        q = _int_setting(self.name, setting, 0, 100)
+        q = int_setting(self.name, setting, 0, 100)
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, "WEBP", quality=q, method=self.method)
         return buf.getvalue()
@@ -146,7 +146,7 @@ class AVIFCodec(Codec):
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         image = check_image(image)
-        q = _int_setting(self.name, setting, 0, 100)
+        q = int_setting(self.name, setting, 0, 100)
         buf = io.BytesIO()
         kw: dict[str, Any] = {"quality": q, "speed": self.speed, "subsampling": self.subsampling}
         if self.threads is not None:
@@ -263,18 +263,6 @@ class UncompressedCodec(Codec):
 
     def decode(self, data: bytes) -> np.ndarray:
         return _pil_decode(data, "PNG")
-
-
-def _int_setting(name: str, setting: Any, lo: int, hi: int) -> int:
-    try:
-        q = int(setting)
-    except (TypeError, ValueError) as e:
-        raise CodecError(f"{name}: the setting is an integer quality {lo}..{hi}, got {setting!r}") from e
-    if q != setting and not (isinstance(setting, float) and float(q) == setting):
-        raise CodecError(f"{name}: quality must be an integer, got {setting!r}")
-    if not lo <= q <= hi:
-        raise CodecError(f"{name}: quality {q} outside {lo}..{hi}")
-    return q
 
 
 def avif_available() -> bool:

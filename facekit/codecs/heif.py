@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BitstreamError, CodecError
-from .base import Codec, check_image
+from .base import Codec, check_image, int_setting
 from .classic import MAX_PIXELS
 
 #: x265 presets from fastest to slowest
@@ -73,7 +73,7 @@ class HEVCCodec(Codec):
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         image = check_image(image)
-        q = _quality(self.name, setting)
+        q = int_setting(self.name, setting, 0, 100)
         h, w = image.shape[:2]
         heif = self._heif.from_bytes(mode="RGB", size=(w, h), data=image.tobytes())
         params = {"preset": self.preset, "x265:pools": str(self.threads), "x265:frame-threads": "1"}
@@ -120,13 +120,3 @@ class HEVCCodec(Codec):
 
 def _chroma(c: int) -> str:
     return {420: "4:2:0", 422: "4:2:2", 444: "4:4:4"}[c]
-
-
-def _quality(name: str, setting: Any) -> int:
-    try:
-        q = int(setting)
-    except (TypeError, ValueError) as e:
-        raise CodecError(f"{name}: the setting is an integer quality 0..100, got {setting!r}") from e
-    if q != setting or not 0 <= q <= 100:
-        raise CodecError(f"{name}: quality must be an integer 0..100, got {setting!r}")
-    return q

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BitstreamError, CodecError
-from .base import Codec, check_image
+from .base import Codec, check_image, int_setting
 from .classic import MAX_PIXELS
 
 CODESTREAM = b"\xff\x0a"
@@ -162,12 +162,7 @@ class JPEGXLCodec(Codec):
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         image = check_image(image)
-        try:
-            q = int(setting)
-        except (TypeError, ValueError) as e:
-            raise CodecError(f"jpegxl: the setting is an integer quality 0..100, got {setting!r}") from e
-        if q != setting or not 0 <= q <= 99:
-            raise CodecError(f"jpegxl: quality must be an integer 0..99 (100 is lossless), got {setting!r}")
+        q = int_setting(self.name, setting, 0, 99)  # 100 is lossless
         from PIL import Image
 
         buf = io.BytesIO()
