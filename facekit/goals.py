@@ -185,7 +185,9 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
     def against(bases: Sequence[str], key: str = "acc_mean") -> tuple[list[dict[str, Any]], str]:
         """The baseline's points (the envelope of its measured forms) and what they pool, for the detail."""
         ref, members = envelope(results, bases, key)
-        return ref, (f" (envelope of {', '.join(members)})" if len(members) > 1 else "")
+        if members == list(bases):
+            return ref, ""
+        return ref, f" (envelope of {', '.join(members)})" if len(members) > 1 else f" ({', '.join(members)})"
 
     def above(other: str, max_bpp: float | None, goal: str) -> None:
         ref, pooled = against([other])
