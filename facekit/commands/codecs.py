@@ -38,5 +38,5 @@ def cmd_codecs(args: argparse.Namespace) -> int:
         print(f"{'':{width}s}  {_where(d)}")
     if not args.all:
         print(f"\n{len(info)} codecs; `facekit compress` writes the first (the recommended one) unless told "
-              "--codec NAME; --all also lists the older names still accepted")
+              "--codec NAME; --all also lists the names accepted unlisted (resized forms, other presets, older names)")
     return 0
