@@ -35,7 +35,7 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
     factorized prior  z_hat = round(z); a zero-mean Gaussian per channel (a table index each)
     hyper-synthesis   integer: subpixel conv3x3 32->64 x2, QReLU, subpixel conv3x3 ->64 x2, QReLU  = h
     context           integer: conv5x5 over the decoded anchors M->64, QReLU   = c (zero for anchors)
-    entropy params    integer: 1x1 (h, c) 128->96, QReLU, 1x1 ->2M: mean (1/16 steps), scale index
+    entropy params    integer: 1x1 (h, c) 128->96, QReLU, 1x1 ->2M: mean (1/16 steps), scale index / 8
     synthesis g_s     y_hat * inverse_gain(t), tconv5x5/2 M->56, IGDN, ->40, IGDN, ->24, IGDN,
                       conv3x3 ->12 + pixel shuffle: x_hat (crop to H x W)
 
@@ -74,6 +74,8 @@ from .integer import ACT_BITS, IntConv, floor_ste, round_ste
 PRESETS = {"q1": 0.0, "q2": 0.25, "q3": 0.5, "q4": 0.75, "q5": 1.0}
 #: the rate parameter is stored as ``round(t * RATE_STEPS)`` in a uint16
 RATE_STEPS = 65535
+#: the entropy networks give a scale index in units of 1/INDEX_GAIN (so that a training step moves it)
+INDEX_GAIN = 8
 #: the largest |latent| the context network reads, and the largest |z| symbol
 Y_MAX, Z_MAX = 2048.0, float(gaussian.support(gaussian.N_SCALES - 1))
 
@@ -156,10 +158,10 @@ class FaceHyperprior(nn.Module):
                                  IntConv(a.params_hidden, 2 * m, 1, relu=False, out_max=4096.0)])
         with torch.no_grad():  # start near sigma = 2.4 (index 25) and mean 0
             self.ep[1].weight.mul_(0.1)
-            self.ep[1].bias[m:] = 25.0
+            self.ep[1].bias[m:] = 25.0 / INDEX_GAIN
         #: the factorized prior: one scale index per channel of z (rounded when coding)
-        self.z_index = nn.Parameter(torch.full((a.hyper_latent,), 30.0))
-        self.register_buffer("z_index_int", torch.zeros(0, dtype=torch.int64))
+        self.z_index = nn.Parameter(torch.full((a.hyper_latent,), 30.0 / INDEX_GAIN))
+        self.register_buffer("z_index_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         g = torch.linspace(math.log(0.5), math.log(4.0), a.gain_levels)
         self.log_gain = nn.Parameter(g[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-g[:, None].repeat(1, m))
@@ -193,7 +195,7 @@ class FaceHyperprior(nn.Module):
         p = self.ep[1](self.ep[0](torch.cat([h, c], 1)))
         m = self.arch.latent
         mean = floor_ste(p[:, :m] * 16 + 0.5) / 16
-        index = floor_ste(p[:, m:] + 0.5).clamp(0, gaussian.N_SCALES - 1)
+        index = floor_ste(p[:, m:] * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1)
         return mean, index
 
     # --- training --------------------------------------------------------------------
@@ -207,7 +209,7 @@ class FaceHyperprior(nn.Module):
         y = self.g_a(self._pad(x) - 0.5) * self.gains(t)
         z = self.h_a(y)
         z_hat = round_ste(z).clamp(-Z_MAX, Z_MAX)
-        z_scale = gaussian.index_to_scale(floor_ste(self.z_index + 0.5).clamp(0, gaussian.N_SCALES - 1))
+        z_scale = gaussian.index_to_scale(floor_ste(self.z_index * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1))
         z_lik = gaussian.gaussian_likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5), z_scale[None, :, None, None])
         h = z_hat
         for layer in self.h_s:
@@ -226,17 +228,27 @@ class FaceHyperprior(nn.Module):
 
     # --- exact coding ----------------------------------------------------------------
     def freeze(self) -> FaceHyperprior:
-        """Round the integer networks' weights and the prior's indices (a pure function of the float weights)."""
+        """Round the integer networks' weights and the prior's indices: a pure function of the
+        float weights (exact scaling by powers of two, then rounding), so they are not saved."""
         for mod in self.modules():
             if isinstance(mod, IntConv):
                 mod.freeze()
         with torch.no_grad():
-            self.z_index_int = torch.floor(self.z_index.detach() + 0.5).clamp(0, gaussian.N_SCALES - 1).long()
+            self.z_index_int = torch.floor(self.z_index.detach() * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1).long()
         return self
 
     @property
     def frozen(self) -> bool:
         return self.z_index_int.numel() > 0
+
+    def train(self, mode: bool = True) -> FaceHyperprior:
+        """Training mode also forgets the integer weights (:meth:`freeze` makes them again)."""
+        if mode and self.frozen:
+            for mod in self.modules():
+                if isinstance(mod, IntConv):
+                    mod.unfreeze()
+            self.z_index_int = self.z_index_int.new_zeros(0)
+        return super().train(mode)
 
     def _params_int(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact ``(mean in 1/16 steps, scale index)``, int64, from integer features."""
@@ -244,7 +256,7 @@ class FaceHyperprior(nn.Module):
         m = self.arch.latent
         one = 2**ACT_BITS
         mean16 = torch.floor((p[:, :m] + one // 32) / (one // 16)).long()
-        index = torch.floor((p[:, m:] + one // 2) / one).clamp(0, gaussian.N_SCALES - 1).long()
+        index = torch.floor((p[:, m:] + one // (2 * INDEX_GAIN)) / (one // INDEX_GAIN)).clamp(0, gaussian.N_SCALES - 1).long()
         return mean16, index
 
     def _hyper_int(self, z_sym: torch.Tensor) -> torch.Tensor:

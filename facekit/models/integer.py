@@ -66,8 +66,9 @@ class IntConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_out, cin, k, k))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
         self.bias = nn.Parameter(torch.zeros(n_out))
-        self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int64))
-        self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64))
+        # derived from the float weights by freeze() (a pure function of them), so not saved
+        self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64), persistent=False)
 
     def extra_repr(self) -> str:
         return f"{self.cin}, {self.cout}, k={self.k}, relu={self.relu}, upsample={self.upsample}"
@@ -86,6 +87,11 @@ class IntConv(nn.Module):
             pre = F.pixel_shuffle(pre, 2)
         out = floor_ste(pre * 2**ACT_BITS) / 2**ACT_BITS
         return out.clamp(0.0, ACT_MAX) if self.relu else out.clamp(-self.out_max, self.out_max)
+
+    def unfreeze(self) -> None:
+        """Forget the integer weights (the float weights are about to change)."""
+        self.weight_int = self.weight_int.new_zeros(0)
+        self.bias_int = self.bias_int.new_zeros(0)
 
     @torch.no_grad()
     def freeze(self) -> None:
