@@ -240,3 +240,21 @@ def test_rd_training_reduces_the_loss(tmp_path: Path) -> None:
     after = loss_of(trained)
     assert summary["finished"] and after < 0.7 * before
     assert math.isfinite(summary["val_psnr_t0.5"]) and summary["val_bpp_t1"] > summary["val_bpp_t0"] > 0
+
+
+def test_codec_interface_round_trip_and_other_model() -> None:
+    from facekit.codecs.hyperprior import HyperpriorCodec
+
+    codec = HyperpriorCodec(tiny_model())
+    image = (face_like(70, 90)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    data = codec.encode(image, "q4")
+    out = codec.decode(data)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(codec.decode(data), out)
+    with pytest.raises(BitstreamError, match="another model"):
+        HyperpriorCodec(tiny_model(seed=1)).decode(data)
+    for bad in (b"", b"XXXX" + data[4:], data[:20]):
+        with pytest.raises(BitstreamError):
+            codec.decode(bad)
+    with pytest.raises(CodecError):
+        codec.encode(image, 2.0)

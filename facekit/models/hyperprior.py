@@ -331,8 +331,9 @@ class FaceHyperprior(nn.Module):
             mean16_n, idx_n = self._params_int(h, self._context_int(y16, anchor))
             sym = gaussian.decode_symbols(dec, idx_n[0][:, ~anchor].numpy())
             y16[0][:, ~anchor] = torch.from_numpy(sym) * 16 + mean16_n[0][:, ~anchor]
-            t = torch.full((1,), t16 / RATE_STEPS)
-            y_hat = y16.float() / 16
+            dev = self.log_gain.device
+            t = torch.full((1,), t16 / RATE_STEPS, device=dev)
+            y_hat = y16.float().to(dev) / 16
             x_hat = self.g_s(y_hat * self.gains(t, inverse=True)) + 0.5
             outs.append(x_hat[..., :hh, :ww].clamp(0, 1))
         return {"x_hat": torch.cat(outs, 0)}

@@ -13,7 +13,8 @@ that. :class:`IntConv` is such a layer, in two forms that compute the same funct
   integers at scale ``2**ACT_BITS``, ``acc = conv(a, W_int) + b_int`` holds integers at scale
   ``2**(ACT_BITS + WEIGHT_BITS)``, and the output is ``floor(acc / 2**WEIGHT_BITS)``, clamped.
 
-The integer form runs as a float64 convolution of integer-valued tensors. Every product
+The integer form runs on the CPU (a GPU library may pick FFT or Winograd algorithms, which
+are not exact) as a float64 convolution of integer-valued tensors. Every product
 and partial sum is an integer below ``2**52`` (:meth:`IntConv.freeze` checks the bound
 from the weights and the clamped input range), so float64 adds them exactly in any order:
 the result does not depend on BLAS's blocking, the thread count, the machine or the
@@ -114,8 +115,8 @@ class IntConv(nn.Module):
         if not self.frozen:
             raise WeightsError("an integer layer must be frozen (its weights rounded) before coding")
         lim = self.in_max * 2**ACT_BITS
-        a = a.double().clamp(-lim, lim)
-        acc = F.conv2d(a, self.weight_int.double(), self.bias_int.double(), padding=self.k // 2)
+        a = a.double().cpu().clamp(-lim, lim)
+        acc = F.conv2d(a, self.weight_int.double().cpu(), self.bias_int.double().cpu(), padding=self.k // 2)
         if self.upsample:
             acc = F.pixel_shuffle(acc, 2)
         out = torch.floor(acc / 2**WEIGHT_BITS)
