@@ -34,10 +34,10 @@ def face_like(h: int = 250, w: int = 250, seed: int = 0) -> torch.Tensor:
     return (base + 0.05 * torch.rand(3, h, w, generator=g)).clamp(0, 1)[None]
 
 
-def tiny_model(seed: int = 0) -> FaceHyperprior:
-    """A tiny model with weights spread out, so that symbols, means and indices vary."""
+def tiny_model(seed: int = 0, arch: HyperpriorArch = TINY) -> FaceHyperprior:
+    """A (tiny) model with weights spread out, so that symbols, means and indices vary."""
     torch.manual_seed(seed)
-    m = FaceHyperprior(TINY)
+    m = FaceHyperprior(arch)
     with torch.no_grad():
         m.log_gain.add_(2.0)
         m.log_inv_gain.sub_(2.0)
@@ -168,8 +168,9 @@ open(sys.argv[1] + "/again.bin", "wb").write(m.compress(x, d["rate"])["strings"]
 """
 
 
-def test_bit_exact_across_thread_counts_and_processes(tmp_path: Path) -> None:
-    m = tiny_model(3)
+@pytest.mark.parametrize("arch", [TINY, HyperpriorArch()], ids=["tiny", "default"])
+def test_bit_exact_across_thread_counts_and_processes(tmp_path: Path, arch: HyperpriorArch) -> None:
+    m = tiny_model(3, arch)
     x = face_like(250, 250, seed=3)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -181,7 +182,7 @@ def test_bit_exact_across_thread_counts_and_processes(tmp_path: Path) -> None:
     torch.save(m.state_dict(), tmp_path / "model.pt")
     torch.save(x, tmp_path / "x.pt")
     (tmp_path / "stream.bin").write_bytes(enc["strings"][0])
-    (tmp_path / "meta.json").write_text(json.dumps({"arch": TINY.to_dict(), "shape": enc["shape"], "rate": 0.7}))
+    (tmp_path / "meta.json").write_text(json.dumps({"arch": arch.to_dict(), "shape": enc["shape"], "rate": 0.7}))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
     subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(tmp_path), "2"], check=True, env=env, timeout=300)
     pixels = (x_hat * 255).round().to(torch.uint8).numpy().tobytes()
