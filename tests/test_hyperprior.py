@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +205,8 @@ def test_damaged_streams_give_one_clear_error() -> None:
             m.decompress([b], enc["shape"])
     with pytest.raises(BitstreamError):
         m.decompress([s], (0, 64))
+    with pytest.raises(BitstreamError, match="size"):
+        m.decompress([s], (64, 128))
 
 
 def test_default_decoder_fits_the_complexity_budget() -> None:
@@ -254,7 +257,7 @@ def test_codec_interface_round_trip_and_other_model() -> None:
     assert np.array_equal(codec.decode(data), out)
     with pytest.raises(BitstreamError, match="another model"):
         HyperpriorCodec(tiny_model(seed=1)).decode(data)
-    for bad in (b"", b"XXXX" + data[4:], data[:20]):
+    for bad in (b"", b"XXXX" + data[4:], data[:20], data[:4] + struct.pack("<HH", 70, 91) + data[8:]):
         with pytest.raises(BitstreamError):
             codec.decode(bad)
     with pytest.raises(CodecError):

@@ -47,7 +47,8 @@ The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likeliho
 ``compress(x, rate)`` returns ``{"strings": [bytes per image], "shape": (H, W)}``;
 ``decompress(strings, shape)`` returns ``{"x_hat"}``. A string is ``CRC32 (4 bytes) |
 t (uint16) | range-coded words``: the passes ``z``, anchors, non-anchors in one queue
-coder. A damaged or truncated string fails its CRC (:class:`~facekit.errors.BitstreamError`);
+coder. The CRC covers the image size as well, so a damaged or truncated string, or one
+given the wrong size, fails it (:class:`~facekit.errors.BitstreamError`);
 a rate outside ``[0, 1]`` is a :class:`~facekit.errors.CodecError`.
 """
 
@@ -300,7 +301,7 @@ class FaceHyperprior(nn.Module):
             gaussian.encode_symbols(enc, sym_a[i][:, anchor].numpy(), idx_a[i][:, anchor].numpy())
             gaussian.encode_symbols(enc, sym_n[i][:, ~anchor].numpy(), idx_n[i][:, ~anchor].numpy())
             body = struct.pack("<H", t16) + enc.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
-            strings.append(struct.pack("<I", zlib.crc32(body)) + body)
+            strings.append(struct.pack("<I", zlib.crc32(struct.pack("<II", hh, ww) + body)) + body)
         return {"strings": strings, "shape": (int(hh), int(ww))}
 
     @torch.no_grad()
@@ -317,7 +318,7 @@ class FaceHyperprior(nn.Module):
         m = self.arch.latent
         outs = []
         for data in strings:
-            t16, words = self._parse(bytes(data))
+            t16, words = self._parse(bytes(data), (hh, ww))
             import constriction
 
             dec = constriction.stream.queue.RangeDecoder(words)
@@ -339,13 +340,14 @@ class FaceHyperprior(nn.Module):
         return {"x_hat": torch.cat(outs, 0)}
 
     @staticmethod
-    def _parse(data: bytes) -> tuple[int, np.ndarray]:
-        """``(t16, words)`` of a string after its CRC check; BitstreamError when damaged or cut."""
+    def _parse(data: bytes, shape: tuple[int, int]) -> tuple[int, np.ndarray]:
+        """``(t16, words)`` of a string after its CRC check (which covers the image size too);
+        BitstreamError when damaged, cut, or given another size."""
         if len(data) < 6:
             raise BitstreamError(f"hyperprior stream of {len(data)} bytes is too short (truncated)")
         crc, body = struct.unpack("<I", data[:4])[0], data[4:]
-        if zlib.crc32(body) != crc:
-            raise BitstreamError("hyperprior stream fails its CRC32 check (truncated or damaged)")
+        if zlib.crc32(struct.pack("<II", *shape) + body) != crc:
+            raise BitstreamError("hyperprior stream fails its CRC32 check (truncated, damaged, or another image size)")
         t16 = struct.unpack("<H", body[:2])[0]
         raw = body[2:]
         raw += b"\x00" * ((-len(raw)) % 4 + 8)  # the stripped zero bytes, and zeros past the end
