@@ -40,7 +40,13 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
                       conv3x3 ->12 + pixel shuffle: x_hat (crop to H x W)
 
 ``benchmarks/model_complexity.py`` counts the multiply-accumulates per pixel (torch's
-``FlopCounterMode``) and times encode and decode beside OpenJPEG and AVIF.
+``FlopCounterMode``) and times encode and decode beside OpenJPEG and AVIF. Counted on a
+250x250 face: encoder 4.7k, decoder 4.6k MAC per pixel (of which about 0.7k are the
+integer networks); 0.9 M parameters. Measured on one thread of this project's 2-core
+machine under load 2.6-3 (8 LFW images, median of 3 rounds, competitors in the same run):
+decode 18-27 ms, encode 19-35 ms a face, against OpenJPEG's 3.4-6 ms decode and
+15-19 ms encode: the decode target of 10 ms is not met yet (the synthesis alone takes
+about 10 ms, the integer networks about 4 ms).
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
