@@ -262,3 +262,17 @@ def test_codec_interface_round_trip_and_other_model() -> None:
             codec.decode(bad)
     with pytest.raises(CodecError):
         codec.encode(image, 2.0)
+
+
+def test_rd_training_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    from facekit.training.rd import RDConfig, train_rd
+
+    images = [(face_like(64, 64, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for i in range(6)]
+    cfg = RDConfig(steps=6, batch_size=2, crop=64, warmup=2, arch=TINY.to_dict(), val_images=1, log_every=1,
+                   checkpoint_every=3)
+    train_rd(cfg, tmp_path / "a", images=images, threads=1, verbose=False)
+    train_rd(cfg, tmp_path / "b", images=images, threads=1, verbose=False, stop_after=3)
+    train_rd(cfg, tmp_path / "b", images=images, threads=1, verbose=False, resume=True)
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
