@@ -274,7 +274,8 @@ class FaceHyperprior(nn.Module):
 
     def _context_int(self, y16: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """Integer context from latents in 1/16 steps, anchors only."""
-        return self.ctx.forward_int(torch.where(anchor, y16.double() * 2 ** (ACT_BITS - 4), torch.zeros((), dtype=torch.float64)))
+        a = torch.where(anchor, y16.double() * 2 ** (ACT_BITS - 4), torch.zeros((), dtype=torch.float64))
+        return self.ctx.forward_int(a, where=~anchor)  # only the non-anchors read the context
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: float | str = 0.5) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class IntConv(nn.Module):
         # derived from the float weights by freeze() (a pure function of them), so not saved
         self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)  # the same integers as float64, on the CPU
 
     def extra_repr(self) -> str:
         return f"{self.cin}, {self.cout}, k={self.k}, relu={self.relu}, upsample={self.upsample}"
@@ -93,6 +94,7 @@ class IntConv(nn.Module):
         """Forget the integer weights (the float weights are about to change)."""
         self.weight_int = self.weight_int.new_zeros(0)
         self.bias_int = self.bias_int.new_zeros(0)
+        self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)
 
     @torch.no_grad()
     def freeze(self) -> None:
@@ -101,6 +103,7 @@ class IntConv(nn.Module):
         b = torch.round(self.bias.detach().double() * 2 ** (ACT_BITS + WEIGHT_BITS))
         self.weight_int = w.to(torch.int64)
         self.bias_int = b.to(torch.int64)
+        self._w64, self._b64 = w.cpu(), b.cpu()
         self.check_bound()
 
     def check_bound(self) -> None:
@@ -110,13 +113,25 @@ class IntConv(nn.Module):
         if worst >= EXACT_BOUND:
             raise WeightsError(f"integer layer {self.extra_repr()}: partial sums up to {worst:.3g} are not exact in float64")
 
-    def forward_int(self, a: torch.Tensor) -> torch.Tensor:
-        """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind."""
-        if not self.frozen:
+    def forward_int(self, a: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind.
+
+        With ``where`` (bool ``(H, W)``; not for ``upsample``), only those output positions are
+        computed (one matrix product over their patches); the others are left at 0.
+        """
+        if not self.frozen or self._w64.numel() == 0:
             raise WeightsError("an integer layer must be frozen (its weights rounded) before coding")
         lim = self.in_max * 2**ACT_BITS
         a = a.double().cpu().clamp(-lim, lim)
-        acc = F.conv2d(a, self.weight_int.double().cpu(), self.bias_int.double().cpu(), padding=self.k // 2)
+        if where is not None and not self.upsample:
+            b, _, h, w = a.shape
+            keep = where.cpu().reshape(-1)
+            cols = F.unfold(a, self.k, padding=self.k // 2)[:, :, keep]  # (B, Cin k k, n)
+            acc = torch.zeros(b, self._w64.shape[0], h * w, dtype=torch.float64)
+            acc[:, :, keep] = self._w64.flatten(1) @ cols + self._b64[:, None]
+            acc = acc.view(b, -1, h, w)
+        else:
+            acc = F.conv2d(a, self._w64, self._b64, padding=self.k // 2)
         if self.upsample:
             acc = F.pixel_shuffle(acc, 2)
         out = torch.floor(acc / 2**WEIGHT_BITS)
