@@ -10,6 +10,7 @@ sweep whose bpp is nearest the learned codec's. Prints what it measures; ``--jso
 
     python benchmarks/model_complexity.py --n 8 --rounds 3
     python benchmarks/model_complexity.py --weights runs/hp/model.pt --rate 0.3
+    python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
 """
 
 from __future__ import annotations
@@ -76,11 +77,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rate", type=float, default=0.5, help="the rate parameter t in [0, 1]")
     ap.add_argument("--weights", help="a training run's model.pt (default: untrained weights, same cost)")
+    ap.add_argument("--enc-widths", type=int, nargs=3, help="analysis widths of an untrained variant (default 24 40 56)")
+    ap.add_argument("--dec-widths", type=int, nargs=3, help="synthesis widths of an untrained variant (default 56 40 24)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    model = FaceHyperprior()
+    arch = HyperpriorArch()
+    if args.enc_widths:
+        arch = HyperpriorArch.from_dict({**arch.to_dict(), "enc_widths": args.enc_widths})
+    if args.dec_widths:
+        arch = HyperpriorArch.from_dict({**arch.to_dict(), "dec_widths": args.dec_widths})
+    model = FaceHyperprior(arch)
     if args.weights:
         blob = torch.load(args.weights, map_location="cpu", weights_only=True)
         model = FaceHyperprior(HyperpriorArch.from_dict(blob["rate_point"]))
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             "bpp": float(np.mean([8 * len(d) / pixels for d in datas])), "setting": setting}
 
     ours = rows["facekit-hyperprior"]
-    print(f"facekit.models.hyperprior {HyperpriorArch() if not args.weights else model.arch}")
+    print(f"facekit.models.hyperprior {model.arch}")
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
     print(f"MACs per pixel (250x250, FlopCounterMode): encoder {enc_macs:,.0f}, decoder {dec_macs:,.0f}")
     print(f"one thread, {args.n} {source}, median of {args.rounds} rounds; {platform.processor() or platform.machine()}, "
