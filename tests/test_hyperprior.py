@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from facekit.entropy_models import gaussian
 from facekit.errors import BitstreamError, CodecError
 from facekit.models.hyperprior import PRESETS, FaceHyperprior, HyperpriorArch, quantise_rate
-from facekit.models.integer import ACT_BITS, WEIGHT_BITS, IntConv
+from facekit.models.integer import ACT_BITS, WEIGHT_BITS, IntConv, bound
 
 pytest.importorskip("constriction")
 
@@ -280,3 +280,11 @@ def test_rd_training_resumed_equals_uninterrupted(tmp_path: Path) -> None:
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bound_passes_gradients_that_lead_back_into_range() -> None:
+    x = torch.tensor([-2.0, 0.5, 3.0, -2.0, 3.0], requires_grad=True)
+    y = bound(x, 0.0, 1.0)
+    assert y.tolist() == [0.0, 0.5, 1.0, 0.0, 1.0]
+    (y * torch.tensor([-1.0, 1.0, 1.0, 1.0, -1.0])).sum().backward()
+    assert x.grad.tolist() == [-1.0, 1.0, 1.0, 0.0, 0.0]

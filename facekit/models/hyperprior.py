@@ -75,7 +75,7 @@ from torch import nn
 
 from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
-from .integer import ACT_BITS, IntConv, floor_ste, round_ste
+from .integer import ACT_BITS, IntConv, bound, floor_ste, round_ste
 
 #: the q-names as points of the continuous rate parameter
 PRESETS = {"q1": 0.0, "q2": 0.25, "q3": 0.5, "q4": 0.75, "q5": 1.0}
@@ -202,7 +202,7 @@ class FaceHyperprior(nn.Module):
         p = self.ep[1](self.ep[0](torch.cat([h, c], 1)))
         m = self.arch.latent
         mean = floor_ste(p[:, :m] * 16 + 0.5) / 16
-        index = floor_ste(p[:, m:] * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1)
+        index = bound(floor_ste(p[:, m:] * INDEX_GAIN + 0.5), 0, gaussian.N_SCALES - 1)
         return mean, index
 
     # --- training --------------------------------------------------------------------
@@ -216,7 +216,7 @@ class FaceHyperprior(nn.Module):
         y = self.g_a(self._pad(x) - 0.5) * self.gains(t)
         z = self.h_a(y)
         z_hat = round_ste(z).clamp(-Z_MAX, Z_MAX)
-        z_scale = gaussian.index_to_scale(floor_ste(self.z_index * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1))
+        z_scale = gaussian.index_to_scale(bound(floor_ste(self.z_index * INDEX_GAIN + 0.5), 0, gaussian.N_SCALES - 1))
         z_lik = gaussian.gaussian_likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5), z_scale[None, :, None, None])
         h = z_hat
         for layer in self.h_s:

@@ -50,6 +50,27 @@ def floor_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.floor(x) - x).detach()
 
 
+class _Bound(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:  # type: ignore[no-untyped-def, override]
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[no-untyped-def, override]
+        (x,) = ctx.saved_tensors
+        inside = (x >= ctx.lo) & (x <= ctx.hi)
+        inward = ((x < ctx.lo) & (grad < 0)) | ((x > ctx.hi) & (grad > 0))
+        return grad * (inside | inward).to(grad.dtype), None, None
+
+
+def bound(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """``clamp(x, lo, hi)`` whose gradient still flows where it would bring ``x`` back into
+    the range (Ballé's lower bound), so an entry past the edge is not stuck there."""
+    return _Bound.apply(x, lo, hi)
+
+
 class IntConv(nn.Module):
     """A ``k x k`` convolution (stride 1, same padding) that runs bit-exactly once frozen.
 
