@@ -9,9 +9,10 @@ networks give an integer *index* into the table, exactly (integer arithmetic,
 built once and checked against a pinned sha256 (:data:`TABLE_SHA256`), so a platform whose
 ``erf`` rounds differently fails loudly instead of decoding garbage.
 
-Index ``s`` codes symbols in ``[-R_s, R_s]`` (``R_s = ceil(8 sigma_s) + 2``); the encoder
-clips a residual beyond that (and reconstructs from the clipped value, so encoder and
-decoder agree). Each bin's probability is an integer count out of ``2**20`` (at least 1),
+Index ``s`` codes symbols in ``[-R_s, R_s]`` (``R_s = ceil(8 sigma_s) + 2``), the outer bins
+holding the tails; a symbol in an outer bin is followed by its excess beyond it, coded with
+an Exp-Golomb code (an escape, as CompressAI's overflow coding), so no symbol is clipped
+below ``R_s + 2**16 - 2``. Each bin's probability is an integer count out of ``2**20`` (at least 1),
 so the float64 probabilities handed to ``constriction`` are exact dyadic numbers.
 
 Coding is done in whole-array calls: :func:`encode_symbols` sorts one pass's symbols by
@@ -85,23 +86,58 @@ def _model(index: int):  # type: ignore[no-untyped-def]
     return constriction.stream.model.Categorical(probs, perfect=False)
 
 
+#: escapes: the excess ``e`` of a symbol beyond its index's outer bin is Exp-Golomb coded,
+#: ``n = floor(log2(e + 1))`` under a fixed model, then ``n`` low bits; ``n`` < ESCAPE_BITS
+ESCAPE_BITS = 16
+
+
+@functools.lru_cache(maxsize=1)
+def _supports() -> np.ndarray:
+    return np.array([support(s) for s in range(N_SCALES)], np.int64)
+
+
 def clip_symbols(symbols: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Symbols clipped to the support of their index (what the encoder codes and reconstructs from)."""
-    r = np.array([support(s) for s in range(N_SCALES)], np.int64)[indices]
+    """Symbols clipped to what a stream can hold: ``R_s`` plus the largest escape (``2**16 - 2``)
+    either side; the encoder reconstructs from the clipped values, so both sides agree."""
+    r = _supports()[indices] + (1 << ESCAPE_BITS) - 2
     return np.clip(symbols, -r, r)
 
 
+@functools.lru_cache(maxsize=ESCAPE_BITS + 1)
+def _escape_model(bits: int | None = None):  # type: ignore[no-untyped-def]
+    import constriction
+
+    if bits is None:  # the number of low bits: P(n) proportional to 2**-(n + 1)
+        p = 2.0 ** -np.arange(1, ESCAPE_BITS + 1)
+        return constriction.stream.model.Categorical(p / p.sum(), perfect=False)
+    return constriction.stream.model.Uniform(1 << bits)
+
+
 def encode_symbols(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:  # type: ignore[no-untyped-def]
-    """Append one pass (``symbols``, int, already clipped; ``indices`` in ``[0, N_SCALES)``) to a
-    ``constriction`` queue encoder: one call per index in use."""
+    """Append one pass (``symbols``, int, clipped by :func:`clip_symbols`; ``indices`` in
+    ``[0, N_SCALES)``) to a ``constriction`` queue encoder.
+
+    Symbols are sorted by index (stably) and each index's symbols coded in one call, a
+    symbol beyond ``+-R_s`` as the outer bin; then the excess of every symbol in an outer bin
+    (0 for most), in position order: first all their bit counts in one call, then the low
+    bits, one call per count. At most 64 + 17 calls a pass, none per position.
+    """
     symbols = np.asarray(symbols, np.int64).ravel()
     indices = np.asarray(indices, np.int64).ravel()
+    r = _supports()[indices]
+    edge = np.abs(symbols) >= r
     order = np.argsort(indices, kind="stable")
-    s_sorted, i_sorted = symbols[order], indices[order]
+    s_sorted, i_sorted = np.clip(symbols, -r, r)[order], indices[order]
     used, starts = np.unique(i_sorted, return_index=True)
     ends = np.append(starts[1:], len(i_sorted))
     for s, a, b in zip(used.tolist(), starts.tolist(), ends.tolist(), strict=True):
         encoder.encode((s_sorted[a:b] + support(s)).astype(np.int32), _model(s))
+    excess = np.abs(symbols[edge]) - r[edge] + 1  # >= 1
+    if excess.size:
+        nbits = np.floor(np.log2(excess)).astype(np.int64)
+        encoder.encode(nbits.astype(np.int32), _escape_model())
+        for n in np.unique(nbits[nbits > 0]).tolist():
+            encoder.encode((excess[nbits == n] - (1 << n)).astype(np.int32), _escape_model(n))
 
 
 def decode_symbols(decoder, indices: np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -116,10 +152,18 @@ def decode_symbols(decoder, indices: np.ndarray) -> np.ndarray:  # type: ignore[
         for s, n in zip(used.tolist(), counts.tolist(), strict=True):
             out_sorted[at : at + n] = np.asarray(decoder.decode(_model(s), n), np.int64) - support(s)
             at += n
+        out = np.empty_like(out_sorted)
+        out[order] = out_sorted
+        r = _supports()[flat]
+        edge = np.abs(out) >= r
+        if edge.any():
+            nbits = np.asarray(decoder.decode(_escape_model(), int(edge.sum())), np.int64)
+            excess = np.left_shift(1, nbits)
+            for n in np.unique(nbits[nbits > 0]).tolist():
+                excess[nbits == n] += np.asarray(decoder.decode(_escape_model(n), int((nbits == n).sum())), np.int64)
+            out[edge] = np.sign(out[edge]) * (r[edge] + excess - 1)
     except (ValueError, RuntimeError, OverflowError, AssertionError) as e:  # constriction asserts on bad data
         raise BitstreamError(f"range-coded latents cannot be decoded (damaged): {e}") from e
-    out = np.empty_like(out_sorted)
-    out[order] = out_sorted
     return out.reshape(indices.shape)
 
 
