@@ -41,12 +41,12 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
 
 ``benchmarks/model_complexity.py`` counts the multiply-accumulates per pixel (torch's
 ``FlopCounterMode``) and times encode and decode beside OpenJPEG and AVIF. Counted on a
-250x250 face: encoder 4.7k, decoder 4.6k MAC per pixel (of which about 0.7k are the
-integer networks); 0.9 M parameters. Measured on one thread of this project's 2-core
-machine under load 2.6-3 (8 LFW images, median of 3 rounds, competitors in the same run):
-decode 18-27 ms, encode 19-35 ms a face, against OpenJPEG's 3.4-6 ms decode and
-15-19 ms encode: the decode target of 10 ms is not met yet (the synthesis alone takes
-about 10 ms, the integer networks about 4 ms).
+250x250 face (padded to 256x256): encoder 4.5k MAC per pixel (analysis 3.6k), decoder
+4.4k (synthesis 3.8k, the integer networks the rest); 0.9 M parameters. Measured on one
+thread of this project's 2-core machine under load 3.7 (8 LFW images, median of 3 rounds,
+competitors in the same run, weights of a 4,000-step CPU smoke run): decode 23 ms and
+encode 22-25 ms a face, against OpenJPEG's 4.4-4.8 ms decode (ratio about 5) and 13-18 ms
+encode: the decode target of 10 ms is not met yet.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
