@@ -1,0 +1,294 @@
+"""The second-generation codec (facekit.models.hyperprior): contract, exact coding, errors, training."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from facekit.entropy_models import gaussian
+from facekit.errors import BitstreamError, CodecError
+from facekit.models.hyperprior import PRESETS, FaceHyperprior, HyperpriorArch, quantise_rate
+from facekit.models.integer import ACT_BITS, WEIGHT_BITS, IntConv, bound
+
+pytest.importorskip("constriction")
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = HyperpriorArch(latent=8, enc_widths=(8, 8, 8), dec_widths=(8, 8, 8), hyper=8, hyper_latent=4,
+                      context=8, params_hidden=8, gain_levels=3)
+
+
+def face_like(h: int = 250, w: int = 250, seed: int = 0) -> torch.Tensor:
+    """A smooth image with some texture, (1, 3, h, w) in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    base = torch.stack([0.5 + 0.3 * torch.cos(3 * xx + k) * torch.sin(2 * yy - k) for k in range(3)])
+    return (base + 0.05 * torch.rand(3, h, w, generator=g)).clamp(0, 1)[None]
+
+
+def tiny_model(seed: int = 0, arch: HyperpriorArch = TINY) -> FaceHyperprior:
+    """A (tiny) model with weights spread out, so that symbols, means and indices vary."""
+    torch.manual_seed(seed)
+    m = FaceHyperprior(arch)
+    with torch.no_grad():
+        m.log_gain.add_(2.0)
+        m.log_inv_gain.sub_(2.0)
+        for layer in (*m.h_s, m.ctx, *m.ep):
+            layer.weight.mul_(3.0)
+    return m.eval()
+
+
+def test_forward_contract_and_random_rate_per_batch() -> None:
+    m = FaceHyperprior(TINY).train()
+    x = face_like(64, 64).repeat(2, 1, 1, 1)
+    out = m(x)
+    assert out["x_hat"].shape == x.shape
+    assert set(out["likelihoods"]) == {"y", "z"}
+    assert out["likelihoods"]["y"].shape == (2, 8, 4, 4) and out["likelihoods"]["z"].shape == (2, 4, 1, 1)
+    assert all(float(v.detach().min()) > 0 and float(v.detach().max()) <= 1 for v in out["likelihoods"].values())
+    t = out["rate"]
+    assert t.shape == (2,) and float(t[0]) == float(t[1]) and 0 <= float(t[0]) <= 1
+    assert float(m(x)["rate"][0]) != float(t[0])  # a new draw each batch
+    out["x_hat"].mean().backward()
+    assert m.g_a[0].weight.grad is not None and m.ep[1].weight.grad is not None
+
+
+def test_gains_interpolate_between_levels() -> None:
+    m = FaceHyperprior(TINY)
+    with torch.no_grad():
+        m.log_gain.copy_(torch.tensor([[0.0], [1.0], [3.0]]).expand(3, 8))
+    g = m.gains(torch.tensor([0.0, 0.25, 0.5, 1.0]))[:, 0, 0, 0]
+    assert torch.allclose(torch.log(g), torch.tensor([0.0, 0.5, 1.0, 3.0]), atol=1e-6)
+
+
+def test_rate_parameter_presets_and_out_of_range() -> None:
+    assert quantise_rate(0.0) == 0 and quantise_rate(1.0) == 65535 and quantise_rate("q3") == round(0.5 * 65535)
+    assert list(PRESETS) == ["q1", "q2", "q3", "q4", "q5"]
+    m = tiny_model()
+    for bad in (-0.01, 1.5, float("nan"), "q9"):
+        with pytest.raises(CodecError):
+            m.compress(face_like(64, 64), bad)
+
+
+def test_scale_table_is_pinned_and_normalised() -> None:
+    tables = gaussian.tables()
+    assert len(tables) == gaussian.N_SCALES
+    assert all(int(c.sum()) == 1 << gaussian.PRECISION and int(c.min()) >= 1 for c in tables)
+    assert all(len(c) == 2 * gaussian.support(s) + 1 for s, c in enumerate(tables))
+
+
+def test_symbols_round_trip_in_whole_array_calls() -> None:
+    import constriction
+
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, gaussian.N_SCALES, (5, 7, 9))
+    sym = gaussian.clip_symbols(np.round(rng.normal(0, 1, idx.shape) * gaussian.SCALES[idx] * 12).astype(np.int64), idx)
+    sym[0, 0, :4] = [10**6, -(10**6), 40, -41]  # escapes, two beyond what a stream holds
+    sym = gaussian.clip_symbols(sym, idx)
+    assert sym[0, 0, 0] == gaussian.support(int(idx[0, 0, 0])) + 2**16 - 2
+    assert (np.abs(sym) >= np.vectorize(gaussian.support)(idx)).sum() > 20
+    enc = constriction.stream.queue.RangeEncoder()
+    gaussian.encode_symbols(enc, sym, idx)
+    gaussian.encode_symbols(enc, sym[:2], idx[:2])
+    dec = constriction.stream.queue.RangeDecoder(enc.get_compressed())
+    assert np.array_equal(gaussian.decode_symbols(dec, idx), sym)
+    assert np.array_equal(gaussian.decode_symbols(dec, idx[:2]), sym[:2])
+
+
+def test_integer_conv_is_exact_against_int64_reference() -> None:
+    torch.manual_seed(0)
+    for upsample, k in ((False, 5), (True, 3)):
+        layer = IntConv(6, 5, k, relu=not upsample, upsample=upsample, in_max=300.0)
+        with torch.no_grad():
+            layer.weight.mul_(20)
+            layer.bias.uniform_(-3, 3)
+        layer.freeze()
+        a = torch.randint(-300 * 2**ACT_BITS, 300 * 2**ACT_BITS + 1, (2, 6, 7, 9), dtype=torch.int64)
+        got = layer.forward_int(a.double())
+        # reference: numpy int64 over the patches, floor shift, clamp
+        w = layer.weight_int.numpy()
+        pad = np.pad(a.numpy(), ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+        acc = np.zeros((2, w.shape[0], 7, 9), np.int64)
+        for di in range(k):
+            for dj in range(k):
+                acc += np.einsum("bchw,oc->bohw", pad[:, :, di : di + 7, dj : dj + 9], w[:, :, di, dj])
+        acc += layer.bias_int.numpy()[None, :, None, None]
+        ref = torch.from_numpy(acc >> WEIGHT_BITS)
+        if upsample:
+            ref = torch.nn.functional.pixel_shuffle(ref.double(), 2).long()
+        hi = (2.0**20 if upsample else 64.0) * 2**ACT_BITS
+        ref = ref.clamp(-hi if upsample else 0, hi)
+        assert torch.equal(got.long(), ref.long())
+        if not upsample:  # only some positions, by one matrix product over their patches
+            where = torch.rand(7, 9) < 0.5
+            part = layer.forward_int(a.double(), where=where)
+            assert torch.equal(part[:, :, where], got[:, :, where]) and not part[:, :, ~where].any()
+        # the float twin computes the same function (up to float32 rounding at the floor)
+        twin = layer(a.double().div(2**ACT_BITS).float()) * 2**ACT_BITS
+        assert float((twin.double() - got).abs().le(1).double().mean()) > 0.99
+
+
+def test_roundtrip_agrees_with_training_twin() -> None:
+    m = tiny_model()
+    x = face_like()
+    enc = m.compress(x, 0.6)
+    dec = m.decompress(enc["strings"], enc["shape"])["x_hat"]
+    assert dec.shape == x.shape
+    with torch.no_grad():
+        torch.manual_seed(0)
+        twin = m(x, quantise_rate(0.6) / 65535)
+    close = (twin["x_hat"].clamp(0, 1) - dec).abs().le(1e-4).float().mean()
+    assert float(close) > 0.99
+    bits = sum(float(-torch.log2(v).sum()) for v in twin["likelihoods"].values())
+    assert 8 * len(enc["strings"][0]) == pytest.approx(bits, rel=0.1, abs=200)
+    # more bits at a higher rate
+    assert len(m.compress(x, 1.0)["strings"][0]) > len(m.compress(x, 0.0)["strings"][0])
+
+
+def test_freeze_is_forgotten_in_training_mode() -> None:
+    m = tiny_model().freeze()
+    assert m.frozen and m.ctx.frozen
+    m.train()
+    assert not m.frozen and not m.ctx.frozen
+    assert all("_int" not in k for k in m.state_dict())
+
+
+DECODE_SCRIPT = r"""
+import json, sys, torch
+torch.set_num_threads(int(sys.argv[2]))
+from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch
+d = json.load(open(sys.argv[1] + "/meta.json"))
+m = FaceHyperprior(HyperpriorArch.from_dict(d["arch"]))
+m.load_state_dict(torch.load(sys.argv[1] + "/model.pt", weights_only=True))
+m.eval()
+x_hat = m.decompress([open(sys.argv[1] + "/stream.bin", "rb").read()], d["shape"])["x_hat"]
+open(sys.argv[1] + "/pixels.bin", "wb").write((x_hat * 255).round().to(torch.uint8).numpy().tobytes())
+x = torch.load(sys.argv[1] + "/x.pt", weights_only=True)
+open(sys.argv[1] + "/again.bin", "wb").write(m.compress(x, d["rate"])["strings"][0])
+"""
+
+
+@pytest.mark.parametrize("arch", [TINY, HyperpriorArch()], ids=["tiny", "default"])
+def test_bit_exact_across_thread_counts_and_processes(tmp_path: Path, arch: HyperpriorArch) -> None:
+    m = tiny_model(3, arch)
+    x = face_like(250, 250, seed=3)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        enc = m.compress(x, 0.7)
+        x_hat = m.decompress(enc["strings"], enc["shape"])["x_hat"]
+    finally:
+        torch.set_num_threads(old)
+    torch.save(m.state_dict(), tmp_path / "model.pt")
+    torch.save(x, tmp_path / "x.pt")
+    (tmp_path / "stream.bin").write_bytes(enc["strings"][0])
+    (tmp_path / "meta.json").write_text(json.dumps({"arch": arch.to_dict(), "shape": enc["shape"], "rate": 0.7}))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
+    subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(tmp_path), "2"], check=True, env=env, timeout=300)
+    pixels = (x_hat * 255).round().to(torch.uint8).numpy().tobytes()
+    assert (tmp_path / "pixels.bin").read_bytes() == pixels
+    assert (tmp_path / "again.bin").read_bytes() == enc["strings"][0]
+
+
+def test_damaged_streams_give_one_clear_error() -> None:
+    m = tiny_model()
+    enc = m.compress(face_like(64, 64), 0.5)
+    s = enc["strings"][0]
+    bad = [s[: len(s) // 2], s[:5], b"", s + b"\x01"]
+    for pos in (0, 4, 6, len(s) - 1):
+        flipped = bytearray(s)
+        flipped[pos] ^= 0x10
+        bad.append(bytes(flipped))
+    for b in bad:
+        with pytest.raises(BitstreamError):
+            m.decompress([b], enc["shape"])
+    with pytest.raises(BitstreamError):
+        m.decompress([s], (0, 64))
+    with pytest.raises(BitstreamError, match="size"):
+        m.decompress([s], (64, 128))
+
+
+def test_default_decoder_fits_the_complexity_budget() -> None:
+    m = FaceHyperprior().eval()
+    x = face_like()
+    enc = m.compress(x, 0.5)
+    with FlopCounterMode(display=False) as counter:
+        m.decompress(enc["strings"], enc["shape"])
+    macs_per_pixel = counter.get_total_flops() / 2 / (250 * 250)
+    assert 1000 < macs_per_pixel <= 6000
+
+
+def test_rd_training_reduces_the_loss(tmp_path: Path) -> None:
+    from facekit.training.rd import RateDistortionObjective, RDConfig, train_rd
+
+    rng = np.random.default_rng(0)
+    images = [(face_like(96, 96, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for i in range(12)]
+    images = [np.clip(im.astype(int) + rng.integers(-10, 10, im.shape), 0, 255).astype(np.uint8) for im in images]
+    cfg = RDConfig(steps=60, batch_size=4, crop=64, lr=2e-3, warmup=5, arch=TINY.to_dict(), val_images=2,
+                   log_every=10, checkpoint_every=1000)
+    objective = RateDistortionObjective(cfg)
+    batch = torch.stack([torch.from_numpy(im[:64, :64]).permute(2, 0, 1).float() / 255 for im in images[:4]])
+
+    def loss_of(model: FaceHyperprior) -> float:
+        torch.manual_seed(5)
+        with torch.no_grad():
+            return float(np.mean([float(objective(batch, model.train()(batch, t))["loss"]) for t in (0.0, 0.5, 1.0)]))
+
+    torch.manual_seed(cfg.seed)
+    before = loss_of(FaceHyperprior(TINY))
+    summary = train_rd(cfg, tmp_path, images=images, threads=1, verbose=False)
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    trained = FaceHyperprior(HyperpriorArch.from_dict(blob["rate_point"]))
+    trained.load_state_dict(blob["state_dict"])
+    after = loss_of(trained)
+    assert summary["finished"] and after < 0.7 * before
+    assert math.isfinite(summary["val_psnr_t0.5"]) and summary["val_bpp_t1"] > summary["val_bpp_t0"] > 0
+
+
+def test_codec_interface_round_trip_and_other_model() -> None:
+    from facekit.codecs.hyperprior import HyperpriorCodec
+
+    codec = HyperpriorCodec(tiny_model())
+    image = (face_like(70, 90)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    data = codec.encode(image, "q4")
+    out = codec.decode(data)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(codec.decode(data), out)
+    with pytest.raises(BitstreamError, match="another model"):
+        HyperpriorCodec(tiny_model(seed=1)).decode(data)
+    for bad in (b"", b"XXXX" + data[4:], data[:20], data[:4] + struct.pack("<HH", 70, 91) + data[8:]):
+        with pytest.raises(BitstreamError):
+            codec.decode(bad)
+    with pytest.raises(CodecError):
+        codec.encode(image, 2.0)
+
+
+def test_rd_training_resumed_equals_uninterrupted(tmp_path: Path) -> None:
+    from facekit.training.rd import RDConfig, train_rd
+
+    images = [(face_like(64, 64, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for i in range(6)]
+    cfg = RDConfig(steps=6, batch_size=2, crop=64, warmup=2, arch=TINY.to_dict(), val_images=1, log_every=1,
+                   checkpoint_every=3)
+    train_rd(cfg, tmp_path / "a", images=images, threads=1, verbose=False)
+    train_rd(cfg, tmp_path / "b", images=images, threads=1, verbose=False, stop_after=3)
+    train_rd(cfg, tmp_path / "b", images=images, threads=1, verbose=False, resume=True)
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bound_passes_gradients_that_lead_back_into_range() -> None:
+    x = torch.tensor([-2.0, 0.5, 3.0, -2.0, 3.0], requires_grad=True)
+    y = bound(x, 0.0, 1.0)
+    assert y.tolist() == [0.0, 0.5, 1.0, 0.0, 1.0]
+    (y * torch.tensor([-1.0, 1.0, 1.0, 1.0, -1.0])).sum().backward()
+    assert x.grad.tolist() == [-1.0, 1.0, 1.0, 0.0, 0.0]
