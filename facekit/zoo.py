@@ -7,6 +7,8 @@ the paper. Each lives in a weights folder, by default ``facekit/weights/``:
 
 * ``<variant>-<rate>.pt``: the networks (float16), in :func:`facekit.models.autoencoder.save_weights`'s format;
 * ``<variant>-<rate>-ctx.pt``: optionally, the context prior that range-codes its codes;
+* ``<name>.pt``: a model trained from a recipe (``recipes/<name>.toml``, e.g. the ``hyperprior``
+  codec), float32, by :func:`install_hyperprior`;
 * ``manifest.json``: one entry per model with both files' sha256, the model's fingerprint,
   how the weights were made and what they measure.
 
@@ -369,6 +371,48 @@ def install(
         base = read_manifest(folder)["models"].get(model_name("mse", summary["rate_point"]))
         return install_joint(run_dir, folder=folder, base_entry=base, variant=variant)
     return install_run(run_dir, variant or "mse", folder=folder, root=root)
+
+
+def install_hyperprior(model: Any, name: str, *, folder: PathLike | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save a :class:`~facekit.models.hyperprior.FaceHyperprior` as ``<name>.pt`` (float32: its integer
+    networks are rounded from these weights) and list it in the manifest with ``info``. Returns the entry."""
+    from .codecs.hyperprior import model_fingerprint
+
+    folder = Path(folder or weights_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save({"format": "facekit-hyperprior/1", "arch": model.arch.to_dict(),
+                "state_dict": {k: v.detach().cpu().float() for k, v in model.state_dict().items()}}, buf)
+    raw = buf.getvalue()
+    with manifest_lock(folder):
+        atomic_write(folder / f"{name}.pt", raw)
+        manifest = read_manifest(folder)
+        manifest.setdefault("format", 1)
+        entry = {"file": f"{name}.pt", "variant": name, "rate_point": None, "sha256": hashlib.sha256(raw).hexdigest(),
+                 "fingerprint": model_fingerprint(model), "bytes": len(raw), "dtype": "float32", **(info or {})}
+        manifest["models"][name] = entry
+        _write_manifest(folder, manifest)
+    return entry
+
+
+def load_hyperprior(name: str, *, folder: PathLike | None = None) -> tuple[Any, dict[str, Any]]:
+    """A stored hyperprior model (sha256- and fingerprint-checked, eval mode) and its manifest entry."""
+    from .codecs.hyperprior import model_fingerprint
+    from .models.hyperprior import FaceHyperprior, HyperpriorArch
+
+    folder = Path(folder or weights_dir())
+    entry = read_manifest(folder)["models"].get(name)
+    if entry is None:
+        raise WeightsError(f"no weights for {name!r} in {folder / MANIFEST}")
+    raw = (folder / entry["file"]).read_bytes() if (folder / entry["file"]).exists() else b""
+    if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
+        raise WeightsError(f"weights file {folder / entry['file']} is missing or does not match its sha256")
+    blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    model = FaceHyperprior(HyperpriorArch.from_dict(blob["arch"]))
+    model.load_state_dict(blob["state_dict"])
+    if model_fingerprint(model) != entry["fingerprint"]:
+        raise WeightsError(f"weights file {folder / entry['file']} builds a model whose fingerprint differs from the manifest")
+    return model.eval(), entry
 
 
 def fit_prior(

@@ -1,4 +1,5 @@
-"""``facekit train``: phase one, distortion training of one rate point of the learned codec (:func:`facekit.training.train`)."""
+"""``facekit train``: phase one, distortion training of one rate point of the learned codec (:func:`facekit.training.train`),
+or, with ``--recipe``, a shipped model's recipe (:mod:`facekit.training.recipe`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "CUDA (bf16 autocast); launch with torchrun for DDP. Resuming is bit-identical on CPU."
         ),
     )
+    p.add_argument("--recipe", default=None, metavar="TOML",
+                   help="train a shipped model from its recipe (recipes/*.toml): every training setting comes from "
+                        "the recipe; --out, --resume, --preset, --stop-after, --device, --root and --install apply")
+    p.add_argument("--preset", choices=["cpu", "gpu"], default=None,
+                   help="with --recipe: the recipe's budget (default: the preset the run was started with, else cpu)")
+    p.add_argument("--install", action="store_true",
+                   help="with --recipe: once the run has finished, put its weights in the weights store")
+    p.add_argument("--weights-folder", default=None, help="with --install: the weights folder (default: facekit/weights)")
     p.add_argument("--rate", default="q3", help="rate point name (q1..q5)")
     data = p.add_mutually_exclusive_group()
     data.add_argument("--root", help="LFW folder or archive (default: $FACEKIT_LFW)")
@@ -57,8 +66,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def run_recipe_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..training.recipe import install_recipe_run, load_recipe, run_recipe
+
+    if args.images:
+        raise TrainingError("--images does not apply with --recipe: the recipe's [data] says what to train on")
+    recipe = load_recipe(args.recipe)
+    preset = args.preset
+    run_file = Path(args.out) / "run.json"
+    if preset is None:
+        preset = json.loads(run_file.read_text())["preset"] if args.resume and run_file.exists() else "cpu"
+    summary = run_recipe(recipe, args.out, preset=preset, resume=args.resume, stop_after=args.stop_after,
+                         device=args.device, root=args.root)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "val_images")}, indent=2))
+    if args.install:
+        if not summary.get("finished"):
+            raise TrainingError(f"not installed: the run stopped at step {summary.get('steps_done')} of {summary.get('steps')}")
+        entry = install_recipe_run(recipe, args.out, folder=args.weights_folder)
+        print(json.dumps({"installed": entry["file"], "sha256": entry["sha256"], **entry["metrics"]}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, train
+
+    if args.recipe:
+        return run_recipe_command(args)
+    if args.install or args.preset:
+        raise TrainingError("--install and --preset go with --recipe")
 
     cfg = TrainConfig(rate=args.rate, steps=args.steps, seed=args.seed, loss=args.loss, amp=not args.no_amp)
     for attr in ("batch_size", "crop", "lr", "checkpoint_every", "log_every", "val_every", "val_images"):

@@ -115,12 +115,14 @@ def train_rd(
     device: str | torch.device | None = None,
     stop_after: int | None = None,
     threads: int | None = None,
+    time_limit_s: float | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Train :class:`FaceHyperprior` for rate and distortion; returns the summary (also ``summary.json``).
 
     Data: ``images``/``names``, else LFW's identity-disjoint training split under ``root``
     (or ``$FACEKIT_LFW``); the last ``cfg.val_images`` (by a hash of the name) are held out.
+    ``time_limit_s`` ends the run after that much training time (:func:`~facekit.training.loop.fit`).
     """
     if threads:
         set_threads(int(threads))
@@ -138,5 +140,5 @@ def train_rd(
         objective=RateDistortionObjective(cfg),  # type: ignore[arg-type]
         validate=lambda m: evaluate_rd(m, val_imgs),  # type: ignore[arg-type]
         device=dev, record={"train_images": len(data), "val_images": val_names},
-        resume=resume, stop_after=stop_after, verbose=verbose,
+        resume=resume, stop_after=stop_after, time_limit_s=time_limit_s, verbose=verbose,
     )
