@@ -16,7 +16,14 @@ from PIL import Image
 
 from facekit import zoo
 from facekit.cli import main
-from facekit.training.recipe import RecipeError, load_recipe, parse_toml, parse_toml_subset
+from facekit.errors import TrainingError
+from facekit.training.recipe import (
+    RecipeError,
+    install_recipe_run,
+    load_recipe,
+    parse_toml,
+    parse_toml_subset,
+)
 
 from .test_hyperprior import TINY, face_like
 
@@ -145,6 +152,8 @@ def test_cli_recipe_trains_resumes_and_installs(tmp_path: Path, capsys: pytest.C
     recipe.write_text(recipe.read_text().replace("lambda_max = 0.05", "lambda_max = 0.06"))
     assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err
+    with pytest.raises(TrainingError, match="settings other than"):
+        install_recipe_run(load_recipe(recipe), b, folder=store)
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

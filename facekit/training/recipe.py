@@ -271,8 +271,10 @@ def run_recipe(
 ) -> dict[str, Any]:
     """Run (or continue, ``resume``) a recipe's training into ``out_dir``; returns the phase's summary.
 
-    A resumed run must use the same recipe file and preset (checked); ``stop_after`` ends
-    this chunk after that many steps in total (after a checkpoint).
+    A resumed run must be of the same model and preset, with the same settings except
+    those the loop lets change (``steps``, ``checkpoint_every``, ``log_every``,
+    ``val_every``); each chunk's commit and recipe hash go into ``chunks.jsonl``.
+    ``stop_after`` ends this chunk after that many steps in total (after a checkpoint).
     """
     from .data import load_images_folder, load_split
     from .rd import train_rd
@@ -284,9 +286,9 @@ def run_recipe(
         if not run_file.exists():
             raise TrainingError(f"cannot resume: {out} holds no recipe run (no run.json)")
         started = json.loads(run_file.read_text())
-        if started["recipe_sha256"] != recipe.sha256 or started["preset"] != preset:
-            raise TrainingError(f"cannot resume {out}: it was started from {started['recipe']} (sha256 "
-                                f"{started['recipe_sha256'][:12]}, preset {started['preset']}), not this recipe and preset")
+        if started["name"] != recipe.name or started["preset"] != preset:
+            raise TrainingError(f"cannot resume {out}: it is a run of {started['name']} (preset {started['preset']}), "
+                                f"not {recipe.name} (preset {preset})")  # the loop checks the settings themselves
     else:
         if (out / "rd" / "checkpoint.pt").exists():
             raise TrainingError(f"{out} already holds a run: add --resume to continue it, or choose another --out")
@@ -299,7 +301,7 @@ def run_recipe(
     else:
         images, names = load_split(root)
     with open(out / "chunks.jsonl", "a") as f:
-        f.write(json.dumps({"resume": resume, "commit": git_commit(), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        f.write(json.dumps({"resume": resume, "commit": git_commit(), "recipe_sha256": recipe.sha256, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "stop_after": stop_after}) + "\n")
     return train_rd(cfg, out / "rd", images=images, names=names, resume=resume, stop_after=stop_after,
                     device=device or options["device"], threads=options["threads"],
@@ -335,8 +337,12 @@ def install_recipe_run(recipe: Recipe, out_dir: PathLike, *, folder: PathLike | 
         raise TrainingError(f"{out} is not a recipe run folder: {e}") from e
     if not summary.get("finished"):
         raise TrainingError(f"run {out} has not finished ({summary.get('steps_done')}/{summary.get('steps')} steps): resume it first")
-    if started["recipe_sha256"] != recipe.sha256:
-        raise TrainingError(f"run {out} was made from another version of {recipe.path} (sha256 {started['recipe_sha256'][:12]})")
+    want = recipe.config(started["preset"])[0].to_dict()
+    free = {k for k in RDConfig.RESUMABLE_CHANGES if k != "steps" or "time_limit_s" in summary}  # how often, or cut by time
+    diff = [k for k in want if k not in free and summary["config"].get(k) != want[k]]
+    if diff:
+        raise TrainingError(f"run {out} was trained with settings other than {recipe.path}'s: "
+                            + ", ".join(f"{k} ({summary['config'].get(k)!r} != {want[k]!r})" for k in diff))
     blob = torch.load(out / "rd" / "model.pt", map_location="cpu", weights_only=True)
     model = FaceHyperprior(HyperpriorArch.from_dict(blob["rate_point"]))
     model.load_state_dict(blob["state_dict"])
@@ -345,7 +351,7 @@ def install_recipe_run(recipe: Recipe, out_dir: PathLike, *, folder: PathLike | 
     info = {
         "kind": recipe.kind,
         "recipe": {"file": recipe.path.name, "sha256": recipe.sha256, "preset": started["preset"],
-                   "config": summary["config"]},
+                   "config": summary["config"], "sha256_per_chunk": [c.get("recipe_sha256") for c in chunks]},
         "commit": sorted({c["commit"] for c in chunks}),
         "chunks": len(chunks),
         "hardware": summary["hardware"],
