@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train one rate point of the learned codec for distortion on the identity-disjoint "
             "split of LFW (people in no pair of pairs.txt) or a folder of images. Runs on CPU or "
-            "CUDA (bf16 autocast); launch with torchrun for DDP. Resuming is bit-identical on CPU."
+            "CUDA (bf16 autocast); launch with torchrun for DDP. Resuming is bit-identical on CPU. "
+            "With --recipe, trains a shipped model from its recipe instead (recipes/*.toml; make weights runs them all)."
         ),
     )
     p.add_argument("--recipe", default=None, metavar="TOML",
