@@ -12,7 +12,10 @@ phase two is phase one with more loss terms. The modules:
 * :mod:`~facekit.training.losses`: distortion, MS-SSIM, identity and rate terms in one sum;
 * :mod:`~facekit.training.identity`: the recogniser's identity term and face weights;
 * :mod:`~facekit.training.loop`: the loop;
-* :mod:`~facekit.training.phases`: the two phases as runs of the loop.
+* :mod:`~facekit.training.phases`: the two phases as runs of the loop;
+* :mod:`~facekit.training.rd`: rate-distortion training of the second-generation codec;
+* :mod:`~facekit.training.recipe`: ``recipes/*.toml``, one per shipped model: run, resume, install
+  (``facekit train --recipe``, ``make weights``).
 
 Finished runs become shipped weights through :mod:`facekit.zoo` (``facekit weights install``).
 Example::
