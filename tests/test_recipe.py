@@ -156,6 +156,7 @@ def test_cli_recipe_trains_resumes_and_installs(tmp_path: Path, capsys: pytest.C
         install_recipe_run(load_recipe(recipe), b, folder=store)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_weights_trains_and_installs_every_recipe(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path)
