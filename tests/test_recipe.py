@@ -100,6 +100,7 @@ BAD = {  # case: (text of the good recipe, what replaces it, what the error says
     "joint on": ("enabled = false", "enabled = true", "not implemented yet"),
     "bad arch": ("[model.arch]", "[model.arch]\nwidth = 3", "[model.arch]"),
     "bad source": ('source = "folder"', 'source = "faces"', "source 'faces'"),
+    "bad threads": ("threads = 1", "threads = 0", "threads = 0 should be a positive number"),
 }
 
 

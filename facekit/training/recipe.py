@@ -225,6 +225,12 @@ def load_recipe(path: PathLike) -> Recipe:
     for name, table in presets.items():
         _check_keys(p, f"preset.{name}", table, fields | RUN_KEYS, {"steps"})
         _check_types(p, f"preset.{name}", table)
+        for k in RUN_KEYS & set(table):
+            v = table[k]
+            text = k in ("device", "budget")
+            ok = isinstance(v, str) if text else isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            if not ok:
+                raise RecipeError(f"recipe {p}: [preset.{name}] {k} = {v!r} should be a {'string' if text else 'positive number'}")
     joint = doc.get("joint", {})
     if not isinstance(joint, dict):
         raise RecipeError(f"recipe {p}: [joint] must be a table")
