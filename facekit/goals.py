@@ -97,17 +97,23 @@ def measured_form(results: dict[str, Any], base: str) -> str | None:
 def envelope(results: dict[str, Any], bases: Sequence[str], key: str = "acc_mean") -> tuple[list[dict[str, Any]], list[str]]:
     """The upper envelope of every measured form of the classical codecs ``bases``, and the names it pools.
 
-    Every point of every results name whose :func:`baseline_of` is in ``bases`` is pooled; a point
-    is kept when no cheaper point reaches its ``key`` (accuracy, or TAR at FAR 1e-3). The result
-    is the best any of those codecs does at each rate: the strongest fair baseline.
+    Every results name whose :func:`baseline_of` is in ``bases`` is pooled. At each rate the
+    envelope takes the best of those codecs' curves (each linear in log bpp between its points,
+    as :func:`facekit.bdrate.quality_at`), sampled at every measured rate and on a fine log grid
+    (so that crossings are kept), then made monotone: the best any of them does at each rate,
+    the strongest fair baseline. ``key`` is the quality: accuracy, or :data:`TAR_KEY`.
     """
     members = [n for n in results["codecs"] if baseline_of(n) in bases and not is_learned(n)]
-    pool = sorted((p for n in members for p in results["codecs"][n] if p.get("bpp") and p.get(key) is not None),
-                  key=lambda p: (p["bpp"], -p[key]))
+    curves = [c for c in (curve(results["codecs"][n], key) for n in members) if len(c[0])]
+    if not curves:
+        return [], members
+    rates = np.concatenate([x for x, _ in curves])
+    grid = np.union1d(rates, np.geomspace(rates.min(), rates.max(), 200))
     best: list[dict[str, Any]] = []
-    for p in pool:
-        if not best or p[key] > best[-1][key]:
-            best.append(p)
+    for r in grid:
+        q = [v for v in (quality_at(x, y, float(r)) for x, y in curves) if v is not None]
+        if q and (not best or max(q) > best[-1][key]):
+            best.append({"bpp": float(r), key: float(max(q))})
     return best, members
 
 

@@ -155,3 +155,27 @@ def test_no_saving_where_the_curves_do_not_overlap():
     assert touch["saving"] is None and "less than one accuracy point" in touch["reason"]
     goals = {g["goal"]: g for g in check_goals(results(c=pts((0.01, 0.90), (0.03, 0.99)), **CLASSIC), "c")}
     assert goals["bitrate saving of at least 50 % against AVIF"]["met"] is None
+
+
+def test_envelope_is_the_best_measured_form_at_each_rate():
+    from facekit.bdrate import curve, quality_at
+    from facekit.goals import baseline_of, envelope
+
+    assert baseline_of("avif-speed6") == baseline_of("avif-resized") == "avif"
+    assert baseline_of("avif-speed6-roi") == "avif-roi" and baseline_of("facekit-roi") == "facekit-roi"
+    r = results(
+        webp=pts((0.13, 0.91), (0.24, 0.967)),
+        **{"webp-resized": pts((0.03, 0.64), (0.1, 0.918), (0.15, 0.95))},
+        jpegxl=pts((0.146, 0.92)),  # below the resized WebP's chord there: it must not pull the envelope down
+        jpeg2000=pts((0.1, 0.87), (0.2, 0.958)),
+        facekit=pts((0.05, 0.9), (0.1, 0.97)),
+    )
+    env, members = envelope(r, ["webp", "jpegxl"])
+    assert members == ["webp", "webp-resized", "jpegxl"]  # jpeg2000 and the learned codec are not pooled
+    x, y = curve(env)
+    for rate in (0.05, 0.12, 0.146, 0.2):
+        best = max(v for v in (quality_at(*curve(r["codecs"][n]), rate) for n in members) if v is not None)
+        assert quality_at(x, y, rate) == pytest.approx(best, abs=2e-3), rate
+    assert all(b > a for a, b in zip(y, y[1:], strict=False))  # monotone
+    goals = {g["goal"]: g for g in check_goals(r, "facekit")}
+    assert "envelope of webp, webp-resized" in goals["bitrate saving of at least 50 % against WebP"]["detail"]
