@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facekit.metrics import psnr  # noqa: E402
+from facekit.metrics import rate_and_psnr  # noqa: E402
 
 
 def pick(names: list[str], n: int | None) -> list[str]:
@@ -33,17 +33,6 @@ def pick(names: list[str], n: int | None) -> list[str]:
         return names
     idx = np.linspace(0, len(names) - 1, n).round().astype(int)
     return [names[i] for i in sorted(set(idx.tolist()))]
-
-
-def evaluate_codec(codec, images: list[np.ndarray], setting) -> dict[str, float]:
-    """Mean bpp and PSNR of one codec setting over the images."""
-    bpps, psnrs = [], []
-    for im in images:
-        data = codec.encode(im, setting)
-        out = codec.decode(data)
-        bpps.append(8.0 * len(data) / (im.shape[0] * im.shape[1]))
-        psnrs.append(psnr(im, out))
-    return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for codec_l, rate in jobs:
         t0 = time.time()
-        row = {"rate_point": rate, "codec": codec_l.name, **evaluate_codec(codec_l, images, rate)}
+        row = {"rate_point": rate, "codec": codec_l.name, **rate_and_psnr(codec_l, images, rate)}
         row["seconds"] = time.time() - t0
         for name in args.compare:
             try:
                 codec = get_codec(name)
                 setting, mean_bpp = match_bpp(codec, images, row["bpp"])
-                res = evaluate_codec(codec, images, setting)
+                res = rate_and_psnr(codec, images, setting)
                 # a codec whose lowest setting overshoots the target cannot be compared there
                 row[name] = {"setting": setting, **res, "reached_target": res["bpp"] <= 1.02 * row["bpp"]}
             except CodecError as e:

@@ -15,6 +15,8 @@ Example::
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,3 +56,16 @@ def psnr_from_mse_torch(mse: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
 def psnr_torch(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Per-image PSNR in dB of tensors ``(N, C, H, W)``, capped at :data:`MAX_PSNR`."""
     return psnr_from_mse_torch((x_hat.float() - x.float()).pow(2).flatten(1).mean(dim=1), data_range)
+
+
+def rate_and_psnr(codec: Any, images: Sequence[np.ndarray], setting: Any) -> dict[str, float]:
+    """Mean bpp (whole files, headers included) and PSNR of one codec setting over ``images``.
+
+    ``{"bpp", "psnr", "psnr_std"}``; each image is encoded, the bytes counted, and decoded.
+    """
+    bpps, psnrs = [], []
+    for im in images:
+        data = codec.encode(im, setting)
+        bpps.append(8.0 * len(data) / (im.shape[0] * im.shape[1]))
+        psnrs.append(psnr(im, codec.decode(data)))
+    return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs)), "psnr_std": float(np.std(psnrs))}

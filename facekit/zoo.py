@@ -46,7 +46,7 @@ from .codecs.names import VARIANTS, model_name
 from .entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior
 from .errors import TrainingError, WeightsError
 from .fileio import atomic_write
-from .metrics import psnr
+from .metrics import rate_and_psnr
 from .models.autoencoder import FaceCodecNet, RatePoint, load_weights, save_weights
 
 MANIFEST = "manifest.json"
@@ -317,15 +317,8 @@ def install_run(
     lfw = open_lfw(root)
     imgs = [lfw.load(n) for n in summary["val_images"]]
     rate = model.rate_point.name
-    bpps, ps = [], []
-    for im in imgs:
-        data = codec.encode(im, rate)
-        out = codec.decode(data)
-        bpps.append(8.0 * len(data) / (im.shape[0] * im.shape[1]))
-        ps.append(psnr(im, out))
-    metrics = {
-        "held_out_split": {"images": len(imgs), "bpp": round(float(np.mean(bpps)), 5), "psnr": round(float(np.mean(ps)), 3)}
-    }
+    m = rate_and_psnr(codec, imgs, rate)
+    metrics = {"held_out_split": {"images": len(imgs), "bpp": round(m["bpp"], 5), "psnr": round(m["psnr"], 3)}}
     update_manifest(variant, rate, {"metrics": metrics}, folder=folder)
     entry["metrics"] = metrics
     return entry
