@@ -203,6 +203,22 @@ def make_datasets(
     return ImageSet([t[0] for t in train], [t[1] for t in train]), [v[0] for v in val], [v[1] for v in val]
 
 
+def training_sets(
+    val_images: int,
+    images: Sequence[np.ndarray] | None = None,
+    names: Sequence[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    images_dir: str | os.PathLike[str] | None = None,
+) -> tuple[ImageSet, list[np.ndarray], list[str]]:
+    """The training set and held-out images of a run: ``images``/``names`` given directly, else a
+    folder of images (``images_dir``), else LFW's identity-disjoint split under ``root``."""
+    if images is None:
+        images, names = load_images_folder(images_dir) if images_dir is not None else load_split(root)
+    if names is None:
+        names = [f"image{i:05d}" for i in range(len(images))]
+    return make_datasets(images, names, val_images)
+
+
 def split_with_transforms(
     recognizer: Any, root: str | os.PathLike[str] | None = None, progress: bool = True
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:

@@ -24,7 +24,7 @@ from ..metrics import psnr_from_mse, psnr_torch
 from ..models.autoencoder import FaceCodecNet, RatePoint
 from ..threads import set_threads
 from .config import JointConfig, TrainConfig
-from .data import AlignedImageSet, load_images_folder, load_split, make_datasets
+from .data import AlignedImageSet, training_sets
 from .identity import IdentityLoss, face_weights
 from .loop import fit, seed_everything, training_device
 from .losses import JointLoss, Objective, distortion_loss, unset
@@ -119,14 +119,7 @@ def train(
     if threads:
         set_threads(int(threads))
     dev = training_device(device)
-    if images is None:
-        if images_dir is not None:
-            images, names = load_images_folder(images_dir)
-        else:
-            images, names = load_split(root)
-    if names is None:
-        names = [f"image{i:05d}" for i in range(len(images))]
-    data, val_imgs, val_names = make_datasets(images, names, cfg.val_images)
+    data, val_imgs, val_names = training_sets(cfg.val_images, images, names, root, images_dir)
 
     seed_everything(cfg.seed)
     model = FaceCodecNet(cfg.rate_point())

@@ -30,7 +30,7 @@ from ..metrics import psnr_torch
 from ..models.hyperprior import FaceHyperprior, HyperpriorArch
 from ..threads import set_threads
 from .config import TrainConfig
-from .data import load_split, make_datasets
+from .data import training_sets
 from .loop import fit, seed_everything, training_device
 from .losses import JointLoss
 
@@ -127,11 +127,7 @@ def train_rd(
     if threads:
         set_threads(int(threads))
     dev = training_device(device)
-    if images is None:
-        images, names = load_split(root)
-    if names is None:
-        names = [f"image{i:05d}" for i in range(len(images))]
-    data, val_imgs, val_names = make_datasets(images, names, cfg.val_images)
+    data, val_imgs, val_names = training_sets(cfg.val_images, images, names, root)
     seed_everything(cfg.seed)
     model = FaceHyperprior(cfg.rate_point())
     return fit(
