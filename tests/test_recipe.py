@@ -1,7 +1,10 @@
-"""Recipes (facekit.training.recipe): loading and checking, ``facekit train --recipe``, and ``make weights``."""
+"""Recipes (facekit.training.recipe): loading and checking, ``facekit train --recipe`` (phase one, then the
+joint phase), ``--install``, and ``make weights``."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -17,8 +20,10 @@ from PIL import Image
 from facekit import zoo
 from facekit.cli import main
 from facekit.errors import TrainingError
+from facekit.training.loop import CHECKPOINT_VERSION, read_checkpoint
 from facekit.training.recipe import (
     RecipeError,
+    finished_phase,
     install_recipe_run,
     load_recipe,
     parse_toml,
@@ -60,8 +65,31 @@ threads = 1
 steps = 5
 device = "cuda"
 [joint]
-enabled = false
+enabled = true
+recognizer = "tests.fakes:TinyRecognizer"
+lambda_id = 0.5
+background_weight = 0.5
+lr = 1e-3
+val_every = 2
+checkpoint_every = 2
+[joint.preset.cpu]
+steps = 4
+[joint.preset.gpu]
+steps = 4
+time_limit_s = 60
 """
+
+
+#: phase one's configs of the shipped recipe before it had a joint phase (commit 3f304bb; the cpu one is
+#: what the run started from it then stored in its checkpoint)
+PHASE_ONE_CONFIGS = {
+    preset: {"rate": "variable", "steps": steps, "batch_size": batch, "crop": crop, "lr": 0.0003, "warmup": 20,
+             "min_lr_ratio": 0.1, "grad_clip": 1.0, "seed": 0, "loss": "mse", "lambda_msssim": 0.1, "amp": amp,
+             "checkpoint_every": every, "log_every": 100, "val_every": val, "val_images": 32, "jitter": 0.05,
+             "arch": {}, "init": None, "lambda_min": 5e-06, "lambda_max": 0.045}
+    for preset, steps, batch, crop, amp, every, val in (("cpu", 40000, 8, 128, True, 500, 1000),
+                                                         ("gpu", 30000, 16, 256, False, 2000, 2000))
+}
 
 
 def tiny_recipe(tmp: Path) -> Path:
@@ -87,8 +115,15 @@ def test_shipped_recipes_load_and_read_alike_everywhere(path: Path) -> None:
     assert cpu_opts["device"] == "cpu" and cpu_opts["threads"] == 1
     assert gpu_opts["device"] == "cuda" and 0 < gpu_opts["time_limit_s"] <= 15 * 60
     assert cpu.seed == gpu.seed and cpu.lambda_min == gpu.lambda_min and cpu.lambda_max == gpu.lambda_max
-    assert recipe.data["source"] == "lfw-identity-disjoint" and not recipe.joint.get("enabled")
+    assert recipe.data["source"] == "lfw-identity-disjoint" and recipe.joint_enabled
     assert cpu.checkpoint_every <= 3000  # at most about 10 minutes between checkpoints on one CPU thread
+    for preset, phase_one in (("cpu", cpu), ("gpu", gpu)):
+        joint, options = recipe.joint_config(preset)
+        assert (joint.lambda_min, joint.lambda_max, joint.arch) == (phase_one.lambda_min, phase_one.lambda_max, phase_one.arch)
+        assert joint.recognizer == "dlib-resnet" and joint.lambda_id > 0 and 0 < joint.background_weight < 1
+        assert options["device"] == (cpu_opts if preset == "cpu" else gpu_opts)["device"]
+        assert preset == "cpu" or 0 < options["time_limit_s"] <= 15 * 60
+        assert preset == "gpu" or joint.checkpoint_every <= 300  # about 10 minutes at 2 s a step
 
 
 BAD = {  # case: (text of the good recipe, what replaces it, what the error says)
@@ -97,7 +132,10 @@ BAD = {  # case: (text of the good recipe, what replaces it, what the error says
     "wrong type": ("batch_size = 2\n", 'batch_size = "2"\n', "batch_size = '2' should be a int"),
     "unknown preset": ("[preset.cpu]", "[preset.fast]", "should be some of cpu, gpu"),
     "lambda order": ("lambda_min = 1e-3\nlambda_max = 0.05", "lambda_min = 0.05\nlambda_max = 1e-3", "0 < min < max"),
-    "joint on": ("enabled = false", "enabled = true", "not implemented yet"),
+    "joint lambda": ("lambda_id = 0.5", "lambda_min = 0.5", "unknown key(s) lambda_min in [joint]"),
+    "joint presets": ("[joint.preset.gpu]\nsteps = 4\n", "", "[joint.preset.*] should be the presets of phase one"),
+    "joint weight": ("background_weight = 0.5", "background_weight = 2", "0 <= background_weight <= 1"),
+    "joint switch": ("enabled = true", 'enabled = "yes"', "enabled = 'yes' should be true or false"),
     "bad arch": ("[model.arch]", "[model.arch]\nwidth = 3", "[model.arch]"),
     "bad source": ('source = "folder"', 'source = "faces"', "source 'faces'"),
     "bad threads": ("threads = 1", "threads = 0", "threads = 0 should be a positive number"),
@@ -121,40 +159,87 @@ def test_a_bad_recipe_gives_one_clear_error(tmp_path: Path, capsys: pytest.Captu
         load_recipe(tmp_path / "missing.toml")
 
 
-def test_cli_recipe_trains_resumes_and_installs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_recipe_trains_both_phases_resumes_and_installs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = tiny_recipe(tmp_path)
     a, b, store = tmp_path / "a", tmp_path / "b", tmp_path / "weights"
     assert main(["train", "--recipe", str(recipe), "--out", str(a)]) == 0
     assert main(["train", "--recipe", str(recipe), "--out", str(b), "--stop-after", "2"]) == 0
-    assert not (b / "rd" / "model.pt").exists()
+    assert not (b / "rd" / "model.pt").exists() and not (b / "joint").exists()
     assert main(["train", "--recipe", str(recipe), "--out", str(b)]) == 2  # a run is there: --resume or another --out
     assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume", "--stop-after", "7"]) == 0
+    assert (b / "rd" / "model.pt").exists() and not (b / "joint" / "model.pt").exists()  # phase one, then 2 joint steps
     assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume", "--install",
                  "--weights-folder", str(store)]) == 0
-    wa = torch.load(a / "rd" / "model.pt", weights_only=True)["state_dict"]
-    wb = torch.load(b / "rd" / "model.pt", weights_only=True)["state_dict"]
-    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)  # resumed = uninterrupted
+    for phase in ("rd", "joint"):  # resumed = uninterrupted, in both phases
+        wa = torch.load(a / phase / "model.pt", weights_only=True)["state_dict"]
+        wb = torch.load(b / phase / "model.pt", weights_only=True)["state_dict"]
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (b / "recipe.toml").read_bytes() == recipe.read_bytes()
-    assert len((b / "chunks.jsonl").read_text().splitlines()) == 2
-    curve = [r for r in (json.loads(x) for x in (b / "rd" / "history.jsonl").read_text().splitlines()) if "val_bpp_t0" in r]
-    assert [r["step"] for r in curve] == [3, 5]
-    # the installed model and its manifest entry
+    assert len((b / "chunks.jsonl").read_text().splitlines()) == 3
+    curve = [r for r in (json.loads(x) for x in (b / "joint" / "history.jsonl").read_text().splitlines()) if "val_bpp_t0" in r]
+    assert [r["step"] for r in curve] == [2, 4] and all(0 < r["val_idcos_t0.5"] <= 1 for r in curve)
+    assert "val_idcos_t1" in (b / "joint" / "history.csv").read_text().splitlines()[0]
+    # the installed model is the joint phase's, and its manifest entry tells both phases
     model, entry = zoo.load_hyperprior("tinyhp", folder=store)
     assert all(torch.equal(model.state_dict()[k], wb[k]) for k in wb)
-    assert entry["recipe"]["file"] == "tiny.toml" and entry["recipe"]["preset"] == "cpu"
-    assert entry["recipe"]["config"]["lambda_max"] == 0.05 and entry["steps"] == 5 and entry["chunks"] == 2
-    assert entry["commit"] and "CPU" in entry["hardware"]
-    assert [r["step"] for r in entry["curve"]] == [3, 5]
-    assert set(entry["metrics"]) == {f"val_{m}_t{t}" for m in ("psnr", "bpp") for t in ("0", "0.5", "1")}
-    assert min(entry["metrics"].values()) > 0
-    assert entry["metrics"]["val_psnr_t0.5"] == pytest.approx(curve[-1]["val_psnr_t0.5"], abs=1e-4)
+    assert entry["recipe"]["file"] == "tiny.toml" and entry["recipe"]["preset"] == "cpu" and entry["chunks"] == 3
+    assert entry["commit"] and "CPU" in entry["hardware"] and entry["steps"] == 4
+    rd, joint = entry["phases"]
+    assert rd["phase"] == "rate-distortion" and joint["phase"] == "joint-rate-distortion"
+    assert rd["config"]["lambda_max"] == joint["config"]["lambda_max"] == 0.05 and joint["config"]["lambda_id"] == 0.5
+    assert [r["step"] for r in rd["curve"]] == [3, 5] and [r["step"] for r in joint["curve"]] == [2, 4]
+    assert joint["init_sha256"] == hashlib.sha256((b / "rd" / "model.pt").read_bytes()).hexdigest()
+    assert set(rd["metrics"]) == {f"val_{m}_t{t}" for m in ("psnr", "bpp") for t in ("0", "0.5", "1")}
+    assert set(joint["metrics"]) == {f"val_{m}_t{t}" for m in ("psnr", "bpp", "idcos", "iddist") for t in ("0", "0.5", "1")}
+    assert entry["metrics"] == joint["metrics"] and entry["curve"] == joint["curve"]
+    assert entry["train_time_s"] == pytest.approx(rd["train_time_s"] + joint["train_time_s"], abs=0.2)
+    assert joint["metrics"]["val_psnr_t0.5"] == pytest.approx(curve[-1]["val_psnr_t0.5"], abs=1e-4)
     assert not zoo.verify(store)
-    # a changed recipe does not resume the run
-    recipe.write_text(recipe.read_text().replace("lambda_max = 0.05", "lambda_max = 0.06"))
+    # a changed recipe does not resume the run, nor install it
+    changed = recipe.read_text().replace("lambda_id = 0.5", "lambda_id = 0.6")
+    recipe.write_text(changed)
+    assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume"]) == 2  # phase one resumes, the joint one not
+    assert "different config: lambda_id" in capsys.readouterr().err
+    with pytest.raises(TrainingError, match=r"settings other than .*lambda_id \(0.5 != 0.6\)"):
+        install_recipe_run(load_recipe(recipe), b, folder=store)
+    recipe.write_text(changed.replace("lambda_max = 0.05", "lambda_max = 0.06"))
     assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume"]) == 2
     assert "cannot resume" in capsys.readouterr().err
-    with pytest.raises(TrainingError, match="settings other than"):
-        install_recipe_run(load_recipe(recipe), b, folder=store)
+
+
+def test_one_phase_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = tiny_recipe(tmp_path)
+    run, store = tmp_path / "run", tmp_path / "weights"
+    assert main(["train", "--recipe", str(recipe), "--out", str(run), "--phase", "joint"]) == 2  # nothing to continue
+    assert "add --resume" in capsys.readouterr().err
+    assert main(["train", "--recipe", str(recipe), "--out", str(run), "--phase", "rd", "--install",
+                 "--weights-folder", str(store)]) == 0
+    assert (run / "rd" / "model.pt").exists() and not (run / "joint").exists()
+    _, entry = zoo.load_hyperprior("tinyhp", folder=store)
+    assert [p["phase"] for p in entry["phases"]] == ["rate-distortion"] and entry["steps"] == 5
+    with pytest.raises(TrainingError, match="no finished joint phase"):
+        install_recipe_run(load_recipe(recipe), run, folder=store)
+    assert main(["train", "--recipe", str(recipe), "--out", str(run), "--resume", "--phase", "joint", "--install",
+                 "--weights-folder", str(store)]) == 0
+    _, entry = zoo.load_hyperprior("tinyhp", folder=store)
+    assert [p["steps"] for p in entry["phases"]] == [5, 4] and entry["phases"][1]["curve"]
+
+
+def test_a_run_started_by_the_phase_one_recipe_still_resumes_and_installs(tmp_path: Path) -> None:
+    """The shipped recipe's phase-one settings are those it had before it had a joint phase,
+    so a run started from it then resumes (the loop compares the configs) and installs."""
+    recipe = load_recipe(REPO / "recipes" / "hyperprior.toml")
+    for preset, config in PHASE_ONE_CONFIGS.items():
+        cfg = recipe.config(preset)[0]
+        path = tmp_path / f"{preset}.pt"
+        torch.save({"version": CHECKPOINT_VERSION, "phase": cfg.PHASE, "config": config, "world_size": 1}, path)
+        assert read_checkpoint(path, cfg, 1)["config"] == config
+        with pytest.raises(TrainingError, match="different config: lambda_max"):
+            read_checkpoint(path, dataclasses.replace(cfg, lambda_max=0.05), 1)
+        (tmp_path / preset / "rd").mkdir(parents=True)
+        (tmp_path / preset / "rd" / "summary.json").write_text(json.dumps({"finished": True, "config": config}))
+        assert finished_phase(recipe, tmp_path / preset, "rd", preset)["config"] == config
 
 
 @pytest.mark.slow
@@ -167,7 +252,7 @@ def test_make_weights_trains_and_installs_every_recipe(tmp_path: Path) -> None:
     first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     entry = zoo.read_manifest(tmp_path / "store")["models"]["tinyhp"]
-    assert entry["file"] == "tinyhp.pt" and entry["steps"] == 5 and entry["curve"]
+    assert entry["file"] == "tinyhp.pt" and [p["steps"] for p in entry["phases"]] == [5, 4] and entry["curve"]
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)  # finished: resumes, reinstalls
     assert again.returncode == 0 and "--resume" in again.stdout
     assert zoo.read_manifest(tmp_path / "store")["models"]["tinyhp"]["sha256"] == entry["sha256"]

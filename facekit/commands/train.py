@@ -1,5 +1,6 @@
 """``facekit train``: phase one, distortion training of one rate point of the learned codec (:func:`facekit.training.train`),
-or, with ``--recipe``, a shipped model's recipe (:mod:`facekit.training.recipe`)."""
+or, with ``--recipe``, a shipped model's recipe (:mod:`facekit.training.recipe`): phase one, then the joint phase
+with the recogniser where the recipe has one (Bian et al., arXiv:1907.01714)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Train one rate point of the learned codec for distortion on the identity-disjoint "
             "split of LFW (people in no pair of pairs.txt) or a folder of images. Runs on CPU or "
             "CUDA (bf16 autocast); launch with torchrun for DDP. Resuming is bit-identical on CPU. "
-            "With --recipe, trains a shipped model from its recipe instead (recipes/*.toml; make weights runs them all)."
+            "With --recipe, trains a shipped model from its recipe instead (recipes/*.toml; make weights runs them all): "
+            "phase one in OUT/rd, then the joint phase with the recogniser in OUT/joint from phase one's final weights."
         ),
     )
     p.add_argument("--recipe", default=None, metavar="TOML",
@@ -39,8 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the recipe; --out, --resume, --preset, --stop-after, --device, --root and --install apply")
     p.add_argument("--preset", choices=["cpu", "gpu"], default=None,
                    help="with --recipe: the recipe's budget (default: the preset the run was started with, else cpu)")
+    p.add_argument("--phase", choices=["rd", "joint"], default=None,
+                   help="with --recipe: only phase one (rd; --install then installs its weights), or only the joint "
+                        "phase of a run whose phase one has finished (with --resume); default: both")
     p.add_argument("--install", action="store_true",
-                   help="with --recipe: once the run has finished, put its weights in the weights store")
+                   help="with --recipe: once the run has finished, put its weights (the joint phase's, where the recipe "
+                        "has one) in the weights store, with both phases' held-out figures and curves")
     p.add_argument("--weights-folder", default=None, help="with --install: the weights folder (default: facekit/weights)")
     p.add_argument("--rate", default="q3", help="rate point name (q1..q5)")
     data = p.add_mutually_exclusive_group()
@@ -61,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=None)
     p.add_argument("--val-every", type=int, default=None)
     p.add_argument("--val-images", type=int, default=None)
-    p.add_argument("--stop-after", type=int, default=None, help="stop after this many steps in total")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many steps in total (with --recipe: phase one's steps, then the joint phase's)")
     p.add_argument("--init", default=None, help="start from these weights (model.pt or a shipped .pt)")
     p.add_argument("--arch", nargs="*", metavar="KEY=VALUE", help="override rate-point fields")
     p.set_defaults(func=run)
@@ -80,12 +87,12 @@ def run_recipe_command(args: argparse.Namespace) -> int:
     if preset is None:
         preset = json.loads(run_file.read_text())["preset"] if args.resume and run_file.exists() else "cpu"
     summary = run_recipe(recipe, args.out, preset=preset, resume=args.resume, stop_after=args.stop_after,
-                         device=args.device, root=args.root)
+                         device=args.device, root=args.root, phase=args.phase)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "val_images")}, indent=2))
     if args.install:
         if not summary.get("finished"):
             raise TrainingError(f"not installed: the run stopped at step {summary.get('steps_done')} of {summary.get('steps')}")
-        entry = install_recipe_run(recipe, args.out, folder=args.weights_folder)
+        entry = install_recipe_run(recipe, args.out, folder=args.weights_folder, phase=args.phase)
         print(json.dumps({"installed": entry["file"], "sha256": entry["sha256"], **entry["metrics"]}))
     return 0
 
@@ -95,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.recipe:
         return run_recipe_command(args)
-    if args.install or args.preset:
-        raise TrainingError("--install and --preset go with --recipe")
+    if args.install or args.preset or args.phase:
+        raise TrainingError("--install, --preset and --phase go with --recipe")
 
     cfg = TrainConfig(rate=args.rate, steps=args.steps, seed=args.seed, loss=args.loss, amp=not args.no_amp)
     for attr in ("batch_size", "crop", "lr", "checkpoint_every", "log_every", "val_every", "val_images"):

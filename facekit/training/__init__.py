@@ -14,8 +14,10 @@ phase two is phase one with more loss terms. The modules:
 * :mod:`~facekit.training.loop`: the loop;
 * :mod:`~facekit.training.phases`: the two phases as runs of the loop;
 * :mod:`~facekit.training.rd`: rate-distortion training of the second-generation codec;
-* :mod:`~facekit.training.recipe`: ``recipes/*.toml``, one per shipped model: run, resume, install
-  (``facekit train --recipe``, ``make weights``).
+* :mod:`~facekit.training.jointrd`: its joint phase (rate, face-weighted distortion, identity);
+* :mod:`~facekit.training.recipe`: ``recipes/*.toml``, one per shipped model: run both phases,
+  resume, install (``facekit train --recipe``, ``make weights``); read by
+  :mod:`~facekit.training.recipe_toml`.
 
 Finished runs become shipped weights through :mod:`facekit.zoo` (``facekit weights install``).
 Example::

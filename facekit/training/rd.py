@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,7 +32,7 @@ from ..threads import set_threads
 from .config import TrainConfig
 from .data import training_sets
 from .loop import fit, seed_everything, training_device
-from .losses import JointLoss
+from .losses import JointLoss, Objective
 
 
 @dataclass
@@ -65,41 +65,68 @@ class RDConfig(TrainConfig):
 
 
 class RateDistortionObjective:
-    """``objective(x, out, theta)`` for the loop: JointLoss with ``lambda_mse`` set from the batch's rate."""
+    """``objective(x, out, theta)`` for the loop: the distortion weight set from the batch's rate.
 
-    needs_theta = False
+    ``objective`` (default: :class:`~facekit.training.losses.Objective` of ``MSE + bpp``) holds
+    the terms; each batch its distortion weight becomes ``255**2 * lambda(t)``, so phase two
+    (:mod:`facekit.training.jointrd`) adds the identity term and face weights to the same sum.
+    """
 
-    def __init__(self, cfg: RDConfig) -> None:
+    def __init__(self, cfg: RDConfig, objective: Objective | None = None) -> None:
         self.cfg = cfg
-        self.loss = JointLoss(lambda_mse=1.0, lambda_rate=1.0)
+        self.objective = objective or Objective(JointLoss(lambda_mse=1.0, lambda_rate=1.0))
+
+    @property
+    def needs_theta(self) -> bool:
+        """Whether a batch must come with its face transforms."""
+        return self.objective.needs_theta
 
     def __call__(self, x: torch.Tensor, out: Mapping[str, Any], theta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         t = float(out["rate"].float().mean())
-        self.loss.lambda_mse = 255.0**2 * self.cfg.lmbda(t)
-        terms = self.loss(x, out)
+        self.objective.loss.lambda_mse = 255.0**2 * self.cfg.lmbda(t)
+        terms = self.objective(x, out, theta)
         terms["t"] = torch.tensor(t)
         return terms
 
 
+#: ``embed(index, image)``: a recogniser's embeddings ``(1, D)`` of held-out image ``index`` (or its reconstruction)
+EmbedFn = Callable[[int, torch.Tensor], torch.Tensor]
+
+
 @torch.no_grad()
-def evaluate_rd(model: FaceHyperprior, images: Sequence[np.ndarray], rates: Sequence[float] = (0.0, 0.5, 1.0)) -> dict[str, float]:
-    """Mean PSNR (8-bit rounded) and real bpp of whole images coded at each rate."""
+def evaluate_rd(
+    model: FaceHyperprior, images: Sequence[np.ndarray], rates: Sequence[float] = (0.0, 0.5, 1.0), embed: EmbedFn | None = None
+) -> dict[str, float]:
+    """Mean PSNR (8-bit rounded) and real bpp of whole images coded at each rate; with ``embed``,
+    also the mean cosine similarity of the embeddings of each original and its reconstruction
+    (``val_idcos_t*``) and their mean Euclidean distance (``val_iddist_t*``; dlib's ResNet calls
+    two faces the same person below 0.6), the identity figures of Bian et al.'s phase two."""
     if not images:
         return {}
     was_training = model.training
     model.eval().freeze()
     dev = next(model.parameters()).device
     row: dict[str, float] = {}
+    originals: dict[int, torch.Tensor] = {}
     for t in rates:
-        ps, bpps = [], []
-        for im in images:
+        ps, bpps, cos, dist = [], [], [], []
+        for i, im in enumerate(images):
             x = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float().div(255).to(dev)
             enc = model.compress(x, t)
             x_hat = torch.round(model.decompress(enc["strings"], enc["shape"])["x_hat"].to(dev) * 255) / 255
             ps.append(float(psnr_torch(x, x_hat)[0]))
             bpps.append(8.0 * len(enc["strings"][0]) / (im.shape[0] * im.shape[1]))
+            if embed is not None:
+                if i not in originals:
+                    originals[i] = embed(i, x)
+                e, e_hat = originals[i], embed(i, x_hat)
+                cos.append(float(torch.nn.functional.cosine_similarity(e, e_hat, dim=1)[0]))
+                dist.append(float(torch.linalg.vector_norm(e - e_hat, dim=1)[0]))
         row[f"val_psnr_t{t:g}"] = float(np.mean(ps))
         row[f"val_bpp_t{t:g}"] = float(np.mean(bpps))
+        if cos:
+            row[f"val_idcos_t{t:g}"] = float(np.mean(cos))
+            row[f"val_iddist_t{t:g}"] = float(np.mean(dist))
     model.train(was_training)
     return row
 

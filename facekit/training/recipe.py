@@ -1,24 +1,26 @@
 """Recipes: one small TOML file per shipped model says how to train it again.
 
 A recipe (``recipes/<name>.toml`` at the repository root) names the model, the data, the
-training settings (steps, batch, crop, learning-rate schedule, the lambda range, seed) and
-two presets: ``cpu`` (a budget that fits a 2-core machine in a few hours) and ``gpu`` (at
-most 15 minutes on one H100). :func:`run_recipe` runs it through the one training loop
-(:func:`facekit.training.rd.train_rd`), seeded and resumable in chunks;
-:func:`install_recipe_run` puts the finished weights in the weights store
-(:mod:`facekit.zoo`) with a manifest entry that says how they were made (recipe, commit,
-hardware, held-out figures and the training curve). On the command line::
+training settings of phase one (``[train]``: steps, batch, crop, learning-rate schedule,
+the lambda range, seed) and of phase two (``[joint]``: the identity term and the
+face-weighted distortion of Bian et al., arXiv:1907.01714, Sec. 3.2,
+:mod:`facekit.training.jointrd`), each with two presets: ``cpu`` (a budget that fits a
+2-core machine in a few hours) and ``gpu`` (at most 15 minutes on one H100).
+:func:`run_recipe` runs phase one (:func:`facekit.training.rd.train_rd`), then phase two
+from phase one's final weights (:func:`facekit.training.jointrd.train_joint_rd`), both
+through the one training loop, seeded and resumable in chunks; :func:`install_recipe_run`
+puts the finished weights in the weights store (:mod:`facekit.zoo`) with a manifest entry
+that says how they were made (recipe, commits, hardware, held-out figures and the
+training curve of each phase). On the command line::
 
     facekit train --recipe recipes/hyperprior.toml --preset cpu --out runs/hp
     facekit train --recipe recipes/hyperprior.toml --preset cpu --out runs/hp --resume --install
 
-A run folder holds ``recipe.toml`` (the recipe it was started with), ``chunks.jsonl`` (one
-line per start or resume: step, commit, time) and ``rd/`` (the rate-distortion phase:
-checkpoint, ``history.csv`` with the held-out PSNR and bpp against steps, ``model.pt``).
-
-Recipes are read with :mod:`tomllib` (Python 3.11+) or ``tomli`` where installed; on
-Python 3.10 without ``tomli``, :func:`parse_toml_subset` reads the part of TOML that
-recipes use (tables, and keys set to strings, numbers, booleans or one-line arrays of them).
+A run folder holds ``recipe.toml`` (the recipe it was started with), ``run.json``,
+``chunks.jsonl`` (one line per start or resume: commit, recipe hash, time), ``rd/`` (phase
+one: checkpoint, ``history.csv`` with the held-out PSNR and bpp against steps,
+``model.pt``) and ``joint/`` (phase two, alike, its ``history.csv`` also with the identity
+figure ``val_idcos_t*``). Recipes are read by :mod:`facekit.training.recipe_toml`.
 """
 
 from __future__ import annotations
@@ -32,106 +34,37 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import TrainingError
 from ..fileio import atomic_write
+from .jointrd import JointRDConfig
 from .rd import RDConfig
+from .recipe_toml import parse_toml, parse_toml_subset
+
+__all__ = ["Recipe", "RecipeError", "git_commit", "install_recipe_run", "load_recipe", "parse_toml",
+           "parse_toml_subset", "run_recipe", "training_curve"]
 
 PathLike = str | os.PathLike[str]
+C = TypeVar("C", bound=RDConfig)
 
 #: the tables a recipe may have, and the keys of each (``train`` and the presets: RDConfig's fields)
 TABLES = ("model", "data", "train", "preset", "joint")
 MODEL_KEYS = {"name", "kind", "arch"}
 DATA_KEYS = {"source", "folder", "held_out"}
-#: keys of a preset beyond RDConfig's fields: where and how long it runs, and what it costs
+#: keys of a preset beyond the config's fields: where and how long it runs, and what it costs
 RUN_KEYS = {"device", "threads", "time_limit_s", "budget"}
 PRESETS = ("cpu", "gpu")
-#: RDConfig fields a recipe may not set (they are the recipe's own, or fixed)
+#: config fields a recipe may not set (they are the recipe's own, or fixed)
 NOT_SETTABLE = {"rate", "arch", "init", "val_images"}
+#: fields phase two takes from phase one: ``lambda(t)``, so that a rate keeps its meaning
+PHASE_ONE_ONLY = {"lambda_min", "lambda_max"}
+#: the run folder's phases, in order: phase one (rate and distortion), phase two (joint)
+PHASES = ("rd", "joint")
 
 
 class RecipeError(TrainingError):
     """A recipe that cannot be read or does not describe a run; the message names the file."""
-
-
-# --------------------------------------------------------------------------- reading TOML
-
-_KEY = re.compile(r"^([A-Za-z0-9_-]+)\s*=\s*(.+)$")
-_TABLE = re.compile(r"^\[([A-Za-z0-9_.-]+)\]$")
-_NUMBER = re.compile(r"^[+-]?(\d[\d_]*)(\.\d[\d_]*)?([eE][+-]?\d+)?$")
-
-
-def _strip_comment(line: str) -> str:
-    quoted = False
-    for i, ch in enumerate(line):
-        if ch == '"' and (i == 0 or line[i - 1] != "\\"):
-            quoted = not quoted
-        elif ch == "#" and not quoted:
-            return line[:i]
-    return line
-
-
-def _scalar(text: str) -> Any:
-    text = text.strip()
-    if text.startswith('"') and text.endswith('"') and len(text) >= 2:
-        return json.loads(text)
-    if text in ("true", "false"):
-        return text == "true"
-    m = _NUMBER.match(text)
-    if m:
-        plain = text.replace("_", "")
-        return float(plain) if m.group(2) or m.group(3) else int(plain)
-    raise ValueError(f"unsupported value {text!r}")
-
-
-def parse_toml_subset(text: str) -> dict[str, Any]:
-    """The part of TOML recipes use: ``[a.b]`` tables and ``key = value`` (strings, numbers,
-    booleans, one-line arrays of those). Anything else is a ValueError."""
-    root: dict[str, Any] = {}
-    table = root
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = _strip_comment(raw).strip()
-        if not line:
-            continue
-        try:
-            m = _TABLE.match(line)
-            if m:
-                table = root
-                for part in m.group(1).split("."):
-                    table = table.setdefault(part, {})
-                    if not isinstance(table, dict):
-                        raise ValueError(f"{m.group(1)} is a value, not a table")
-                continue
-            m = _KEY.match(line)
-            if not m:
-                raise ValueError(f"cannot read {line!r}")
-            key, value = m.group(1), m.group(2).strip()
-            if key in table:
-                raise ValueError(f"{key} is set twice")
-            if value.startswith("[") and value.endswith("]"):
-                inner = value[1:-1].strip().rstrip(",")
-                table[key] = [_scalar(v) for v in inner.split(",")] if inner else []
-            else:
-                table[key] = _scalar(value)
-        except ValueError as e:
-            raise ValueError(f"line {n}: {e}") from e
-    return root
-
-
-def parse_toml(text: str) -> dict[str, Any]:
-    """TOML text as a dict: tomllib, else tomli, else :func:`parse_toml_subset`. ValueError when invalid."""
-    try:
-        import tomllib as toml  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as toml  # type: ignore[no-redef]
-        except ModuleNotFoundError:
-            return parse_toml_subset(text)
-    try:
-        return toml.loads(text)
-    except toml.TOMLDecodeError as e:
-        raise ValueError(str(e)) from e
 
 
 # --------------------------------------------------------------------------- the recipe
@@ -139,7 +72,7 @@ def parse_toml(text: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A parsed, checked recipe. :meth:`config` gives the training config of a preset."""
+    """A parsed, checked recipe. :meth:`config` and :meth:`joint_config` give the training configs of a preset."""
 
     path: Path
     name: str
@@ -148,17 +81,36 @@ class Recipe:
     data: dict[str, Any]
     train: dict[str, Any]
     presets: dict[str, dict[str, Any]]
+    #: ``[joint]``'s settings (without ``enabled`` and its presets)
     joint: dict[str, Any]
+    joint_presets: dict[str, dict[str, Any]]
+    #: whether the run goes on to phase two (``[joint] enabled = true``)
+    joint_enabled: bool
     sha256: str
 
-    def config(self, preset: str) -> tuple[RDConfig, dict[str, Any]]:
-        """``(RDConfig, run options)`` of a preset: ``[train]`` overridden by ``[preset.<name>]``;
-        the options are ``device``, ``threads`` and ``time_limit_s`` (each may be None)."""
+    def _build(self, cls: type[C], preset: str, *tables: dict[str, Any]) -> C:
         if preset not in self.presets:
             raise RecipeError(f"recipe {self.path}: no preset {preset!r} (it has {', '.join(self.presets) or 'none'})")
-        settings = {**self.train, **{k: v for k, v in self.presets[preset].items() if k not in RUN_KEYS}}
-        cfg = RDConfig(**settings, arch=dict(self.arch), val_images=int(self.data.get("held_out", RDConfig.val_images)))
-        options = {k: self.presets[preset].get(k) for k in ("device", "threads", "time_limit_s")}
+        settings = {k: v for table in tables for k, v in table.items() if k not in RUN_KEYS}
+        return cls(**settings, arch=dict(self.arch), val_images=int(self.data.get("held_out", RDConfig.val_images)))
+
+    def config(self, preset: str) -> tuple[RDConfig, dict[str, Any]]:
+        """``(RDConfig, run options)`` of phase one: ``[train]`` overridden by ``[preset.<name>]``;
+        the options are ``device``, ``threads`` and ``time_limit_s`` (each may be None)."""
+        cfg = self._build(RDConfig, preset, self.train, self.presets.get(preset, {}))
+        return cfg, {k: self.presets[preset].get(k) for k in ("device", "threads", "time_limit_s")}
+
+    def joint_config(self, preset: str) -> tuple[JointRDConfig, dict[str, Any]]:
+        """``(JointRDConfig, run options)`` of phase two: phase one's settings of the preset,
+        overridden by ``[joint]``, then by ``[joint.preset.<name>]``; ``device`` and ``threads``
+        default to phase one's, ``time_limit_s`` is the joint preset's own."""
+        if not self.joint_enabled:
+            raise RecipeError(f"recipe {self.path}: no joint phase ([joint] enabled = false)")
+        table = self.joint_presets.get(preset, {})
+        cfg = self._build(JointRDConfig, preset, self.train, self.presets.get(preset, {}), self.joint, table)
+        options = {"device": self.presets[preset].get("device"), "threads": self.presets[preset].get("threads"),
+                   "time_limit_s": None}
+        options.update({k: table[k] for k in options if k in table})
         return cfg, options
 
 
@@ -174,9 +126,9 @@ def _check_keys(path: Path, where: str, table: Any, allowed: set[str], required:
     return table
 
 
-def _check_types(path: Path, where: str, table: dict[str, Any]) -> None:
-    """Each RDConfig field a table sets has the type of the field's default (an int may stand for a float)."""
-    defaults = RDConfig().to_dict()
+def _check_types(path: Path, where: str, table: dict[str, Any], cls: type[RDConfig] = RDConfig) -> None:
+    """Each config field a table sets has the type of the field's default (an int may stand for a float)."""
+    defaults = cls().to_dict()
     for k, v in table.items():
         if k not in defaults:
             continue
@@ -185,6 +137,28 @@ def _check_types(path: Path, where: str, table: dict[str, Any]) -> None:
         ok = ok or (want is float and isinstance(v, int) and not isinstance(v, bool))
         if not ok:
             raise RecipeError(f"recipe {path}: [{where}] {k} = {v!r} should be a {want.__name__}")
+
+
+def _check_presets(path: Path, where: str, presets: Any, fields: set[str], cls: type[RDConfig]) -> dict[str, dict[str, Any]]:
+    """The ``[<where>.cpu]``/``[<where>.gpu]`` tables: config fields (of ``cls``) and run keys."""
+    if not isinstance(presets, dict) or not presets or set(presets) - set(PRESETS):
+        raise RecipeError(f"recipe {path}: [{where}.*] should be some of {', '.join(PRESETS)}, got "
+                          f"{', '.join(presets) if isinstance(presets, dict) else presets or 'none'}")
+    for name, table in presets.items():
+        _check_keys(path, f"{where}.{name}", table, fields | RUN_KEYS, {"steps"})
+        _check_types(path, f"{where}.{name}", table, cls)
+        for k in RUN_KEYS & set(table):
+            v = table[k]
+            text = k in ("device", "budget")
+            ok = isinstance(v, str) if text else isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+            if not ok:
+                raise RecipeError(f"recipe {path}: [{where}.{name}] {k} = {v!r} should be a {'string' if text else 'positive number'}")
+    return {k: dict(v) for k, v in presets.items()}
+
+
+def _check_run_config(path: Path, where: str, cfg: RDConfig) -> None:
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.crop < 16 or cfg.checkpoint_every < 1:
+        raise RecipeError(f"recipe {path}: {where} needs steps, batch_size, checkpoint_every >= 1 and crop >= 16")
 
 
 def load_recipe(path: PathLike) -> Recipe:
@@ -219,32 +193,32 @@ def load_recipe(path: PathLike) -> Recipe:
     fields = {f.name for f in dataclasses.fields(RDConfig)} - NOT_SETTABLE
     train = _check_keys(p, "train", doc["train"], fields, {"seed", "lambda_min", "lambda_max"})
     _check_types(p, "train", train)
-    presets = doc["preset"]
-    if not isinstance(presets, dict) or not presets or set(presets) - set(PRESETS):
-        raise RecipeError(f"recipe {p}: [preset.*] should be some of {', '.join(PRESETS)}, got {', '.join(presets) or 'none'}")
-    for name, table in presets.items():
-        _check_keys(p, f"preset.{name}", table, fields | RUN_KEYS, {"steps"})
-        _check_types(p, f"preset.{name}", table)
-        for k in RUN_KEYS & set(table):
-            v = table[k]
-            text = k in ("device", "budget")
-            ok = isinstance(v, str) if text else isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-            if not ok:
-                raise RecipeError(f"recipe {p}: [preset.{name}] {k} = {v!r} should be a {'string' if text else 'positive number'}")
-    joint = doc.get("joint", {})
-    if not isinstance(joint, dict):
-        raise RecipeError(f"recipe {p}: [joint] must be a table")
-    recipe = Recipe(p, model["name"], model["kind"], dict(arch), dict(data), dict(train),
-                    {k: dict(v) for k, v in presets.items()}, dict(joint), hashlib.sha256(raw).hexdigest())
+    presets = _check_presets(p, "preset", doc["preset"], fields, RDConfig)
+    joint_fields = {f.name for f in dataclasses.fields(JointRDConfig)} - NOT_SETTABLE - PHASE_ONE_ONLY
+    joint = dict(_check_keys(p, "joint", doc.get("joint", {}), joint_fields | {"enabled", "preset"}))
+    enabled, joint_presets = joint.pop("enabled", False), joint.pop("preset", None)
+    if not isinstance(enabled, bool):
+        raise RecipeError(f"recipe {p}: [joint] enabled = {enabled!r} should be true or false")
+    _check_types(p, "joint", joint, JointRDConfig)
+    joint_presets = _check_presets(p, "joint.preset", joint_presets, joint_fields, JointRDConfig) if joint_presets else {}
+    if enabled and set(joint_presets) != set(presets):
+        raise RecipeError(f"recipe {p}: [joint.preset.*] should be the presets of phase one ({', '.join(presets)}), "
+                          f"got {', '.join(joint_presets) or 'none'}")
+    recipe = Recipe(p, model["name"], model["kind"], dict(arch), dict(data), dict(train), presets, joint,
+                    joint_presets, enabled, hashlib.sha256(raw).hexdigest())
     for name in presets:
         cfg, _ = recipe.config(name)
         if not 0 < cfg.lambda_min < cfg.lambda_max:
             raise RecipeError(f"recipe {p}: lambda_min and lambda_max should satisfy 0 < min < max "
                               f"(preset {name}: {cfg.lambda_min}, {cfg.lambda_max})")
-        if cfg.steps < 1 or cfg.batch_size < 1 or cfg.crop < 16 or cfg.checkpoint_every < 1:
-            raise RecipeError(f"recipe {p}: preset {name} needs steps, batch_size, checkpoint_every >= 1 and crop >= 16")
-    if joint.get("enabled"):
-        raise RecipeError(f"recipe {p}: [joint] training (the identity term) is not implemented yet: set enabled = false")
+        _check_run_config(p, f"preset {name}", cfg)
+        if enabled:
+            jcfg, _ = recipe.joint_config(name)
+            _check_run_config(p, f"the joint phase of preset {name}", jcfg)
+            if jcfg.lambda_id < 0 or not 0 <= jcfg.background_weight <= 1 or jcfg.identity not in ("squared", "euclidean", "cosine"):
+                raise RecipeError(f"recipe {p}: [joint] needs lambda_id >= 0, 0 <= background_weight <= 1 and identity "
+                                  f"'squared', 'euclidean' or 'cosine' (preset {name}: {jcfg.lambda_id}, "
+                                  f"{jcfg.background_weight}, {jcfg.identity!r})")
     return recipe
 
 
@@ -264,6 +238,19 @@ def git_commit(repo: PathLike | None = None) -> str:
     return head + ("+dirty" if dirty else "")
 
 
+
+
+def _load_data(recipe: Recipe) -> tuple[list[Any] | None, list[str] | None]:
+    """A folder recipe's images and names; ``(None, None)`` for LFW, which each phase loads itself
+    (phase two with the transforms of its recogniser)."""
+    from .data import load_images_folder
+
+    if recipe.data["source"] == "folder":
+        images, names = load_images_folder(recipe.path.parent / recipe.data["folder"])
+        return images, names
+    return None, None
+
+
 def run_recipe(
     recipe: Recipe,
     out_dir: PathLike,
@@ -273,20 +260,31 @@ def run_recipe(
     stop_after: int | None = None,
     device: str | None = None,
     root: PathLike | None = None,
+    phase: str | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
-    """Run (or continue, ``resume``) a recipe's training into ``out_dir``; returns the phase's summary.
+    """Run (or continue, ``resume``) a recipe's training into ``out_dir``; returns the summary of
+    the last phase run (phase one's while it is unfinished or when the recipe has no joint phase).
 
-    A resumed run must be of the same model and preset, with the same settings except
-    those the loop lets change (``steps``, ``checkpoint_every``, ``log_every``,
-    ``val_every``); each chunk's commit and recipe hash go into ``chunks.jsonl``.
-    ``stop_after`` ends this chunk after that many steps in total (after a checkpoint).
+    Phase one trains in ``out_dir/rd``; once it has finished, phase two starts from its
+    ``model.pt`` in ``out_dir/joint`` (continuing a checkpoint there). ``phase`` ``"rd"`` stops
+    after phase one; ``"joint"`` runs only phase two, of a run whose phase one has finished
+    (e.g. one phase per lent GPU). A resumed run must be of the same model and preset, with
+    the same settings except those the loop lets change (``steps``, ``checkpoint_every``,
+    ``log_every``, ``val_every``); each chunk's commit and recipe hash go into
+    ``chunks.jsonl``. ``stop_after`` ends this chunk after that many steps of the whole run
+    (phase one's steps, then phase two's), after a checkpoint.
     """
-    from .data import load_images_folder, load_split
+    from .jointrd import train_joint_rd
     from .rd import train_rd
 
     out = Path(out_dir)
     cfg, options = recipe.config(preset)
+    if phase not in (None, *PHASES):
+        raise TrainingError(f"unknown phase {phase!r}: rd or joint")
+    if phase == "joint" and not (resume and recipe.joint_enabled):
+        raise TrainingError(f"only the joint phase: {recipe.path} has no joint phase" if not recipe.joint_enabled
+                            else "only the joint phase: that continues a run whose phase one has finished (add --resume)")
     run_file = out / "run.json"
     if resume:
         if not run_file.exists():
@@ -302,16 +300,24 @@ def run_recipe(
         atomic_write(out / "recipe.toml", recipe.path.read_bytes())
         atomic_write(run_file, json.dumps({"recipe": str(recipe.path), "recipe_sha256": recipe.sha256, "preset": preset,
                                            "name": recipe.name}, indent=2))
-    if recipe.data["source"] == "folder":
-        images, names = load_images_folder(recipe.path.parent / recipe.data["folder"])
-    else:
-        images, names = load_split(root)
+    images, names = _load_data(recipe)
     with open(out / "chunks.jsonl", "a") as f:
         f.write(json.dumps({"resume": resume, "commit": git_commit(), "recipe_sha256": recipe.sha256, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "stop_after": stop_after}) + "\n")
-    return train_rd(cfg, out / "rd", images=images, names=names, resume=resume, stop_after=stop_after,
-                    device=device or options["device"], threads=options["threads"],
-                    time_limit_s=options["time_limit_s"], verbose=verbose)
+    if phase == "joint":
+        summary = finished_phase(recipe, out, "rd", preset)
+    else:
+        summary = train_rd(cfg, out / "rd", images=images, names=names, root=root, resume=resume, stop_after=stop_after,
+                           device=device or options["device"], threads=options["threads"],
+                           time_limit_s=options["time_limit_s"], verbose=verbose)
+    left = None if stop_after is None else stop_after - summary["steps_done"]
+    if phase == "rd" or not recipe.joint_enabled or not summary.get("finished") or (left is not None and left <= 0):
+        return summary
+    jcfg, joptions = recipe.joint_config(preset)
+    return train_joint_rd(jcfg, out / "joint", out / "rd" / "model.pt", images=images, names=names, root=root,
+                          resume=resume and (out / "joint" / "checkpoint.pt").exists(), stop_after=left,
+                          device=device or joptions["device"], threads=joptions["threads"],
+                          time_limit_s=joptions["time_limit_s"], verbose=verbose)
 
 
 def training_curve(run_dir: PathLike) -> list[dict[str, Any]]:
@@ -326,10 +332,47 @@ def training_curve(run_dir: PathLike) -> list[dict[str, Any]]:
     return rows
 
 
-def install_recipe_run(recipe: Recipe, out_dir: PathLike, *, folder: PathLike | None = None) -> dict[str, Any]:
-    """Put a finished recipe run's weights in the weights store (float32, so that the integer
-    networks and thus the bitstreams are the run's own) with its manifest entry: the recipe,
-    the commits that trained it, hardware, held-out figures and the training curve."""
+def finished_phase(recipe: Recipe, out_dir: PathLike, folder: str, preset: str) -> dict[str, Any]:
+    """The summary of a finished phase of a run (``folder``: ``rd`` or ``joint``), checked
+    against the recipe's settings; a TrainingError when it is missing, unfinished or other."""
+    phase_dir = Path(out_dir) / folder
+    try:
+        summary = json.loads((phase_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise TrainingError(f"{out_dir} holds no finished {folder} phase of a recipe run: {e}") from e
+    if not summary.get("finished"):
+        raise TrainingError(f"the {folder} phase of {out_dir} has not finished "
+                            f"({summary.get('steps_done')}/{summary.get('steps')} steps): resume it first")
+    want = (recipe.joint_config(preset) if folder == "joint" else recipe.config(preset))[0].to_dict()
+    free = {k for k in RDConfig.RESUMABLE_CHANGES if k != "steps" or "time_limit_s" in summary}  # how often, or cut by time
+    diff = [k for k in want if k not in free and summary["config"].get(k) != want[k]]
+    if diff:
+        raise TrainingError(f"run {out_dir} was trained with settings other than {recipe.path}'s: "
+                            + ", ".join(f"{k} ({summary['config'].get(k)!r} != {want[k]!r})" for k in diff))
+    return summary
+
+
+def phase_record(summary: dict[str, Any], phase_dir: PathLike) -> dict[str, Any]:
+    """How one phase ran, for the manifest: config, steps, time, hardware, held-out figures, curve."""
+    return {
+        "phase": summary["phase"], "config": summary["config"], "steps": summary["steps_done"],
+        "train_time_s": round(summary["train_time_s"], 1), "hardware": summary["hardware"], "device": summary["device"],
+        "train_images": summary["train_images"], "held_out_images": summary["val_images"],
+        **({"init_sha256": summary["init_sha256"]} if "init_sha256" in summary else {}),
+        "metrics": {k: round(v, 4) for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)},
+        "curve": training_curve(phase_dir),
+    }
+
+
+def install_recipe_run(
+    recipe: Recipe, out_dir: PathLike, *, folder: PathLike | None = None, phase: str | None = None
+) -> dict[str, Any]:
+    """Put a finished recipe run's weights (phase two's when the recipe has a joint phase, else,
+    or with ``phase="rd"``, phase one's) in the weights store, float32 (so that the integer networks and thus the
+    bitstreams are the run's own), with its manifest entry: the recipe, the commits that
+    trained it, and for each phase (``phases``) its config, hardware, held-out figures and
+    training curve; ``metrics``, ``curve``, ``steps``, ``hardware`` are the installed phase's,
+    ``train_time_s`` is the total."""
     import torch
 
     from ..models.hyperprior import FaceHyperprior, HyperpriorArch
@@ -337,36 +380,30 @@ def install_recipe_run(recipe: Recipe, out_dir: PathLike, *, folder: PathLike | 
 
     out = Path(out_dir)
     try:
-        summary = json.loads((out / "rd" / "summary.json").read_text())
         started = json.loads((out / "run.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise TrainingError(f"{out} is not a recipe run folder: {e}") from e
-    if not summary.get("finished"):
-        raise TrainingError(f"run {out} has not finished ({summary.get('steps_done')}/{summary.get('steps')} steps): resume it first")
-    want = recipe.config(started["preset"])[0].to_dict()
-    free = {k for k in RDConfig.RESUMABLE_CHANGES if k != "steps" or "time_limit_s" in summary}  # how often, or cut by time
-    diff = [k for k in want if k not in free and summary["config"].get(k) != want[k]]
-    if diff:
-        raise TrainingError(f"run {out} was trained with settings other than {recipe.path}'s: "
-                            + ", ".join(f"{k} ({summary['config'].get(k)!r} != {want[k]!r})" for k in diff))
-    blob = torch.load(out / "rd" / "model.pt", map_location="cpu", weights_only=True)
+    names = [name for name in PHASES if name == "rd" or (recipe.joint_enabled and phase != "rd")]
+    phases = [phase_record(finished_phase(recipe, out, name, started["preset"]), out / name) for name in names]
+    blob = torch.load(out / names[-1] / "model.pt", map_location="cpu", weights_only=True)
     model = FaceHyperprior(HyperpriorArch.from_dict(blob["rate_point"]))
     model.load_state_dict(blob["state_dict"])
     chunks = [json.loads(line) for line in (out / "chunks.jsonl").read_text().splitlines() if line.strip()]
-    figures = {k: round(v, 4) for k, v in summary.items() if k.startswith("val_") and isinstance(v, float)}
+    last = phases[-1]
     info = {
         "kind": recipe.kind,
         "recipe": {"file": recipe.path.name, "sha256": recipe.sha256, "preset": started["preset"],
-                   "config": summary["config"], "sha256_per_chunk": [c.get("recipe_sha256") for c in chunks]},
+                   "sha256_per_chunk": [c.get("recipe_sha256") for c in chunks]},
         "commit": sorted({c["commit"] for c in chunks}),
         "chunks": len(chunks),
-        "hardware": summary["hardware"],
-        "device": summary["device"],
-        "train_time_s": round(summary["train_time_s"], 1),
-        "steps": summary["steps_done"],
-        "data": {"source": recipe.data["source"], "train_images": summary["train_images"],
-                 "held_out_images": summary["val_images"]},
-        "metrics": figures,
-        "curve": training_curve(out / "rd"),
+        "hardware": last["hardware"],
+        "device": last["device"],
+        "train_time_s": round(sum(p["train_time_s"] for p in phases), 1),
+        "steps": last["steps"],
+        "data": {"source": recipe.data["source"], "train_images": last["train_images"],
+                 "held_out_images": last["held_out_images"]},
+        "metrics": last["metrics"],
+        "curve": last["curve"],
+        "phases": phases,
     }
     return install_hyperprior(model, recipe.name, folder=folder, info=info)
