@@ -3,7 +3,8 @@
     python benchmarks/fuzz_report.py --seconds 300 [--targets learned.decode jpeg.decode]
                                      [--memory-mb 1024] [--timeout 10] [--json PATH]
 
-Inputs start from the corpus in ``tests/corpus`` (real files of every format) and are
+Inputs start from the corpus in ``tests/corpus`` (real files of every format, and the second
+generation's FKH1 files, made at start by a tiny seeded model: ``tests/corpus/fkh1.py``) and are
 mutated with :func:`facekit.safety.apply_ops` (truncation, bit flips, interesting
 integers, insertions, deletions, splices between files, wrong magic, random bytes,
 empty input); for formats with checksums half of them are resealed
@@ -239,10 +240,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     import tempfile
 
-    from targets import build_targets
+    from fkh1 import hyperprior_targets
+    from targets import build_targets, corpus_files
 
     work = Path(tempfile.mkdtemp(prefix="facekit-fuzz-"))
     targets = build_targets(args.targets, workdir=work)
+    targets.update(hyperprior_targets(work, lambda name: args.targets is None or name in args.targets))
+    fkh1 = [d for name in ("hyperprior.decode", "hyperprior-resealed.decode") if name in targets
+            for d in targets[name].seeds]
+    every = [*corpus_files().values(), *fkh1]
+    for t in targets.values():  # every target splices from the FKH1 files too
+        t.others = every
     if args.list or not targets:
         print("\n".join(targets) or "no such target")
         return 0

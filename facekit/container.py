@@ -34,6 +34,15 @@ The container bytes are what :class:`facekit.codecs.learned.LearnedCodec` return
 unknown version, truncation, trailing bytes, a CRC mismatch, absurd dimensions) with a
 :class:`~facekit.errors.BitstreamError` that names the problem; :func:`check_model`
 refuses bytes made by other weights.
+
+The second-generation codec (:mod:`facekit.codecs.hyperprior`) writes files of its own,
+told apart by their magic (:func:`file_kind`; :func:`parse_any` parses either kind)::
+
+    0   4  magic b"FKH1" | 4  2  height | 6  2  width (uint16, little-endian)
+    8   4  first 4 bytes of the sha256 fingerprint of the model | 12  m  model string
+
+where the model string (:meth:`facekit.models.hyperprior.FaceHyperprior.compress`) carries
+its own CRC32, which covers the image size too, and the rate parameter.
 """
 
 from __future__ import annotations
@@ -59,6 +68,10 @@ MAX_NAME = 64
 OVERHEAD = len(MAGIC) + 1 + 1 + HASH_BYTES + 2 + 2 + 4
 
 MAGIC_V1 = b"FKC\x89"
+#: the magic of a second-generation (facekit-hyperprior) file
+HYPERPRIOR_MAGIC = b"FKH1"
+#: bytes of an FKH1 file before its model string (magic, height, width, fingerprint)
+HYPERPRIOR_HEADER = len(HYPERPRIOR_MAGIC) + 2 + 2 + HASH_BYTES
 HASH_BYTES_V1 = 6
 _FIXED_V1 = len(MAGIC_V1) + 1 + 1 + HASH_BYTES_V1 + 2 + 2 + 4 + 4
 
@@ -189,6 +202,9 @@ def parse(data: bytes) -> Container:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise BitstreamError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if data[: len(HYPERPRIOR_MAGIC)] == HYPERPRIOR_MAGIC:
+        raise BitstreamError("a facekit-hyperprior file (magic FKH1), not a learned-codec container: "
+                             "decode it with facekit-hyperprior")
     if data[: len(MAGIC_V1)] == MAGIC_V1:
         return _parse_v1(data)
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
@@ -269,3 +285,61 @@ def check_model(container: Container, model: str | ModelId, fingerprint: str | b
             f"bitstream was made by other weights of {model!r} (weights hash {container.model_hash.hex()}, "
             f"these weights are {want.hex()}): decode it with the weights that encoded it"
         )
+
+
+@dataclass(frozen=True)
+class HyperpriorFile:
+    """The parsed header of an FKH1 file: image size, the model's fingerprint prefix, the model string."""
+
+    height: int
+    width: int
+    model_hash: bytes
+    stream: bytes
+
+
+def file_kind(data: bytes) -> str | None:
+    """Which facekit file ``data`` is, by its magic: ``"container"`` (the learned codecs, format 1
+    or 2), ``"hyperprior"`` (FKH1), or None.
+
+    Example: ``file_kind(open("face.fkc", "rb").read())`` -> ``"hyperprior"``.
+    """
+    head = bytes(data[:4])
+    if head == HYPERPRIOR_MAGIC:
+        return "hyperprior"
+    if head == MAGIC_V1 or head[: len(MAGIC)] == MAGIC:
+        return "container"
+    return None
+
+
+def pack_hyperprior(fingerprint: str | bytes, height: int, width: int, stream: bytes) -> bytes:
+    """An FKH1 file: the header (see the module docstring) and the model's string ``stream``."""
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise ValueError(f"image {width}x{height} exceeds the format's {MAX_SIDE}x{MAX_SIDE} limit")
+    return HYPERPRIOR_MAGIC + struct.pack("<HH", height, width) + model_hash(fingerprint) + bytes(stream)
+
+
+def parse_hyperprior(data: bytes) -> HyperpriorFile:
+    """The header of an FKH1 file; :class:`BitstreamError` for a wrong magic, a cut header or an absurd size.
+
+    The model string is checked by the model itself (its CRC32 covers the size as well).
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise BitstreamError(f"expected bytes, got {type(data).__name__}")
+    data = bytes(data)
+    if data[: len(HYPERPRIOR_MAGIC)] != HYPERPRIOR_MAGIC:
+        raise BitstreamError(f"not a facekit-hyperprior file (wrong magic {data[:4]!r}, expected {HYPERPRIOR_MAGIC!r})")
+    if len(data) < HYPERPRIOR_HEADER:
+        raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {HYPERPRIOR_HEADER}-byte FKH1 header")
+    height, width = struct.unpack("<HH", data[4:8])
+    _check_size(height, width)
+    return HyperpriorFile(height, width, data[8:HYPERPRIOR_HEADER], data[HYPERPRIOR_HEADER:])
+
+
+def parse_any(data: bytes) -> Container | HyperpriorFile:
+    """Parse either kind of facekit file, told apart by its magic (:func:`file_kind`).
+
+    Example: ``parse_any(data).height``; a :class:`BitstreamError` names the problem otherwise.
+    """
+    if isinstance(data, bytes | bytearray | memoryview) and file_kind(data) == "hyperprior":
+        return parse_hyperprior(data)
+    return parse(data)

@@ -2,9 +2,11 @@
 
 :class:`Explorer` puts the library's calls behind a small ipywidgets 8 interface:
 
-* a codec dropdown (the learned codec's rate points, and the settings of JPEG,
-  JPEG 2000, WebP and AVIF),
-* a slider over that codec's settings (lowest rate on the left),
+* a codec dropdown (the catalogue's codecs that are available here),
+* a slider over that codec's settings (lowest rate on the left): a continuous slider over
+  the range of a normalised rate parameter (``facekit-hyperprior``'s ``t`` in ``[0, 1]``,
+  :func:`slider_range`), a slider over the sweep otherwise (the learned codecs' rate points,
+  the classical codecs' qualities, JPEG 2000's log-spaced target bpp),
 * an image picker over a few LFW faces (from ``pairs.txt``: people the learned codec
   was not trained on),
 * the original and the reconstruction side by side, with the bits per pixel of the
@@ -21,7 +23,7 @@ pixels) and :meth:`Explorer.refresh` (writes a view into the widgets); both run 
 a browser, which is how ``tests/test_widgets.py`` checks them. The widgets carry stable
 CSS classes (``fk-bpp``, ``fk-psnr``, ``fk-identity``, ``fk-original``,
 ``fk-reconstruction``, ``fk-rate``, ``fk-codec``, ``fk-image``, ``fk-status``) for
-the browser test.
+the browser test; ``fk-rate`` is on whichever slider is shown.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from .codecs import bits_per_pixel, check_image, codec_names, get_codec
-from .codecs.names import is_learned
+from .codecs.names import HYPERPRIOR, runs_a_network
+from .codecs.rate import continuous_range
 from .errors import FacekitError
 from .reproduce import resolve_device
 
@@ -50,7 +53,21 @@ SETTING_LABELS = {
     "webp": "quality",
     "avif": "quality",
     "jpeg2000": "target bpp",
+    HYPERPRIOR: "rate t",
 }
+#: steps of the continuous slider across its range
+SLIDER_STEPS = 100
+
+
+def slider_range(codec: Any) -> tuple[float, float] | None:
+    """The range of a continuous slider for ``codec``, or None for a slider over its sweep.
+
+    A codec whose setting is a normalised rate parameter with named presets (``presets``, as
+    ``facekit-hyperprior``'s ``t``) slides continuously over :func:`~facekit.codecs.rate.continuous_range`;
+    JPEG 2000's target bpp spans two decades, so it keeps its log-spaced sweep.
+    Example: ``slider_range(get_codec("jpeg"))`` -> None.
+    """
+    return continuous_range(codec) if getattr(codec, "presets", None) else None
 
 
 @dataclass
@@ -180,7 +197,7 @@ class Explorer:
                 self.codecs[name] = obj
                 continue
             try:
-                kw = {"device": self.device} if is_learned(name) else {}
+                kw = {"device": self.device} if runs_a_network(name) else {}
                 self.codecs[name] = get_codec(name, **kw)
             except Exception as e:  # shown to the user, never hidden
                 self.unavailable[name] = f"{type(e).__name__}: {e}"
@@ -297,22 +314,58 @@ class Explorer:
     def _options(self, codec: str) -> list[tuple[str, Any]]:
         return [(setting_label(codec, s), s) for s in self.settings[codec]]
 
+    @property
+    def rate_slider(self) -> Any:
+        """The slider shown: the continuous one for a codec with :func:`slider_range`, else the one over the sweep."""
+        continuous = slider_range(self.codecs[self.codec_dropdown.value]) is not None
+        return self.float_slider if continuous else self.step_slider
+
+    def _start(self, codec: str, setting: Any) -> Any:
+        """The setting a slider starts at: ``setting`` when the codec has it, else the middle one."""
+        span = slider_range(self.codecs[codec])
+        if span is not None:
+            presets = getattr(self.codecs[codec], "presets", {})
+            value = presets.get(setting, setting) if isinstance(setting, str) else setting
+            ok = isinstance(value, int | float) and span[0] <= value <= span[1]
+            return float(value) if ok else 0.5 * (span[0] + span[1])
+        values = [s for _, s in self._options(codec)]
+        return setting if setting in values else values[len(values) // 2]
+
+    def _show_slider(self, codec: str, setting: Any) -> None:
+        """Point the sliders at ``codec``: show the right one (with the ``fk-rate`` class), set its range and value."""
+        span = slider_range(self.codecs[codec])
+        shown, hidden = (self.float_slider, self.step_slider) if span is not None else (self.step_slider, self.float_slider)
+        if span is not None:
+            self.float_slider.max = max(span[1], self.float_slider.min)
+            self.float_slider.min, self.float_slider.max = span
+            self.float_slider.step = (span[1] - span[0]) / SLIDER_STEPS
+        else:
+            self.step_slider.options = self._options(codec)
+        shown.value = setting
+        shown.description = SETTING_LABELS.get(codec, "rate point")
+        shown.layout.display, hidden.layout.display = None, "none"
+        hidden.remove_class("fk-rate")
+        shown.add_class("fk-rate")
+
     def _build(self) -> None:
         import ipywidgets as W
 
         codec0, setting0 = self._initial
-        opts = self._options(codec0)
-        values = [s for _, s in opts]
-        if setting0 not in values:
-            setting0 = values[len(values) // 2]
         self.codec_dropdown = W.Dropdown(
             options=[(n, n) for n in self.codecs], value=codec0, description="codec",
         )
-        self.rate_slider = W.SelectionSlider(
-            options=opts, value=setting0, description=SETTING_LABELS.get(codec0, "rate point"),
-            continuous_update=False, layout=W.Layout(width="420px"),
-            style={"description_width": "80px"},
+        opts = self._options(codec0)
+        self.step_slider = W.SelectionSlider(
+            options=opts, value=opts[len(opts) // 2][1], continuous_update=False,
+            layout=W.Layout(width="420px"), style={"description_width": "80px"},
         )
+        self.float_slider = W.FloatSlider(
+            value=0.5, min=0.0, max=1.0, step=1.0 / SLIDER_STEPS, readout_format=".2f", continuous_update=False,
+            layout=W.Layout(width="420px"), style={"description_width": "80px"},
+        )
+        self._updating = True
+        self._show_slider(codec0, self._start(codec0, setting0))
+        self._updating = False
         self.image_dropdown = W.Dropdown(
             options=self.image_names, value=self.image_names[0], description="image",
             layout=W.Layout(width="420px"),
@@ -324,7 +377,7 @@ class Explorer:
         self.identity_html = W.HTML()
         self.status_html = W.HTML()
         for w, cls in (
-            (self.codec_dropdown, "fk-codec"), (self.rate_slider, "fk-rate"),
+            (self.codec_dropdown, "fk-codec"),
             (self.image_dropdown, "fk-image"), (self.original_image, "fk-original"),
             (self.reconstruction_image, "fk-reconstruction"), (self.bpp_html, "fk-bpp"),
             (self.psnr_html, "fk-psnr"), (self.identity_html, "fk-identity"),
@@ -343,27 +396,25 @@ class Explorer:
         note = W.HTML("<small>" + "<br>".join(_escape(n) for n in notes) + "</small>") if notes else W.HTML()
         self._ui = W.VBox([
             W.HBox([self.codec_dropdown, self.image_dropdown]),
-            self.rate_slider,
+            self.step_slider,
+            self.float_slider,
             W.HBox([left, right, numbers]),
             self.status_html,
             note,
         ])
         self._ui.add_class("fk-explorer")
         self.codec_dropdown.observe(self._on_codec, names="value")
-        self.rate_slider.observe(self._on_change, names="value")
+        self.step_slider.observe(self._on_change, names="value")
+        self.float_slider.observe(self._on_change, names="value")
         self.image_dropdown.observe(self._on_change, names="value")
         self._shown_original: str | None = None
         self.refresh()
 
     def _on_codec(self, change: dict) -> None:
         codec = change["new"]
-        opts = self._options(codec)
-        values = [s for _, s in opts]
         self._updating = True  # one refresh for the whole change, not one per trait
         try:
-            self.rate_slider.options = opts
-            self.rate_slider.value = values[len(values) // 2]
-            self.rate_slider.description = SETTING_LABELS.get(codec, "rate point")
+            self._show_slider(codec, self._start(codec, None))
         finally:
             self._updating = False
         self.refresh()
@@ -378,6 +429,8 @@ class Explorer:
         assert ui is not None
         codec = self.codec_dropdown.value
         setting = self.rate_slider.value
+        if isinstance(setting, float) and slider_range(self.codecs[codec]) is not None:
+            setting = round(setting, 6)  # the slider's steps, without float noise (0.35000000000000003)
         image = self.image_dropdown.value
         self.status_html.value = ""
         try:

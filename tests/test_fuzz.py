@@ -49,6 +49,7 @@ from facekit.zoo import install_weights
 CORPUS = Path(__file__).resolve().parent / "corpus"
 sys.path.insert(0, str(CORPUS))
 
+from fkh1 import hyperprior_targets  # noqa: E402
 from make_corpus import face_image, tiny_model  # noqa: E402
 from targets import (  # noqa: E402
     CLASSIC_FILES,
@@ -76,12 +77,19 @@ MEMORY_MB = 1536  # address space a bomb-case decode may add
 def targets():
     workdir = tempfile.mkdtemp(prefix="facekit-test-fuzz-")
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    return build_targets(workdir=Path(workdir))
+    built = build_targets(workdir=Path(workdir))
+    built.update(hyperprior_targets(Path(workdir)))
+    every = [*_corpus_data().values(), *built["hyperprior.decode"].seeds]
+    for t in built.values():  # every target splices from the FKH1 files too
+        t.others = every
+    return built
 
 
+#: the second generation's FKH1 files (tests/corpus/fkh1.py): as mutated, and with their CRC32 repaired
+HYPERPRIOR_TARGETS = ["hyperprior.decode", "hyperprior-resealed.decode"]
 TARGET_NAMES = [
     "container.parse", "learned.decode", "learned-entropy.decode", *[f"{c}.decode" for c in CLASSIC_FILES],
-    *[f"{c}.decode" for c in MODERN_FILES], "cli.compress",
+    *[f"{c}.decode" for c in MODERN_FILES], *HYPERPRIOR_TARGETS, "cli.compress",
 ]
 
 
@@ -204,6 +212,8 @@ def test_empty_random_and_wrong_magic(name):
 @pytest.mark.parametrize("name", [n for n in TARGET_NAMES if n != "cli.compress"])
 def test_every_corpus_file_given_to_every_decoder(name):
     for _fname, data in sorted(_corpus_data().items()):
+        expect_safe(name, data)
+    for data in target("hyperprior.decode").seeds:  # FKH1 files too
         expect_safe(name, data)
 
 

@@ -1,34 +1,55 @@
-"""The second-generation codec behind the :class:`~facekit.codecs.base.Codec` interface (not yet listed).
+"""The second-generation codec, ``facekit-hyperprior``, behind the :class:`~facekit.codecs.base.Codec` interface.
 
 :class:`HyperpriorCodec` runs a :class:`~facekit.models.hyperprior.FaceHyperprior` (a
 hyperprior, a checkerboard context and gain units; one model for every rate) on RGB
 ``uint8`` images. Its setting is the continuous rate parameter ``t`` in ``[0, 1]`` (0:
-fewest bits) or one of the preset names ``q1``..``q5``. A file is::
+fewest bits) or one of the preset names ``q1``..``q5`` (:data:`PRESETS`). A file is
+(:func:`facekit.container.pack_hyperprior`)::
 
     b"FKH1" | height, width (uint16 each) | 4 bytes of the model's fingerprint | model string
 
 where the model string carries its own CRC32 and the rate (``FaceHyperprior.compress``).
 A file made by another model, or damaged, is a :class:`~facekit.errors.BitstreamError`.
+
+Its weights come from the weights store (:func:`facekit.zoo.load_hyperprior`, the entry
+``hyperprior``, made by ``make weights``); :meth:`HyperpriorCodec.from_store` is what
+``get_codec("facekit-hyperprior")`` calls. Example::
+
+    from facekit.codecs import get_codec
+
+    codec = get_codec("facekit-hyperprior")          # WeightsError naming `make weights` if none
+    data = codec.encode(image, 0.3)                  # or "q2"
+    image2 = codec.decode(data)
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
+import math
+import os
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import BitstreamError
+from .. import container
+from ..errors import BitstreamError, CodecError, WeightsError
 from ..models.hyperprior import PRESETS, FaceHyperprior
+from ..zoo import MANIFEST, load_hyperprior, read_manifest, weights_dir
 from .base import Codec, check_image
+from .names import HYPERPRIOR, HYPERPRIOR_WEIGHTS, MAKE_HYPERPRIOR
 
-MAGIC = b"FKH1"
+MAGIC = container.HYPERPRIOR_MAGIC
+#: the largest image side the model decodes (``FaceHyperprior.decompress`` refuses more), and the
+#: largest image (in pixels) encoded or decoded: a file declaring more is refused before decoding
+MAX_SIDE, MAX_PIXELS = 4096, 4096 * 4096
 
 
 def model_fingerprint(model: FaceHyperprior) -> str:
-    """sha256 of the architecture and the float weights (what decoding depends on)."""
+    """sha256 of the architecture and the float weights (what decoding depends on).
+
+    Example: ``model_fingerprint(FaceHyperprior())[:8]`` is the tag a file records.
+    """
     h = hashlib.sha256(repr(sorted(model.arch.to_dict().items())).encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -36,37 +57,111 @@ def model_fingerprint(model: FaceHyperprior) -> str:
     return h.hexdigest()
 
 
-class HyperpriorCodec(Codec):
-    """``encode(image, t) -> bytes`` and back, through a :class:`FaceHyperprior`."""
+def rate_value(setting: Any) -> float:
+    """The rate parameter ``t`` of a setting: a number in ``[0, 1]`` or a preset name; CodecError otherwise.
 
-    name = "facekit-hyperprior"
+    Example: ``rate_value("q2")`` -> 0.25, ``rate_value(0.3)`` -> 0.3; ``rate_value(2)`` raises.
+    """
+    if isinstance(setting, str):
+        if setting not in PRESETS:
+            raise CodecError(f"{HYPERPRIOR}: unknown rate {setting!r}: use a number in [0, 1] or one of {', '.join(PRESETS)}")
+        return PRESETS[setting]
+    if isinstance(setting, bool) or not isinstance(setting, int | float | np.integer | np.floating):
+        raise CodecError(f"{HYPERPRIOR}: the rate is a number in [0, 1] or one of {', '.join(PRESETS)}, got {setting!r}")
+    t = float(setting)
+    if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise CodecError(f"{HYPERPRIOR}: rate parameter {setting!r} is outside [0, 1] (0: fewest bits, 1: most)")
+    return t
+
+
+class HyperpriorCodec(Codec):
+    """``encode(image, t) -> bytes`` and back, through a :class:`FaceHyperprior`.
+
+    Args:
+        model: the network (put in eval mode and frozen here).
+        device: where the networks run (default CPU; the entropy coding runs on the CPU).
+        max_pixels: the largest image encoded, or declared by a file, that is decoded.
+        entry: the model's manifest entry, when it came from the weights store.
+
+    Example: ``HyperpriorCodec(model).decode(HyperpriorCodec(model).encode(image, "q3"))``.
+    """
+
+    name = HYPERPRIOR
+    #: the default sweep: the presets' values of ``t``, lowest rate first
     settings = tuple(PRESETS.values())
     setting_range = (0.0, 1.0)
     integer_setting = False
+    #: named points of the rate parameter (``q1``..``q5``)
+    presets = dict(PRESETS)
 
-    def __init__(self, model: FaceHyperprior) -> None:
-        self.model = model.eval().freeze()
-        self.tag = bytes.fromhex(model_fingerprint(model)[:8])
+    def __init__(
+        self,
+        model: FaceHyperprior,
+        *,
+        device: str | torch.device | None = None,
+        max_pixels: int = MAX_PIXELS,
+        entry: dict[str, Any] | None = None,
+    ) -> None:
+        fingerprint = model_fingerprint(model)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.model = model.to(self.device).eval().freeze()
+        self.tag = bytes.fromhex(fingerprint[: 2 * container.HASH_BYTES])
+        self.max_pixels = int(max_pixels)
+        self.entry = dict(entry or {})
+
+    @classmethod
+    def from_store(
+        cls,
+        *,
+        folder: str | os.PathLike[str] | None = None,
+        name: str = HYPERPRIOR_WEIGHTS,
+        device: str | torch.device | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> HyperpriorCodec:
+        """The codec on the weights ``name`` of a weights folder (default: the shipped ``facekit/weights``).
+
+        Args:
+            folder: a weights folder laid out like ``facekit/weights`` (a manifest and ``.pt`` files).
+            name: the model's entry in its manifest.
+            device: where the networks run.
+            max_pixels: see the class.
+
+        Without that entry: one :class:`~facekit.errors.WeightsError` naming the command that
+        makes the weights. Example: ``HyperpriorCodec.from_store(folder="/tmp/weights")``.
+        """
+        where = weights_dir() if folder is None else folder
+        if name not in read_manifest(where)["models"]:
+            raise WeightsError(f"{HYPERPRIOR}: its weights are not installed (no {name!r} entry in "
+                               f"{os.path.join(where, MANIFEST)}); make them with {MAKE_HYPERPRIOR}")
+        model, entry = load_hyperprior(name, folder=where)
+        return cls(model, device=device, max_pixels=max_pixels, entry=entry)
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
+        """Compress an RGB uint8 image at rate ``setting`` (``t`` in ``[0, 1]`` or ``q1``..``q5``)."""
         image = check_image(image)
+        t = rate_value(setting)
         h, w = image.shape[:2]
-        if h > 65535 or w > 65535:
-            raise BitstreamError(f"image {w}x{h} is too large for this format")
-        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255)
-        string = self.model.compress(x, setting)["strings"][0]
-        return MAGIC + struct.pack("<HH", h, w) + self.tag + string
+        if h > MAX_SIDE or w > MAX_SIDE or h * w > self.max_pixels:
+            raise CodecError(f"image {w}x{h} exceeds {self.name}'s limit ({self.max_pixels} pixels, {MAX_SIDE} a side)")
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255).to(self.device)
+        string = self.model.compress(x, setting if isinstance(setting, str) else t)["strings"][0]
+        return container.pack_hyperprior(self.tag, h, w, string)
 
     def decode(self, data: bytes) -> np.ndarray:
-        data = bytes(data)
-        if len(data) < 12 or data[:4] != MAGIC:
-            raise BitstreamError("not a facekit-hyperprior file (bad magic or too short)")
-        h, w = struct.unpack("<HH", data[4:8])
-        if data[8:12] != self.tag:
-            raise BitstreamError(f"file made by another model (fingerprint {data[8:12].hex()}, this model {self.tag.hex()})")
-        x_hat = self.model.decompress([data[12:]], (h, w))["x_hat"][0]
+        """Decompress an FKH1 file made by this model; BitstreamError when damaged or made by another."""
+        f = container.parse_hyperprior(data)
+        if f.height * f.width > self.max_pixels or max(f.height, f.width) > MAX_SIDE:
+            raise BitstreamError(f"declared image size {f.width}x{f.height} exceeds this decoder's limit of "
+                                 f"{self.max_pixels} pixels, {MAX_SIDE} a side (too large: a decompression bomb?)")
+        if f.model_hash != self.tag:
+            raise BitstreamError(f"file made by another model: fingerprint {f.model_hash.hex()}, the installed "
+                                 f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")
+        x_hat = self.model.decompress([f.stream], (f.height, f.width))["x_hat"][0]
         return (x_hat * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "settings": list(self.settings), "fingerprint": self.tag.hex(),
-                "arch": self.model.arch.to_dict()}
+        """Name, settings, torch version, the model's fingerprint and widths, and its weights file."""
+        weights = {k: self.entry.get(k) for k in ("file", "sha256", "bytes") if k in self.entry}
+        return {"name": self.name, "settings": list(self.settings), "setting_range": list(self.setting_range),
+                "presets": dict(self.presets), "torch": torch.__version__, "fingerprint": self.tag.hex(),
+                "arch": self.model.arch.to_dict(), "weights": weights}

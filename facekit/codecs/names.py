@@ -13,6 +13,10 @@ Two kinds of name meet here.
   form. Four learned codecs have short names (:data:`SHORT_NAMES`: ``facekit``,
   ``facekit-roi``, ``paper``, ``paper-mse``); every other combination is spelled
   ``facekit-<variant>[-entropy][-roi][-bg]`` (:attr:`LearnedSpec.long_name`).
+
+The second-generation codec is one name, :data:`HYPERPRIOR` (``facekit-hyperprior``): one model
+for every rate, stored in the weights store as :data:`HYPERPRIOR_WEIGHTS` (the name of its
+recipe, ``recipes/hyperprior.toml``).
 """
 
 from __future__ import annotations
@@ -166,3 +170,17 @@ def canonical_name(name: str) -> str:
 def is_learned(name: str) -> bool:
     """Whether ``name`` (short or long) names a learned codec."""
     return LearnedSpec.parse(name) is not None
+
+
+#: the second-generation codec's name (:mod:`facekit.codecs.hyperprior`), and its model's name in the weights store
+HYPERPRIOR, HYPERPRIOR_WEIGHTS = "facekit-hyperprior", "hyperprior"
+#: how its weights are made
+MAKE_HYPERPRIOR = "`make weights` (or `facekit train --recipe recipes/hyperprior.toml --out runs/hp --install`)"
+
+
+def runs_a_network(name: str) -> bool:
+    """Whether codec ``name`` runs a network (so it takes ``device=``): a learned codec or :data:`HYPERPRIOR`.
+
+    Example: ``runs_a_network("facekit-hyperprior")`` -> True; ``runs_a_network("jpeg")`` -> False.
+    """
+    return name == HYPERPRIOR or is_learned(name)

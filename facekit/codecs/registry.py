@@ -7,6 +7,11 @@ listing them: the spelled-out names of learned codecs that a committed result me
 (``facekit-jointrate-entropy``, ...; :mod:`facekit.codecs.names`), and the short names'
 spelled-out forms (``facekit-jointface-entropy`` is ``facekit``). Learned codecs import
 torch only when one is built.
+
+The second-generation codec ``facekit-hyperprior`` (:mod:`facekit.codecs.hyperprior`) is listed
+after the learned codecs, in a role of its own: it becomes the recommended codec only when its
+accuracy curve beats ``facekit``'s. Without its weights, building it is one
+:class:`~facekit.errors.WeightsError` naming the command that makes them.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ from typing import Any
 
 from ..errors import CodecError
 from .base import Codec
-from .names import VARIANTS, LearnedSpec, canonical_name
+from .names import HYPERPRIOR, VARIANTS, LearnedSpec, canonical_name
 
-__all__ = ["CATALOGUE", "CLASSIC", "CODECS", "HIDDEN", "PAPER", "PAPER_MSE", "RECOGNITION_FIRST", "RECOMMENDED", "VARIANTS", "Entry", "available_codecs", "codec_names",
+__all__ = ["CATALOGUE", "CLASSIC", "CODECS", "HIDDEN", "HYPERPRIOR", "PAPER", "PAPER_MSE", "RECOGNITION_FIRST", "RECOMMENDED", "VARIANTS", "Entry", "available_codecs", "codec_names",
            "entry", "get_codec"]
 
 
@@ -68,6 +73,14 @@ def _learned(spec: LearnedSpec) -> Callable[..., Codec]:
     return make
 
 
+def _hyperprior(**more: Any) -> Codec:
+    try:
+        mod = importlib.import_module("facekit.codecs.hyperprior")
+    except ModuleNotFoundError as e:
+        raise CodecError(f"{HYPERPRIOR} is not part of this installation ({e.name} is missing)") from e
+    return mod.HyperpriorCodec.from_store(**more)
+
+
 @dataclass(frozen=True)
 class Entry:
     """A codec of the catalogue: its name, its role, one line on what it is for, and how to build it."""
@@ -94,6 +107,9 @@ CATALOGUE: tuple[Entry, ...] = (
                    "Bian et al.'s codec trained with a face recogniser (joint weights), PNG payload"),
     _learned_entry("paper-mse", "the paper's codec",
                    "the same network trained for distortion only (mse weights), PNG payload"),
+    Entry(HYPERPRIOR, "second generation",
+          "one model for every rate t in [0, 1] or q1..q5 (hyperprior, checkerboard context, gain units); "
+          "recommended once its accuracy curve beats facekit's", _hyperprior),
     Entry("jpeg", "classical baseline", "JPEG (libjpeg via Pillow), quality setting", _classic("JPEGCodec")),
     Entry("jpeg2000", "classical baseline", "JPEG 2000 (OpenJPEG via glymur), target bpp", _classic("JPEG2000Codec")),
     Entry("webp", "classical baseline", "WebP (libwebp via Pillow), quality setting", _classic("WebPCodec")),

@@ -17,13 +17,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_codecs)
 
 
-def _where(d: dict[str, Any]) -> str:
-    """``"available  <library>; settings: ..."`` or ``"UNAVAILABLE <reason>"``."""
+def availability_line(d: dict[str, Any]) -> str:
+    """``"available  <library>; settings: ..."`` or ``"UNAVAILABLE <reason>"``.
+
+    A codec with a continuous setting and named presets (``facekit-hyperprior``) shows its range
+    and presets; one with a weights file says it is installed.
+    """
     if not d["available"]:
         return f"UNAVAILABLE {d['reason']}"
     lib = d.get("library") or (f"torch {d['torch']}" if "torch" in d else "")
     settings = ", ".join(str(s) for s in d.get("settings", []))
-    return f"available  {lib}{'; ' if lib else ''}settings: {settings}"
+    if d.get("setting_range") and d.get("presets"):
+        lo, hi = d["setting_range"]
+        settings = f"any number in [{lo:g}, {hi:g}] or " + ", ".join(f"{k} ({v:g})" for k, v in d["presets"].items())
+    weights = d.get("weights") or {}
+    installed = f"; weights installed: {weights['file']} (sha256 {str(weights.get('sha256'))[:12]})" if weights.get("file") else ""
+    return f"available  {lib}{'; ' if lib else ''}settings: {settings}{installed}"
 
 
 def cmd_codecs(args: argparse.Namespace) -> int:
@@ -35,8 +44,9 @@ def cmd_codecs(args: argparse.Namespace) -> int:
     roles = max((len(d["role"]) for d in info.values()), default=0)
     for name, d in info.items():
         print(f"{name:{width}s}  {d['role']:{roles}s}  {d['about']}".rstrip())
-        print(f"{'':{width}s}  {_where(d)}")
+        print(f"{'':{width}s}  {availability_line(d)}")
     if not args.all:
         print(f"\n{len(info)} codecs; `facekit compress` writes the first (the recommended one) unless told "
-              "--codec NAME; --all also lists the names accepted unlisted (resized forms, other presets, older names)")
+              "--codec NAME (a learned codec or the second generation); --all also lists the names accepted "
+              "unlisted (resized forms, other presets, older names)")
     return 0

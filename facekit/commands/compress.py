@@ -1,35 +1,47 @@
 """``facekit compress`` / ``facekit decompress``: the learned codecs on files and folders.
 
-``facekit compress IN... -o OUT [--codec facekit] [--rate q3]`` writes one ``.fkc`` container
-per input image with a learned codec of the catalogue (``facekit codecs``; the same names as
-``facekit evaluate``): ``facekit`` (the default, the recommended codec), ``facekit-roi`` (the
-face first, the background at q1), ``paper``, ``paper-mse``. ``facekit decompress IN... -o OUT``
-writes one PNG per container, whichever learned codec wrote it (the container names its
-model). Inputs are files or folders (searched recursively); the tree below a folder is
-mirrored under ``OUT``. Every output is written to a temporary name in its folder and renamed
-when complete, so an interrupted run never leaves a partial file under a final name, and a
-run that stops part-way says which outputs it wrote.
+``facekit compress IN... -o OUT [--codec facekit] [--rate q3 | --target-bpp X]`` writes one
+``.fkc`` file per input image with a learned codec of the catalogue (``facekit codecs``; the
+same names as ``facekit evaluate``): ``facekit`` (the default, the recommended codec),
+``facekit-roi`` (the face first, the background at q1), ``paper``, ``paper-mse``, or the second
+generation, ``facekit-hyperprior``, whose ``--rate`` is also any number in ``[0, 1]``.
+``--target-bpp X`` chooses each image's setting instead: the highest rate whose file takes at
+most ``X`` bits per pixel (:func:`facekit.codecs.rate.setting_for_budget`: a bisection of ``t``
+for a continuous rate, a choice among the rate points otherwise). ``facekit decompress IN... -o
+OUT`` writes one PNG per file, whichever codec wrote it (the file's magic says which format,
+the container or FKH1 header names the model). Inputs are files or folders (searched
+recursively); the tree below a folder is mirrored under ``OUT``. Every output is written to a
+temporary name in its folder and renamed when complete, so an interrupted run never leaves a
+partial file under a final name, and a run that stops part-way says which outputs it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..codecs.names import VARIANTS, LearnedSpec, ModelId
-from ..codecs.registry import CODECS, RECOMMENDED, codec_names
-from ..errors import CodecError, FacekitError, ImageError
+from ..codecs.base import Codec
+from ..codecs.names import HYPERPRIOR, VARIANTS, LearnedSpec, ModelId
+from ..codecs.rate import continuous_range
+from ..codecs.registry import CODECS, RECOMMENDED, codec_names, get_codec
+from ..errors import CodecError, FacekitError, ImageError, WeightsError
 from ..fileio import atomic_write
 
 SUFFIX = ".fkc"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
-#: the listed codecs compress can write (the learned ones; decompress reads any learned file)
+#: the listed learned codecs (one model per rate point)
 LEARNED = tuple(n for n in codec_names() if LearnedSpec.parse(n) is not None)
+#: the listed codecs compress can write: the learned ones and the second generation (decompress reads any)
+WRITABLE = (*LEARNED, HYPERPRIOR)
+#: the rate when neither --rate nor --target-bpp is given
+DEFAULT_RATE = "q3"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,8 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
     c.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .fkc file for one input)")
     c.add_argument("--codec", default=None, metavar="NAME",
-                   help=f"a learned codec of `facekit codecs`: {', '.join(LEARNED)} (default {RECOMMENDED})")
-    c.add_argument("--rate", default="q3", help="rate point, q1 (lowest) .. q5 (highest); default q3")
+                   help=f"a codec of `facekit codecs` that writes .fkc files: {', '.join(WRITABLE)} (default {RECOMMENDED})")
+    c.add_argument("--rate", default=None,
+                   help=f"rate point, q1 (lowest) .. q5 (highest), default {DEFAULT_RATE}; for {HYPERPRIOR} "
+                   "also any number in [0, 1] (0: fewest bits)")
+    c.add_argument("--target-bpp", default=None, metavar="X",
+                   help="instead of --rate: each image at the highest rate whose file takes at most X bits per pixel")
     c.add_argument("--roi-margin", type=float, default=4.0, metavar="PX",
                    help="with --codec facekit-roi: pixels kept around the face chip")
     # the spelling before --codec, still read: --variant V [--entropy] [--roi] [--background RATE]
@@ -129,22 +145,79 @@ def _progress(items: list, desc: str, quiet: bool):  # type: ignore[no-untyped-d
     return tqdm(items, desc=desc, unit="img", file=sys.stderr)
 
 
+def _old_flags(args: argparse.Namespace) -> list[str]:
+    return [f for f, given in (("--variant", args.variant is not None), ("--entropy", args.entropy),
+                               ("--roi", args.roi), ("--background", args.background is not None)) if given]
+
+
 def compress_spec(args: argparse.Namespace) -> LearnedSpec:
     """The learned codec the command line asks for: ``--codec``, or the older ``--variant``/``--entropy``/``--roi``/``--background``."""
-    old = [f for f, given in (("--variant", args.variant is not None), ("--entropy", args.entropy),
-                              ("--roi", args.roi), ("--background", args.background is not None)) if given]
+    old = _old_flags(args)
     if not old:
         name = args.codec or RECOMMENDED
         spec = LearnedSpec.parse(name)
         if name not in CODECS or spec is None:
             what = "is not a learned codec" if name in CODECS else "is not a codec"
-            raise CodecError(f"--codec {name} {what}; compress writes one of {', '.join(LEARNED)} (see facekit codecs)")
+            raise CodecError(f"--codec {name} {what}; compress writes one of {', '.join(WRITABLE)} (see facekit codecs)")
         return spec
     if args.codec is not None:
         raise CodecError(f"{' '.join(old)} cannot be combined with --codec (--codec facekit-roi codes the face first)")
     if args.background is not None and not (args.roi and args.entropy):
         raise CodecError("--background needs --roi and --entropy (or use --codec facekit-roi)")
     return LearnedSpec(args.variant or "mse", args.entropy, args.roi, args.background)
+
+
+def compress_codec(args: argparse.Namespace) -> Codec:
+    """The codec the command line asks for (:func:`compress_spec`'s learned codec, or ``facekit-hyperprior``),
+    on the weights of ``--weights`` and the device of ``--device``.
+
+    Example: ``compress_codec(build_parser().parse_args(["compress", "a.png", "-o", "o", "--codec", "paper"]))``.
+    """
+    if args.codec == HYPERPRIOR:
+        if _old_flags(args):
+            raise CodecError(f"{' '.join(_old_flags(args))} cannot be combined with --codec {HYPERPRIOR}")
+        return get_codec(HYPERPRIOR, folder=args.weights, device=args.device)
+    from ..codecs.learned import LearnedCodec
+
+    spec = compress_spec(args)
+    return LearnedCodec.from_spec(spec, device=args.device, folder=args.weights, roi_margin=args.roi_margin)
+
+
+def parse_rate(codec: Codec, text: str) -> Any:
+    """The setting ``--rate TEXT`` asks of ``codec``: a rate point's name, or for a codec with a
+    continuous rate (:func:`~facekit.codecs.rate.continuous_range`) a number in its range too.
+
+    One :class:`CodecError` naming the flag and what it takes otherwise.
+    Example: ``parse_rate(hyperprior_codec, "0.4")`` -> 0.4; ``parse_rate(paper_codec, "q2")`` -> ``"q2"``.
+    """
+    span = continuous_range(codec)
+    presets = list(getattr(codec, "presets", None) or [])
+    if span is not None:
+        if text in presets:
+            return text
+        try:
+            t = float(text)
+        except ValueError:
+            t = math.nan
+        if not span[0] <= t <= span[1]:  # NaN and unparsable text fail here too
+            named = f" or one of {', '.join(presets)}" if presets else ""
+            raise CodecError(f"--rate {text}: {codec.name} takes a number in [{span[0]:g}, {span[1]:g}]{named}")
+        return t
+    if text not in codec.settings:
+        raise CodecError(f"--rate {text}: {codec.name} has no such rate point; choose from "
+                         f"{', '.join(str(s) for s in codec.settings)} (a number only for {HYPERPRIOR})")
+    return text
+
+
+def parse_target(text: str) -> float:
+    """``--target-bpp TEXT`` as a positive number of bits per pixel; CodecError naming the flag otherwise."""
+    try:
+        x = float(text)
+    except ValueError:
+        x = math.nan
+    if not (math.isfinite(x) and x > 0):
+        raise CodecError(f"--target-bpp {text}: expected a positive number of bits per pixel (e.g. 0.2)")
+    return x
 
 
 def _say(line: str, quiet: bool) -> None:
@@ -184,19 +257,22 @@ def run_batch(jobs: list[tuple[Path, Path]], step, desc: str, quiet: bool) -> li
 
 def run_compress(args: argparse.Namespace) -> int:
     from .. import container
-    from ..codecs.learned import LearnedCodec
+    from ..codecs.rate import setting_for_budget
 
-    spec = compress_spec(args)
+    if args.rate is not None and args.target_bpp is not None:
+        raise CodecError("--rate and --target-bpp together: give one (--target-bpp chooses each image's rate)")
+    target = parse_target(args.target_bpp) if args.target_bpp is not None else None
+    rate = args.rate if args.rate is not None else DEFAULT_RATE
     jobs = _targets(collect(args.inputs, IMAGE_SUFFIXES), args.output, SUFFIX)
-    codec = LearnedCodec.from_spec(spec, device=args.device, folder=args.weights, roi_margin=args.roi_margin)
-    if spec.background is not None and args.rate in codec.rate_points and args.rate not in codec.settings:
+    codec = compress_codec(args)
+    background = getattr(codec, "background", None)
+    if target is None and background is not None and rate in getattr(codec, "rate_points", ()) and rate not in codec.settings:
         if args.background is not None:
-            raise CodecError(f"--background {spec.background} must be a lower rate point than --rate {args.rate}")
-        raise CodecError(f"--codec {codec.name} codes the background at {spec.background}, so --rate must be "
+            raise CodecError(f"--background {background} must be a lower rate point than --rate {rate}")
+        raise CodecError(f"--codec {codec.name} codes the background at {background}, so --rate must be "
                          f"above it: {', '.join(codec.settings)}")
-    if args.rate not in codec.settings:
-        raise CodecError(f"--rate {args.rate}: {codec.name} has no such rate point; choose from {', '.join(codec.settings)}")
-    totals = {"bits": 0, "pixels": 0, "converted": 0}
+    setting = parse_rate(codec, rate) if target is None else None
+    totals: dict[str, Any] = {"bits": 0, "pixels": 0, "converted": 0, "settings": []}
 
     def step(src: Path, dst: Path) -> None:
         notes: list[str] = []
@@ -204,18 +280,33 @@ def run_compress(args: argparse.Namespace) -> int:
         if notes:
             totals["converted"] += 1
             _say(f"{src}: {notes[0]}", args.quiet)
-        data = codec.encode(image, args.rate)
-        container.parse(data)  # never write a file we could not read back
+        chosen = setting
+        if target is not None:
+            try:
+                chosen, _ = setting_for_budget(codec, image, target)
+            except CodecError as e:
+                raise CodecError(f"--target-bpp on {src}: {e}") from e
+        data = codec.encode(image, chosen)
+        container.parse_any(data)  # never write a file we could not read back
         atomic_write(dst, data, fsync=True)
         totals["bits"] += 8 * len(data)
         totals["pixels"] += image.shape[0] * image.shape[1]
+        totals["settings"].append(chosen)
 
     run_batch(jobs, step, "compress", args.quiet)
     if not args.quiet:
         converted = f"; {totals['converted']} converted to RGB (see above)" if totals["converted"] else ""
-        print(f"{len(jobs)} image(s) -> {args.output} with {codec.name} {args.rate}: "
+        how = rate if target is None else f"--target-bpp {target:g} (settings {_span(totals['settings'])})"
+        print(f"{len(jobs)} image(s) -> {args.output} with {codec.name} {how}: "
               f"{totals['bits'] / max(totals['pixels'], 1):.4f} bpp on average{converted}", file=sys.stderr)
     return 0
+
+
+def _span(settings: list[Any]) -> str:
+    """``"0.31..0.52"`` or ``"q2..q4"``: the settings chosen, lowest to highest."""
+    shown = sorted({f"{s:.3g}" if isinstance(s, float) else str(s) for s in settings},
+                   key=lambda v: (len(v), v) if v.startswith("q") else (0, float(v)))
+    return shown[0] if len(shown) == 1 else f"{shown[0]}..{shown[-1]}"
 
 
 def run_decompress(args: argparse.Namespace) -> int:
@@ -225,17 +316,22 @@ def run_decompress(args: argparse.Namespace) -> int:
     from ..codecs.learned import LearnedCodec
 
     jobs = _targets(collect(args.inputs, (SUFFIX,)), args.output, ".png")
-    codecs: dict[tuple[str, bool], LearnedCodec] = {}
+    codecs: dict[tuple[str, bool], Codec] = {}
 
     def step(src: Path, dst: Path) -> None:
         data = src.read_bytes()
         try:
-            ident: ModelId = container.parse(data).model_key()
-            key = (ident.variant, ident.entropy)
-            if key not in codecs:
-                codecs[key] = LearnedCodec(ident.variant, device=args.device, folder=args.weights, entropy=ident.entropy)
+            if container.file_kind(data) == "hyperprior":  # FKH1: the second generation
+                key = (HYPERPRIOR, False)
+                if key not in codecs:
+                    codecs[key] = get_codec(HYPERPRIOR, folder=args.weights, device=args.device)
+            else:
+                ident: ModelId = container.parse(data).model_key()
+                key = (ident.variant, ident.entropy)
+                if key not in codecs:
+                    codecs[key] = LearnedCodec(ident.variant, device=args.device, folder=args.weights, entropy=ident.entropy)
             image = codecs[key].decode(data)
-        except CodecError as e:
+        except (CodecError, WeightsError) as e:
             raise type(e)(f"{src}: {e}") from e
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="PNG")
