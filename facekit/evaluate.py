@@ -333,7 +333,7 @@ def evaluate(
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in (settings or codec.settings)]
         for s, run in pts:
             p = {"setting": s, **score(ctx, run)}
-            if is_learned(name):  # bpp measured on files of this container format
+            if LearnedSpec.parse(name) is not None:  # bpp measured on files of this container format
                 p["container"] = {"format": CONTAINER_FORMAT, "measured": True}
             points.append(p)
             if on_point:

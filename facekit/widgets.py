@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from .codecs import bits_per_pixel, check_image, codec_names, get_codec
-from .codecs.names import HYPERPRIOR, runs_a_network
+from .codecs.names import HYPERPRIOR, is_learned
 from .codecs.rate import continuous_range
 from .errors import FacekitError
 from .reproduce import resolve_device
@@ -197,7 +197,7 @@ class Explorer:
                 self.codecs[name] = obj
                 continue
             try:
-                kw = {"device": self.device} if runs_a_network(name) else {}
+                kw = {"device": self.device} if is_learned(name) else {}
                 self.codecs[name] = get_codec(name, **kw)
             except Exception as e:  # shown to the user, never hidden
                 self.unavailable[name] = f"{type(e).__name__}: {e}"

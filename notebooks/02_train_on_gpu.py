@@ -233,3 +233,51 @@ rec.update(rate_point=rate_point, steps=steps, device=device, train_time_s=summa
 # ```
 #
 # or `facekit reproduce --preset full`, which runs this notebook with GPU settings.
+
+# %% [markdown]
+# ## The second-generation codec: one model for every rate
+#
+# The network above is the paper's: a fixed-size code per rate point, stored as PNG. Its
+# successor, `facekit.models.hyperprior.FaceHyperprior`, is trained end to end for
+# `λ(t)·D + R`, the rate measured under its own entropy model:
+#
+# - a **hyperprior** (Ballé et al., ICLR 2018; means as well as scales, Minnen et al.,
+#   NeurIPS 2018): a small side code `z` predicts a Gaussian for every latent;
+# - a **checkerboard context** (He et al., CVPR 2021): half the latents are decoded from
+#   the hyperprior alone, the other half with a context from the first half: two passes,
+#   whatever the image size, instead of one network call per position;
+# - **gain units** (Cui et al., CVPR 2021): one set of weights for every rate, chosen by a
+#   continuous `t` in [0, 1]; `q1`..`q5` are points of it;
+# - **integer networks** (Ballé et al., ICLR 2019) from `z` to the entropy parameters, so
+#   that every machine decodes the same bits.
+#
+# Below, an untrained model codes one face at three rates (the pixels are noise; the point
+# is the contract, the same as the paper's codec: `compress` gives strings and a shape,
+# `decompress` gives the image back).
+
+# %%
+from facekit.models.hyperprior import PRESETS, FaceHyperprior
+
+hp = FaceHyperprior().eval()
+face = torch.from_numpy(images[0].copy()).permute(2, 0, 1)[None].float().div(255)
+for t in (0.0, 0.5, 1.0):
+    enc = hp.compress(face, t)
+    back = hp.decompress(enc["strings"], enc["shape"])["x_hat"]
+    print(f"t = {t}: {len(enc['strings'][0]):,} bytes, "
+          f"{bits_per_pixel(enc['strings'][0], *enc['shape']):.3f} bpp, image {tuple(back.shape)}")
+print("presets:", PRESETS)
+
+# %% [markdown]
+# One recipe trains it: `recipes/hyperprior.toml` names the data, the steps, the `λ` range
+# and the seed. The first phase trains rate and distortion; the second is the joint phase
+# of the paper: the face-weighted distortion, the rate and the identity term through dlib's
+# ResNet. Both phases run in checkpointed, resumable chunks, and `--install` puts the weights
+# in the store with a manifest entry (recipe, commits, hardware, held-out figures, and the
+# curve of held-out PSNR, bpp and identity similarity against steps):
+#
+# ```bash
+# facekit train --recipe recipes/hyperprior.toml --preset gpu --out runs/hp             # both phases
+# facekit train --recipe recipes/hyperprior.toml --preset cpu --out runs/hp --resume    # after a stop
+# facekit train --recipe recipes/hyperprior.toml --out runs/hp --resume --install       # ship it
+# make weights                                                                          # every recipe
+# ```

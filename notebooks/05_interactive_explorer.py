@@ -23,6 +23,10 @@
 # same-person threshold.
 # The faces come from `pairs.txt`, so the learned codec has never seen these people.
 #
+# For `facekit-hyperprior` the rate slider is continuous: one model codes every rate `t`
+# from 0 (fewest bits) to 1. The other codecs step through their fixed settings. Until its
+# weights are installed (`make weights`), it is listed under "not available here".
+#
 # Every number comes from the same library calls as the rate-accuracy curves of notebook 4
 # (`facekit.widgets.Explorer`). Run all cells, then use the controls (they need a live
 # kernel: in a static view of the notebook they do nothing).

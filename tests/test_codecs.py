@@ -139,7 +139,7 @@ def test_catalogue_has_roles_and_the_recommended_codec_first():
     from facekit.codecs.registry import CATALOGUE, HIDDEN, RECOMMENDED, codec_names
 
     names = codec_names()
-    assert names[0] == RECOMMENDED == "facekit" and len(names) <= 12
+    assert names[0] == RECOMMENDED == "facekit" and len(names) <= 13
     assert names[:4] == ["facekit", "facekit-roi", "paper", "paper-mse"]
     assert {"jpeg", "jpeg2000", "webp", "avif", "hevc", "jpegxl", "jpeg2000-roi", "avif-roi"} <= set(names)
     assert {"webp-roi", "png", "avif-speed6", "webp-resized"} <= set(codec_names(hidden=True)) - set(names)
@@ -195,4 +195,4 @@ def test_cli_codecs_prints_roles_recommended_first(capsys):
     assert "facekit-jointrate-entropy " in out and "alias of facekit" in out
     assert main(["codecs", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert list(info)[0] == "facekit" and info["facekit"]["role"] == "recommended" and len(info) <= 12
+    assert list(info)[0] == "facekit" and info["facekit"]["role"] == "recommended" and len(info) <= 13

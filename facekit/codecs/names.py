@@ -167,20 +167,16 @@ def canonical_name(name: str) -> str:
     return spec.name if spec is not None else name
 
 
-def is_learned(name: str) -> bool:
-    """Whether ``name`` (short or long) names a learned codec."""
-    return LearnedSpec.parse(name) is not None
-
-
 #: the second-generation codec's name (:mod:`facekit.codecs.hyperprior`), and its model's name in the weights store
 HYPERPRIOR, HYPERPRIOR_WEIGHTS = "facekit-hyperprior", "hyperprior"
 #: how its weights are made
 MAKE_HYPERPRIOR = "`make weights` (or `facekit train --recipe recipes/hyperprior.toml --out runs/hp --install`)"
 
 
-def runs_a_network(name: str) -> bool:
-    """Whether codec ``name`` runs a network (so it takes ``device=``): a learned codec or :data:`HYPERPRIOR`.
+def is_learned(name: str) -> bool:
+    """Whether codec ``name`` (short or long) is learned: it runs a network (so it takes ``device=``).
 
-    Example: ``runs_a_network("facekit-hyperprior")`` -> True; ``runs_a_network("jpeg")`` -> False.
+    Example: ``is_learned("facekit")`` and ``is_learned("facekit-hyperprior")`` -> True;
+    ``is_learned("jpeg")`` -> False.
     """
-    return name == HYPERPRIOR or is_learned(name)
+    return name == HYPERPRIOR or LearnedSpec.parse(name) is not None
