@@ -247,6 +247,8 @@ class FaceHyperprior(nn.Module):
         self.log_inv_gain = nn.Parameter(-g[:, None].repeat(1, m))
         self._inference: dict[str, Inference] = {}
         self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        #: the context kernel's taps that can read an anchor from a non-anchor: (di + dj) odd
+        self._ctx_taps = ~self.anchors(self.ctx.k, self.ctx.k)
 
     # --- what the training loop reads -------------------------------------------------
     @property
@@ -364,18 +366,15 @@ class FaceHyperprior(nn.Module):
         context at a non-anchor reads, of its 5x5 taps, only the 12 that fall on anchors."""
         if (hy, wy) not in self._grids:
             anchor = self.anchors(hy, wy)
-            index = patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps(), source=anchor)
+            index = patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps, source=anchor)
             self._grids[(hy, wy)] = (anchor, anchor.reshape(-1), index)
         return self._grids[(hy, wy)]
-
-    def _ctx_taps(self) -> torch.Tensor:
-        return ~self.anchors(self.ctx.k, self.ctx.k)  # (di + dj) odd: from a non-anchor, an anchor
 
     def _context_at(self, y16_a: torch.Tensor, hy: int, wy: int) -> torch.Tensor:
         """Integer context ``(B, C, n)`` at the non-anchors from the anchors' latents ``y16_a``
         (1/16 steps, ``(B, M, n_anchors)``); the non-anchors read as zero."""
         cols = gather_patches(y16_a.double() * 2 ** (ACT_BITS - 4), self._checkerboard(hy, wy)[2])
-        return self.ctx.forward_int_cols(cols, self._ctx_taps())
+        return self.ctx.forward_int_cols(cols, self._ctx_taps)
 
     def _latent_grid(self, y16_a: torch.Tensor, y16_n: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
         """``(B, M, H, W)`` int64 latents (1/16 steps) from the anchors' and the non-anchors'."""

@@ -165,12 +165,11 @@ class IntConv(nn.Module):
         leaves out zero products only, so the sums are the same integers."""
         self._check_frozen()
         lim = self.in_max * 2**ACT_BITS
-        mask = torch.ones(self.k, self.k, dtype=torch.bool) if taps is None else taps.cpu()
-        key = mask.numpy().tobytes()
+        key = b"" if taps is None else taps.cpu().numpy().tobytes()
         if key not in self._w_taps:
-            self._w_taps[key] = self._w64[:, :, mask].flatten(1).contiguous()
-        w, cols = self._w_taps[key], cols.clamp(-lim, lim)
-        return self.activate_(torch.stack([torch.addmm(self._b64[:, None], w, c) for c in cols]))
+            w = self._w64 if taps is None else self._w64[:, :, taps.cpu()]
+            self._w_taps[key] = w.flatten(1).contiguous()
+        return self.activate_(torch.matmul(self._w_taps[key], cols.clamp(-lim, lim)).add_(self._b64[:, None]))
 
     def forward_int(self, a: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind.
