@@ -244,12 +244,17 @@ def test_roundtrip_agrees_with_training_twin() -> None:
     assert len(m.compress(x, 1.0)["strings"][0]) > len(m.compress(x, 0.0)["strings"][0])
 
 
-def test_freeze_is_forgotten_in_training_mode() -> None:
+def test_freeze_is_forgotten_in_training_mode_and_on_load() -> None:
     m = tiny_model().freeze()
     assert m.frozen and m.ctx.frozen
     m.train()
     assert not m.frozen and not m.ctx.frozen
     assert all("_int" not in k for k in m.state_dict())
+    x = face_like(64, 64)
+    other = tiny_model(seed=1)
+    other.compress(x, 0.5)  # frozen with its own weights
+    other.load_state_dict(tiny_model().state_dict())
+    assert not other.frozen and other.compress(x, 0.5)["strings"] == tiny_model().compress(x, 0.5)["strings"]
 
 
 DECODE_SCRIPT = r"""

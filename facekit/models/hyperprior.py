@@ -249,6 +249,7 @@ class FaceHyperprior(nn.Module):
         self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         #: the context kernel's taps that can read an anchor from a non-anchor: (di + dj) odd
         self._ctx_taps = ~self.anchors(self.ctx.k, self.ctx.k)
+        self.register_load_state_dict_post_hook(self._unfreeze_after_load)  # new weights: derive again
 
     # --- what the training loop reads -------------------------------------------------
     @property
@@ -327,15 +328,24 @@ class FaceHyperprior(nn.Module):
     def frozen(self) -> bool:
         return self.z_index_int.numel() > 0
 
+    def unfreeze(self) -> None:
+        """Forget what :meth:`freeze` derived (the float weights are about to change)."""
+        for mod in self.modules():
+            if isinstance(mod, IntConv):
+                mod.unfreeze()
+        self.z_index_int = self.z_index_int.new_zeros(0)
+        self._inference = {}
+
     def train(self, mode: bool = True) -> FaceHyperprior:
         """Training mode also forgets the integer weights (:meth:`freeze` makes them again)."""
         if mode and self.frozen:
-            for mod in self.modules():
-                if isinstance(mod, IntConv):
-                    mod.unfreeze()
-            self.z_index_int = self.z_index_int.new_zeros(0)
-            self._inference = {}
+            self.unfreeze()
         return super().train(mode)
+
+    @staticmethod
+    def _unfreeze_after_load(module: nn.Module, incompatible_keys: Any) -> None:
+        if isinstance(module, FaceHyperprior):
+            module.unfreeze()
 
     def _transform(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """``g_a``, ``h_a`` or ``g_s`` in its frozen coding form (made again if the model moved)."""
@@ -449,7 +459,7 @@ class FaceHyperprior(nn.Module):
             y_hat = self._latent_grid(y16_a, y16_n, anchor).float().to(dev) / 16
             x_hat = self._transform("g_s", y_hat * self.gains(t, inverse=True))
             outs.append(x_hat[..., :hh, :ww].add(0.5).clamp_(0, 1))
-        return {"x_hat": torch.cat(outs, 0)}
+        return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
 
     @staticmethod
     def _parse(data: bytes, shape: tuple[int, int]) -> tuple[int, np.ndarray]:
