@@ -39,14 +39,25 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
     synthesis g_s     y_hat * inverse_gain(t), tconv5x5/2 M->56, IGDN, ->40, IGDN, ->24, IGDN,
                       conv3x3 ->12 + pixel shuffle: x_hat (crop to H x W)
 
-``benchmarks/model_complexity.py`` counts the multiply-accumulates per pixel (torch's
-``FlopCounterMode``) and times encode and decode beside OpenJPEG and AVIF. Counted on a
-250x250 face (padded to 256x256): encoder 4.5k MAC per pixel (analysis 3.6k), decoder
-4.4k (synthesis 3.8k, the integer networks the rest); 0.9 M parameters. Measured on one
-thread of this project's 2-core machine under load 3.7 (8 LFW images, median of 3 rounds,
-competitors in the same run, weights of a 4,000-step CPU smoke run): decode 23 ms and
-encode 22-25 ms a face, against OpenJPEG's 4.4-4.8 ms decode (ratio about 5) and 13-18 ms
-encode: the decode target of 10 ms is not met yet.
+Coding runs on a frozen model: :meth:`~FaceHyperprior.freeze` (which ``compress`` and
+``decompress`` call when needed) rounds the integer networks' weights and the prior's indices
+and derives coding forms of ``g_a``, ``h_a`` and ``g_s`` (:class:`Inference`): none of it is
+saved, all of it a pure function of the float weights; ``train()``, ``unfreeze()`` and
+``load_state_dict`` forget it. The training graph (``forward``) never uses it. The integer
+networks run only where their outputs are read (each pass's positions; 12 of the context's
+25 taps), so the bytes are those of the whole-grid computation.
+
+``benchmarks/model_complexity.py`` counts MACs per pixel (``FlopCounterMode``) and times
+encode and decode beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256): encoder
+4.3k MAC per pixel (analysis 3.6k), decoder 4.2k (synthesis 3.8k); 0.9 M parameters.
+Measured on one thread of this project's 2-core machine under load 4-5 (8 LFW faces,
+median of 5 rounds, weights of step 10,000 of the CPU recipe run), as CPU time of the
+thread (wall time under that load is about twice as long and noisy): decode 15-17 ms
+and encode 15-18 ms a face (before these coding forms, in the same runs: 23-25 and
+21-24 ms), against OpenJPEG's 2.3-2.7 ms decode. Of a decode, the synthesis takes 8.5-11
+ms (its convolutions at about 38 GMAC/s), the integer networks (23 M float64 MACs) 3-4 ms,
+range decoding 0.5-0.9 ms: the decode target of 10 ms needs a smaller synthesis, e.g.
+(48, 32, 16) at 2.8k MAC per pixel.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
@@ -276,6 +287,16 @@ class FaceHyperprior(nn.Module):
         h, w = x.shape[-2:]
         return F.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")
 
+    @staticmethod
+    def _centred_padded(x: torch.Tensor) -> torch.Tensor:
+        """``_pad(x) - 0.5`` (the same values), made channels-last in one copy for the coding transforms."""
+        b, c, h, w = x.shape
+        out = x.new_empty(b, h + (-h) % 64, w + (-w) % 64, c).permute(0, 3, 1, 2)
+        torch.sub(x, 0.5, out=out[..., :h, :w])
+        out[..., :h, w:] = out[..., :h, w - 1 : w]
+        out[..., h:, :] = out[..., h - 1 : h, :]
+        return out
+
     def _params_twin(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.ep[1](self.ep[0](torch.cat([h, c], 1)))
         m = self.arch.latent
@@ -402,7 +423,7 @@ class FaceHyperprior(nn.Module):
         t16 = quantise_rate(rate)
         b, hh, ww = x.shape[0], x.shape[-2], x.shape[-1]
         t = torch.full((b,), t16 / RATE_STEPS, dtype=x.dtype, device=x.device)
-        y_f = self._transform("g_a", self._pad(x) - 0.5) * self.gains(t)
+        y_f = self._transform("g_a", self._centred_padded(x)) * self.gains(t)
         z_sym = torch.round(self._transform("h_a", y_f).double().cpu()).long()
         y = y_f.double().cpu().flatten(2)
         z_idx = self.z_index_int.cpu()[None, :, None, None].expand_as(z_sym)
@@ -431,7 +452,7 @@ class FaceHyperprior(nn.Module):
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[bytes], shape: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Images ``(B, 3, H, W)`` in [0, 1] from :meth:`compress`'s strings and shape."""
+        """Images ``(B, 3, H, W)`` in [0, 1] (channels-last in memory) from :meth:`compress`'s strings and shape."""
         if not self.frozen:
             self.freeze()
         hh, ww = int(shape[0]), int(shape[1])
