@@ -50,14 +50,14 @@ networks run only where their outputs are read (each pass's positions; 12 of the
 ``benchmarks/model_complexity.py`` counts MACs per pixel (``FlopCounterMode``) and times
 encode and decode beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256): encoder
 4.3k MAC per pixel (analysis 3.6k), decoder 4.2k (synthesis 3.8k); 0.9 M parameters.
-Measured on one thread of this project's 2-core machine under load 4-5 (8 LFW faces,
-median of 5 rounds, weights of step 10,000 of the CPU recipe run), as CPU time of the
-thread (wall time under that load is about twice as long and noisy): decode 15-17 ms
-and encode 15-18 ms a face (before these coding forms, in the same runs: 23-25 and
-21-24 ms), against OpenJPEG's 2.3-2.7 ms decode. Of a decode, the synthesis takes 8.5-11
-ms (its convolutions at about 38 GMAC/s), the integer networks (23 M float64 MACs) 3-4 ms,
-range decoding 0.5-0.9 ms: the decode target of 10 ms needs a smaller synthesis, e.g.
-(48, 32, 16) at 2.8k MAC per pixel.
+Measured on one thread of this project's 2-core machine under load 3.5-5 (8 LFW faces,
+t = 0.5, 0.08 bpp, weights of step 10,000 of the CPU recipe run), as CPU time of the thread
+(wall time under that load is 1.5-2 times as long, and noisy): decode 12-16 ms and encode
+12-17 ms a face (23-25 and 20-24 ms before these coding forms, in the same runs), against
+OpenJPEG's 2-3 ms decode. Of a decode, the synthesis takes 7-10 ms (its convolutions at
+about 40 GMAC/s), the integer networks (23 M float64 MACs) 2-3 ms, range decoding 0.4-0.8
+ms: the 10 ms target needs a smaller synthesis; (48, 32, 16), 2.8k MAC per pixel, decodes
+the same strings in 9-9.5 ms.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
@@ -149,10 +149,10 @@ def tconv(cin: int, cout: int, k: int = 5) -> nn.ConvTranspose2d:
 
 class Inference:
     """A frozen copy of a ``Sequential`` transform for coding: channels-last weights and
-    activations (oneDNN runs the convolutions, the transposed ones most, faster so on one
-    thread), GDN as one matrix product over the pixels, pixel shuffles as one copy, no
-    autograd. Derived from the module's weights, never saved; the same sums as the module,
-    in another order, so outputs agree to float32 rounding."""
+    activations (oneDNN's fastest layout on one CPU thread, for the transposed convolutions
+    most), GDN as one matrix product over the pixels, pixel shuffles as one copy, no autograd.
+    Derived from the module's weights, never saved; the same sums as the module, in another
+    order, so outputs agree to float32 rounding."""
 
     def __init__(self, seq: nn.Sequential) -> None:
         cl = torch.channels_last
