@@ -18,11 +18,20 @@ checked); neither: untrained weights, which cost the same.
     python benchmarks/model_complexity.py --weights runs/hp/rd/checkpoint.pt --rate 0.3
     python benchmarks/model_complexity.py --store hyperprior
     python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
+    python benchmarks/model_complexity.py --malloc-tune              # glibc keeps freed memory
+
+``--malloc-tune`` raises glibc's trim and mmap thresholds (``mallopt``) before timing: by
+default glibc hands the decoder's freed megabytes back to the system and takes them again
+as fresh pages, about a thousand page faults a decode; the environment variables
+``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_``, or jemalloc/tcmalloc preloaded,
+do the same for any facekit process.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -79,6 +88,21 @@ def median_ms(fn, items, rounds: int) -> tuple[float, float]:  # type: ignore[no
     return statistics.median(wall), statistics.median(cpu)
 
 
+def minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def malloc_tune(threshold: int = 256 << 20) -> bool:
+    """Raise glibc's ``M_TRIM_THRESHOLD`` and ``M_MMAP_THRESHOLD`` (freed memory is kept for reuse); False if not glibc."""
+    name = ctypes.util.find_library("c")
+    if not name or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(name)
+    return bool(libc.mallopt(-1, threshold)) and bool(libc.mallopt(-3, threshold))
+
+
 def load_weights(path: str | None, store: str | None, arch: HyperpriorArch) -> FaceHyperprior:
     """A model from a run's ``model.pt`` or ``checkpoint.pt``, a store file or a store name; else untrained."""
     if store:
@@ -104,9 +128,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--store", help="a model in the weights store, by name")
     ap.add_argument("--enc-widths", type=int, nargs=3, help="analysis widths of an untrained variant (default 24 40 56)")
     ap.add_argument("--dec-widths", type=int, nargs=3, help="synthesis widths of an untrained variant (default 56 40 24)")
+    ap.add_argument("--malloc-tune", action="store_true", help="keep freed memory in the process (glibc mallopt)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    tuned = malloc_tune() if args.malloc_tune else False
 
     arch = HyperpriorArch()
     if args.enc_widths:
@@ -125,7 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     encoded = [model.compress(x, args.rate) for x in xs]  # warm-up and the payloads to decode
     bpp = float(np.mean([8 * len(e["strings"][0]) / pixels for e in encoded]))
     enc_ms = median_ms(lambda x: model.compress(x, args.rate), xs, args.rounds)
+    faults = minor_faults()
     dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"]), encoded, args.rounds)
+    faults = (minor_faults() - faults) / (args.rounds * len(encoded))
     rows = {"facekit-hyperprior": {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
                                    "decode_cpu_ms": dec_ms[1], "bpp": bpp, "setting": args.rate}}
     for name in ("jpeg2000", "avif"):
@@ -146,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = args.store and f"store:{args.store}" or args.weights or "untrained"
     print(f"one thread, {args.n} {source}, median of {args.rounds} rounds; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load {load_before:.2f} before, {load_after:.2f} after; weights {weights}")
+    print(f"page faults a decode: {faults:,.0f} (glibc malloc {'tuned' if tuned else 'as configured'})")
     print(f"{'codec':20s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}"
           f" {'enc cpu ms':>11s} {'dec cpu ms':>11s}")
     for name, r in rows.items():
@@ -156,7 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
           " cpu ms: this thread's CPU time, for the codecs that run in this process)")
     result = {"macs_per_pixel": {"encoder": enc_macs, "decoder": dec_macs}, "rows": rows, "images": source,
               "n": args.n, "rounds": args.rounds, "threads": 1, "arch": model.arch.to_dict(),
-              "load": [load_before, load_after], "weights": weights}
+              "load": [load_before, load_after], "weights": weights, "malloc_tuned": tuned,
+              "page_faults_per_decode": faults}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

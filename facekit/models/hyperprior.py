@@ -56,8 +56,9 @@ t = 0.5, 0.08 bpp, weights of step 10,000 of the CPU recipe run), as CPU time of
 12-17 ms a face (23-25 and 20-24 ms before these coding forms, in the same runs), against
 OpenJPEG's 2-3 ms decode. Of a decode, the synthesis takes 7-10 ms (its convolutions at
 about 40 GMAC/s), the integer networks (23 M float64 MACs) 2-3 ms, range decoding 0.4-0.8
-ms: the 10 ms target needs a smaller synthesis; (48, 32, 16), 2.8k MAC per pixel, decodes
-the same strings in 9-9.5 ms.
+ms, and about 2 ms are page faults of glibc handing freed memory back (none with its trim
+and mmap thresholds raised: ``model_complexity.py --malloc-tune``). The 10 ms target needs
+a smaller synthesis: (48, 32, 16), 2.8k MAC per pixel, decodes the same strings in 9-9.5 ms.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
