@@ -6,16 +6,32 @@ matrix products, the integer networks' float64 convolutions included; element-wi
 such as GDN's square roots is not counted), then times encode and decode on one thread,
 face by face (median of ``--rounds`` rounds over ``--n`` images), beside OpenJPEG
 (``jpeg2000``) and AVIF (``avif``) in the same run, each at the setting of its default
-sweep whose bpp is nearest the learned codec's. Prints what it measures; ``--json`` writes it.
+sweep whose bpp is nearest the learned codec's. Times are wall clock and, beside them, the
+CPU time of the timing thread (which a loaded machine inflates less); the load average is
+printed before and after. Prints what it measures; ``--json`` writes it.
+
+Weights: ``--weights`` takes a training run's ``model.pt``, its ``checkpoint.pt`` (a run still
+training; read only) or a weights-store file; ``--store NAME`` loads a stored model (sha256
+checked); neither: untrained weights, which cost the same.
 
     python benchmarks/model_complexity.py --n 8 --rounds 3
-    python benchmarks/model_complexity.py --weights runs/hp/model.pt --rate 0.3
+    python benchmarks/model_complexity.py --weights runs/hp/rd/checkpoint.pt --rate 0.3
+    python benchmarks/model_complexity.py --store hyperprior
     python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
+    python benchmarks/model_complexity.py --malloc-tune              # glibc keeps freed memory
+
+``--malloc-tune`` raises glibc's trim and mmap thresholds (``mallopt``) before timing: by
+default glibc hands the decoder's freed megabytes back to the system and takes them again
+as fresh pages, about a thousand page faults a decode; the environment variables
+``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_``, or jemalloc/tcmalloc preloaded,
+do the same for any facekit process.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import os
 import platform
@@ -60,15 +76,47 @@ def macs_per_pixel(fn, pixels: int) -> float:  # type: ignore[no-untyped-def]
     return counter.get_total_flops() / 2.0 / pixels
 
 
-def median_ms(fn, items, rounds: int) -> float:  # type: ignore[no-untyped-def]
-    """Median over rounds of the mean ms per item of ``fn(item)``."""
-    per_round = []
+def median_ms(fn, items, rounds: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """Medians over rounds of the mean ms per item of ``fn(item)``: wall clock, and CPU time of this thread."""
+    wall, cpu = [], []
     for _ in range(rounds):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         for it in items:
             fn(it)
-        per_round.append(1000 * (time.perf_counter() - t) / len(items))
-    return statistics.median(per_round)
+        wall.append(1000 * (time.perf_counter() - t) / len(items))
+        cpu.append(1000 * (time.thread_time() - c) / len(items))
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def malloc_tune(threshold: int = 256 << 20) -> bool:
+    """Raise glibc's ``M_TRIM_THRESHOLD`` and ``M_MMAP_THRESHOLD`` (freed memory is kept for reuse); False if not glibc."""
+    name = ctypes.util.find_library("c")
+    if not name or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(name)
+    return bool(libc.mallopt(-1, threshold)) and bool(libc.mallopt(-3, threshold))
+
+
+def load_weights(path: str | None, store: str | None, arch: HyperpriorArch) -> FaceHyperprior:
+    """A model from a run's ``model.pt`` or ``checkpoint.pt``, a store file or a store name; else untrained."""
+    if store:
+        from facekit.zoo import load_hyperprior
+
+        return load_hyperprior(store)[0]
+    if not path:
+        return FaceHyperprior(arch)
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    arch_dict = blob.get("rate_point") or blob.get("arch")
+    state = blob["model"] if "model" in blob else blob["state_dict"]
+    model = FaceHyperprior(HyperpriorArch.from_dict(arch_dict))
+    model.load_state_dict(state)
+    return model
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -76,24 +124,23 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n", type=int, default=8, help="images to time (default 8)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--rate", type=float, default=0.5, help="the rate parameter t in [0, 1]")
-    ap.add_argument("--weights", help="a training run's model.pt (default: untrained weights, same cost)")
+    ap.add_argument("--weights", help="a run's model.pt or checkpoint.pt, or a store file (default: untrained, same cost)")
+    ap.add_argument("--store", help="a model in the weights store, by name")
     ap.add_argument("--enc-widths", type=int, nargs=3, help="analysis widths of an untrained variant (default 24 40 56)")
     ap.add_argument("--dec-widths", type=int, nargs=3, help="synthesis widths of an untrained variant (default 56 40 24)")
+    ap.add_argument("--malloc-tune", action="store_true", help="keep freed memory in the process (glibc mallopt)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    tuned = malloc_tune() if args.malloc_tune else False
 
     arch = HyperpriorArch()
     if args.enc_widths:
         arch = HyperpriorArch.from_dict({**arch.to_dict(), "enc_widths": args.enc_widths})
     if args.dec_widths:
         arch = HyperpriorArch.from_dict({**arch.to_dict(), "dec_widths": args.dec_widths})
-    model = FaceHyperprior(arch)
-    if args.weights:
-        blob = torch.load(args.weights, map_location="cpu", weights_only=True)
-        model = FaceHyperprior(HyperpriorArch.from_dict(blob["rate_point"]))
-        model.load_state_dict(blob["state_dict"], strict=False)
-    model.eval().freeze()
+    model = load_weights(args.weights, args.store, arch).eval().freeze()
+    load_before = os.getloadavg()[0]
     images, source = load_images(args.n)
     xs = [to_tensor(im) for im in images]
     pixels = 250 * 250
@@ -103,34 +150,43 @@ def main(argv: list[str] | None = None) -> dict:
 
     encoded = [model.compress(x, args.rate) for x in xs]  # warm-up and the payloads to decode
     bpp = float(np.mean([8 * len(e["strings"][0]) / pixels for e in encoded]))
-    rows = {"facekit-hyperprior": {
-        "encode_ms": median_ms(lambda x: model.compress(x, args.rate), xs, args.rounds),
-        "decode_ms": median_ms(lambda e: model.decompress(e["strings"], e["shape"]), encoded, args.rounds),
-        "bpp": bpp, "setting": args.rate}}
+    enc_ms = median_ms(lambda x: model.compress(x, args.rate), xs, args.rounds)
+    faults = minor_faults()
+    dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"]), encoded, args.rounds)
+    faults = (minor_faults() - faults) / (args.rounds * len(encoded))
+    rows = {"facekit-hyperprior": {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
+                                   "decode_cpu_ms": dec_ms[1], "bpp": bpp, "setting": args.rate}}
     for name in ("jpeg2000", "avif"):
         codec = get_codec(name)
         probe = {s: float(np.mean([8 * len(codec.encode(im, s)) / pixels for im in images[:4]])) for s in codec.settings}
         setting = min(probe, key=lambda s: abs(probe[s] - bpp))
         datas = [codec.encode(im, setting) for im in images]
-        rows[name] = {
-            "encode_ms": median_ms(lambda im, c=codec, s=setting: c.encode(im, s), images, args.rounds),
-            "decode_ms": median_ms(lambda d, c=codec: c.decode(d), datas, args.rounds),
-            "bpp": float(np.mean([8 * len(d) / pixels for d in datas])), "setting": setting}
+        enc_ms = median_ms(lambda im, c=codec, s=setting: c.encode(im, s), images, args.rounds)
+        dec_ms = median_ms(lambda d, c=codec: c.decode(d), datas, args.rounds)
+        rows[name] = {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1], "decode_cpu_ms": dec_ms[1],
+                      "bpp": float(np.mean([8 * len(d) / pixels for d in datas])), "setting": setting}
 
     ours = rows["facekit-hyperprior"]
     print(f"facekit.models.hyperprior {model.arch}")
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
     print(f"MACs per pixel (250x250, FlopCounterMode): encoder {enc_macs:,.0f}, decoder {dec_macs:,.0f}")
+    load_after = os.getloadavg()[0]
+    weights = args.store and f"store:{args.store}" or args.weights or "untrained"
     print(f"one thread, {args.n} {source}, median of {args.rounds} rounds; {platform.processor() or platform.machine()}, "
-          f"load {os.getloadavg()[0]:.2f}")
-    print(f"{'codec':20s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}")
+          f"{os.cpu_count()} CPUs, load {load_before:.2f} before, {load_after:.2f} after; weights {weights}")
+    print(f"page faults a decode: {faults:,.0f} (glibc malloc {'tuned' if tuned else 'as configured'})")
+    print(f"{'codec':20s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}"
+          f" {'enc cpu ms':>11s} {'dec cpu ms':>11s}")
     for name, r in rows.items():
         print(f"{name:20s} {r['setting']!s:>8s} {r['bpp']:7.3f} {r['encode_ms']:10.2f} {r['decode_ms']:10.2f} "
-              f"{ours['encode_ms'] / r['encode_ms']:10.2f} {ours['decode_ms'] / r['decode_ms']:10.2f}")
-    print("(ratio: facekit-hyperprior's time over that codec's; targets: decode <= 10 ms, encode <= 20 ms)")
+              f"{ours['encode_ms'] / r['encode_ms']:10.2f} {ours['decode_ms'] / r['decode_ms']:10.2f}"
+              f" {r['encode_cpu_ms']:11.2f} {r['decode_cpu_ms']:11.2f}")
+    print("(ratio: facekit-hyperprior's wall time over that codec's; targets: decode <= 10 ms, encode <= 20 ms;\n"
+          " cpu ms: this thread's CPU time, for the codecs that run in this process)")
     result = {"macs_per_pixel": {"encoder": enc_macs, "decoder": dec_macs}, "rows": rows, "images": source,
               "n": args.n, "rounds": args.rounds, "threads": 1, "arch": model.arch.to_dict(),
-              "load": os.getloadavg()[0], "weights": args.weights}
+              "load": [load_before, load_after], "weights": weights, "malloc_tuned": tuned,
+              "page_faults_per_decode": faults}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,23 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facekit.entropy_models import gaussian
 from facekit.errors import BitstreamError, CodecError
-from facekit.models.hyperprior import PRESETS, FaceHyperprior, HyperpriorArch, quantise_rate
-from facekit.models.integer import ACT_BITS, WEIGHT_BITS, IntConv, bound
+from facekit.models.hyperprior import (
+    INDEX_GAIN,
+    PRESETS,
+    RATE_STEPS,
+    FaceHyperprior,
+    HyperpriorArch,
+    Inference,
+    quantise_rate,
+)
+from facekit.models.integer import (
+    ACT_BITS,
+    WEIGHT_BITS,
+    IntConv,
+    bound,
+    gather_patches,
+    patch_index,
+)
 
 pytest.importorskip("constriction")
 
@@ -137,6 +153,80 @@ def test_integer_conv_is_exact_against_int64_reference() -> None:
         assert float((twin.double() - got).abs().le(1).double().mean()) > 0.99
 
 
+def test_patches_of_some_taps_and_sources_give_the_same_integers() -> None:
+    torch.manual_seed(1)
+    layer = IntConv(6, 5, 5, in_max=300.0)
+    with torch.no_grad():
+        layer.weight.mul_(20)
+        layer.bias.uniform_(-3, 3)
+    layer.freeze()
+    anchor = FaceHyperprior.anchors(7, 9)
+    a = torch.randint(-300 * 2**ACT_BITS, 300 * 2**ACT_BITS + 1, (2, 6, 7, 9)).double() * anchor
+    full = layer.forward_int(a, where=~anchor)  # every tap, on the grid
+    taps = ~FaceHyperprior.anchors(5, 5)  # from a non-anchor, only these reach an anchor
+    index = patch_index((7, 9), 5, ~anchor, taps, source=anchor)
+    part = layer.forward_int_cols(gather_patches(a.flatten(2)[:, :, anchor.reshape(-1)], index), taps)
+    assert index.shape == (12, int((~anchor).sum())) and torch.equal(part, full[:, :, ~anchor])
+
+
+def reference_strings(m: FaceHyperprior, x: torch.Tensor, rate: float) -> list[bytes]:
+    """The strings by the plain route: the training modules' transforms, the integer networks
+    over whole grids, every context tap; what :meth:`FaceHyperprior.compress` must reproduce."""
+    import constriction
+
+    m.freeze()
+    t16 = quantise_rate(rate)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(x, (0, (-x.shape[-1]) % 64, 0, (-x.shape[-2]) % 64), mode="replicate")
+        y = (m.g_a(padded - 0.5) * m.gains(torch.full((x.shape[0],), t16 / RATE_STEPS))).double()
+        z_sym = torch.round(m.h_a(y.float()).double()).long()
+    z_idx = m.z_index_int[None, :, None, None].expand_as(z_sym)
+    z_sym = torch.from_numpy(gaussian.clip_symbols(z_sym.numpy(), z_idx.numpy()))
+    h = z_sym.double() * 2**ACT_BITS
+    for layer in m.h_s:
+        h = layer.forward_int(h)
+    one, mm = 2**ACT_BITS, m.arch.latent
+
+    def params(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = m.ep[1].forward_int(m.ep[0].forward_int(torch.cat([h, c], 1)))
+        index = torch.floor((p[:, mm:] + one // (2 * INDEX_GAIN)) / (one // INDEX_GAIN)).clamp(0, gaussian.N_SCALES - 1)
+        return torch.floor((p[:, :mm] + one // 32) / (one // 16)).long(), index.long()
+
+    anchor = m.anchors(*y.shape[-2:])
+    mean_a, idx_a = params(torch.zeros_like(h[:, : m.arch.context]))
+    sym_a = torch.from_numpy(gaussian.clip_symbols(torch.round(y - mean_a.double() / 16).long().numpy(), idx_a.numpy()))
+    ctx_in = torch.where(anchor, (sym_a * 16 + mean_a).double() * 2 ** (ACT_BITS - 4), torch.zeros((), dtype=torch.float64))
+    mean_n, idx_n = params(m.ctx.forward_int(ctx_in, where=~anchor))
+    sym_n = torch.from_numpy(gaussian.clip_symbols(torch.round(y - mean_n.double() / 16).long().numpy(), idx_n.numpy()))
+    out = []
+    for i in range(x.shape[0]):
+        enc = constriction.stream.queue.RangeEncoder()
+        gaussian.encode_symbols(enc, z_sym[i].numpy(), z_idx[i].numpy())
+        gaussian.encode_symbols(enc, sym_a[i][:, anchor].numpy(), idx_a[i][:, anchor].numpy())
+        gaussian.encode_symbols(enc, sym_n[i][:, ~anchor].numpy(), idx_n[i][:, ~anchor].numpy())
+        body = struct.pack("<H", t16) + enc.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
+        out.append(struct.pack("<I", zlib.crc32(struct.pack("<II", *x.shape[-2:]) + body)) + body)
+    return out
+
+
+@pytest.mark.parametrize("arch", [TINY, HyperpriorArch()], ids=["tiny", "default"])
+def test_coding_path_gives_the_plain_route_bytes_and_pixels(arch: HyperpriorArch) -> None:
+    m = tiny_model(2, arch)
+    x = torch.cat([face_like(100, 120, seed=s) for s in range(2)])
+    for rate in (0.0, 0.5, 1.0):
+        enc = m.compress(x, rate)
+        assert enc["strings"] == reference_strings(m, x, rate)
+    # the frozen transforms compute the modules' function (other summation order: float rounding)
+    y = torch.randn(1, arch.latent, 8, 8) * 4
+    with torch.no_grad():
+        for name, inp in (("g_a", x - 0.5), ("h_a", y), ("g_s", y)):
+            ref = getattr(m, name)(inp)
+            got = Inference(getattr(m, name))(inp)
+            assert got.shape == ref.shape and float((got - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max()))
+    keys = set(m.state_dict())
+    assert set(m.freeze().state_dict()) == keys
+
+
 def test_roundtrip_agrees_with_training_twin() -> None:
     m = tiny_model()
     x = face_like()
@@ -154,12 +244,17 @@ def test_roundtrip_agrees_with_training_twin() -> None:
     assert len(m.compress(x, 1.0)["strings"][0]) > len(m.compress(x, 0.0)["strings"][0])
 
 
-def test_freeze_is_forgotten_in_training_mode() -> None:
+def test_freeze_is_forgotten_in_training_mode_and_on_load() -> None:
     m = tiny_model().freeze()
     assert m.frozen and m.ctx.frozen
     m.train()
     assert not m.frozen and not m.ctx.frozen
     assert all("_int" not in k for k in m.state_dict())
+    x = face_like(64, 64)
+    other = tiny_model(seed=1)
+    other.compress(x, 0.5)  # frozen with its own weights
+    other.load_state_dict(tiny_model().state_dict())
+    assert not other.frozen and other.compress(x, 0.5)["strings"] == tiny_model().compress(x, 0.5)["strings"]
 
 
 DECODE_SCRIPT = r"""

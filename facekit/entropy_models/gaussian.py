@@ -113,6 +113,13 @@ def _escape_model(bits: int | None = None):  # type: ignore[no-untyped-def]
     return constriction.stream.model.Uniform(1 << bits)
 
 
+def sort_by_index(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, counts)``: the stable order of ``indices`` (ints in ``[0, N_SCALES)``) by value,
+    by a radix sort on bytes, and how many positions have each index."""
+    flat = np.asarray(indices).ravel()
+    return np.argsort(flat.astype(np.uint8), kind="stable"), np.bincount(flat, minlength=N_SCALES)
+
+
 def encode_symbols(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:  # type: ignore[no-untyped-def]
     """Append one pass (``symbols``, int, clipped by :func:`clip_symbols`; ``indices`` in
     ``[0, N_SCALES)``) to a ``constriction`` queue encoder.
@@ -126,12 +133,11 @@ def encode_symbols(encoder, symbols: np.ndarray, indices: np.ndarray) -> None:  
     indices = np.asarray(indices, np.int64).ravel()
     r = _supports()[indices]
     edge = np.abs(symbols) >= r
-    order = np.argsort(indices, kind="stable")
-    s_sorted, i_sorted = np.clip(symbols, -r, r)[order], indices[order]
-    used, starts = np.unique(i_sorted, return_index=True)
-    ends = np.append(starts[1:], len(i_sorted))
-    for s, a, b in zip(used.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        encoder.encode((s_sorted[a:b] + support(s)).astype(np.int32), _model(s))
+    order, counts = sort_by_index(indices)
+    s_sorted = (np.clip(symbols, -r, r) + r)[order].astype(np.int32)
+    ends = np.cumsum(counts)
+    for s in np.flatnonzero(counts).tolist():
+        encoder.encode(s_sorted[ends[s] - counts[s] : ends[s]], _model(s))
     excess = np.abs(symbols[edge]) - r[edge] + 1  # >= 1
     if excess.size:
         nbits = np.floor(np.log2(excess)).astype(np.int64)
@@ -144,17 +150,18 @@ def decode_symbols(decoder, indices: np.ndarray) -> np.ndarray:  # type: ignore[
     """Read back one pass coded by :func:`encode_symbols` with the same ``indices``; int64 symbols."""
     indices = np.asarray(indices, np.int64)
     flat = indices.ravel()
-    order = np.argsort(flat, kind="stable")
-    used, counts = np.unique(flat[order], return_counts=True)
+    order, counts = sort_by_index(flat)
     out_sorted = np.empty(flat.size, np.int64)
     at = 0
     try:
-        for s, n in zip(used.tolist(), counts.tolist(), strict=True):
-            out_sorted[at : at + n] = np.asarray(decoder.decode(_model(s), n), np.int64) - support(s)
+        for s in np.flatnonzero(counts).tolist():
+            n = int(counts[s])
+            out_sorted[at : at + n] = decoder.decode(_model(s), n)
             at += n
         out = np.empty_like(out_sorted)
         out[order] = out_sorted
         r = _supports()[flat]
+        out -= r
         edge = np.abs(out) >= r
         if edge.any():
             nbits = np.asarray(decoder.decode(_escape_model(), int(edge.sum())), np.int64)

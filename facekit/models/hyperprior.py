@@ -39,14 +39,26 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
     synthesis g_s     y_hat * inverse_gain(t), tconv5x5/2 M->56, IGDN, ->40, IGDN, ->24, IGDN,
                       conv3x3 ->12 + pixel shuffle: x_hat (crop to H x W)
 
-``benchmarks/model_complexity.py`` counts the multiply-accumulates per pixel (torch's
-``FlopCounterMode``) and times encode and decode beside OpenJPEG and AVIF. Counted on a
-250x250 face (padded to 256x256): encoder 4.5k MAC per pixel (analysis 3.6k), decoder
-4.4k (synthesis 3.8k, the integer networks the rest); 0.9 M parameters. Measured on one
-thread of this project's 2-core machine under load 3.7 (8 LFW images, median of 3 rounds,
-competitors in the same run, weights of a 4,000-step CPU smoke run): decode 23 ms and
-encode 22-25 ms a face, against OpenJPEG's 4.4-4.8 ms decode (ratio about 5) and 13-18 ms
-encode: the decode target of 10 ms is not met yet.
+Coding runs on a frozen model: :meth:`~FaceHyperprior.freeze` (which ``compress`` and
+``decompress`` call when needed) rounds the integer networks' weights and the prior's indices
+and derives coding forms of ``g_a``, ``h_a`` and ``g_s`` (:class:`Inference`): none of it is
+saved, all of it a pure function of the float weights; ``train()``, ``unfreeze()`` and
+``load_state_dict`` forget it. The training graph (``forward``) never uses it. The integer
+networks run only where their outputs are read (each pass's positions; 12 of the context's
+25 taps), so the bytes are those of the whole-grid computation.
+
+``benchmarks/model_complexity.py`` counts MACs per pixel (``FlopCounterMode``) and times
+encode and decode beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256): encoder
+4.3k MAC per pixel (analysis 3.6k), decoder 4.2k (synthesis 3.8k); 0.9 M parameters.
+Measured on one thread of this project's 2-core machine under load 3.5-5 (8 LFW faces,
+t = 0.5, 0.08 bpp, weights of step 10,000 of the CPU recipe run), as CPU time of the thread
+(wall time under that load is 1.5-2 times as long, and noisy): decode 12-16 ms and encode
+12-17 ms a face (23-25 and 20-24 ms before these coding forms, in the same runs), against
+OpenJPEG's 2-3 ms decode. Of a decode, the synthesis takes 7-10 ms (its convolutions at
+about 40 GMAC/s), the integer networks (23 M float64 MACs) 2-3 ms, range decoding 0.4-0.8
+ms, and about 2 ms are page faults of glibc handing freed memory back (none with its trim
+and mmap thresholds raised: ``model_complexity.py --malloc-tune``). The 10 ms target needs
+a smaller synthesis: (48, 32, 16), 2.8k MAC per pixel, decodes the same strings in 9-9.5 ms.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
@@ -75,7 +87,7 @@ from torch import nn
 
 from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
-from .integer import ACT_BITS, IntConv, bound, floor_ste, round_ste
+from .integer import ACT_BITS, IntConv, bound, floor_ste, gather_patches, patch_index, round_ste
 
 #: the q-names as points of the continuous rate parameter
 PRESETS = {"q1": 0.0, "q2": 0.25, "q3": 0.5, "q4": 0.75, "q5": 1.0}
@@ -119,8 +131,12 @@ class GDN(nn.Module):
         self.beta = nn.Parameter(torch.ones(ch))
         self.gamma = nn.Parameter(math.sqrt(0.1) * torch.eye(ch)[:, :, None, None])
 
+    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The 1x1 convolution ``(weight, bias)`` that gives the norm from ``x * x``."""
+        return self.gamma**2, self.beta**2 + 1e-6
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = F.conv2d(x * x, self.gamma**2, self.beta**2 + 1e-6)
+        norm = F.conv2d(x * x, *self.fused())
         return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
 
 
@@ -130,6 +146,75 @@ def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
 
 def tconv(cin: int, cout: int, k: int = 5) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, 2, k // 2, output_padding=1)
+
+
+class Inference:
+    """A frozen copy of a ``Sequential`` transform for coding: channels-last weights and
+    activations (oneDNN's fastest layout on one CPU thread, for the transposed convolutions
+    most), GDN as one matrix product over the pixels, pixel shuffles as one copy, no autograd.
+    Derived from the module's weights, never saved; the same sums as the module, in another
+    order, so outputs agree to float32 rounding."""
+
+    def __init__(self, seq: nn.Sequential) -> None:
+        cl = torch.channels_last
+        self.ops: list[tuple[Any, ...]] = []
+        with torch.inference_mode(False), torch.no_grad():
+            for mod in seq:
+                if isinstance(mod, nn.ConvTranspose2d):
+                    w = mod.weight.detach().contiguous(memory_format=cl)
+                    self.ops.append(("tconv", w, mod.bias.detach(), mod.stride, mod.padding, mod.output_padding))
+                elif isinstance(mod, nn.Conv2d):
+                    w = mod.weight.detach().contiguous(memory_format=cl)
+                    self.ops.append(("conv", w, mod.bias.detach(), mod.stride, mod.padding))
+                elif isinstance(mod, GDN):
+                    w, b = mod.fused()
+                    self.ops.append(("gdn", w.detach()[:, :, 0, 0].t().contiguous(), b.detach(), mod.inverse))
+                elif isinstance(mod, nn.PixelShuffle):
+                    self.ops[-1] = shuffled_conv(self.ops[-1], mod.upscale_factor)
+                    self.ops.append(("shuffle", mod.upscale_factor))
+                elif isinstance(mod, nn.LeakyReLU):
+                    self.ops.append(("lrelu", mod.negative_slope))
+                else:
+                    raise TypeError(f"no inference form for {type(mod).__name__}")
+        self.device = self.ops[0][1].device
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (any layout) through the transform; the output is channels-last."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        for op in self.ops:
+            if op[0] == "conv":
+                x = F.conv2d(x, op[1], op[2], op[3], op[4])
+            elif op[0] == "tconv":
+                x = F.conv_transpose2d(x, op[1], op[2], op[3], op[4], op[5])
+            elif op[0] == "gdn":
+                n, c, h, w = x.shape
+                flat = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, c)
+                norm = torch.addmm(op[2], flat * flat, op[1])
+                x = (norm.sqrt_() if op[3] else norm.rsqrt_()).mul_(flat).view(n, h, w, c).permute(0, 3, 1, 2)
+            elif op[0] == "shuffle":
+                x = shuffle_channels_last(x, op[1])
+            else:
+                x = F.leaky_relu(x, op[1])
+        return x
+
+
+def shuffled_conv(op: tuple[Any, ...], r: int) -> tuple[Any, ...]:
+    """A ``conv`` op before a pixel shuffle, its output channels reordered from ``(c, i, j)``
+    to ``(i, j, c)`` (``i, j`` the sub-pixel offsets), as :func:`shuffle_channels_last` reads them."""
+    if op[0] != "conv":
+        raise TypeError("a pixel shuffle follows a convolution in these transforms")
+    w, b = op[1], op[2]
+    c = w.shape[0] // (r * r)
+    w = w.reshape(c, r, r, *w.shape[1:]).permute(1, 2, 0, 3, 4, 5).reshape(w.shape)
+    return ("conv", w.contiguous(memory_format=torch.channels_last), b.reshape(c, r, r).permute(1, 2, 0).reshape(-1), *op[3:])
+
+
+def shuffle_channels_last(x: torch.Tensor, r: int = 2) -> torch.Tensor:
+    """The pixel shuffle of a channels-last ``x`` whose channels are ordered ``(i, j, c)``
+    (:func:`shuffled_conv`): one copy of ``r * c``-value runs into a channels-last tensor."""
+    n, c, h, w = x.shape
+    v = x.permute(0, 2, 3, 1).reshape(n, h, w, r, r * c // (r * r)).permute(0, 1, 3, 2, 4)
+    return v.reshape(n, h * r, w * r, c // (r * r)).permute(0, 3, 1, 2)
 
 
 def quantise_rate(rate: float | str | torch.Tensor) -> int:
@@ -172,6 +257,11 @@ class FaceHyperprior(nn.Module):
         g = torch.linspace(math.log(0.5), math.log(4.0), a.gain_levels)
         self.log_gain = nn.Parameter(g[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-g[:, None].repeat(1, m))
+        self._inference: dict[str, Inference] = {}
+        self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        #: the context kernel's taps that can read an anchor from a non-anchor: (di + dj) odd
+        self._ctx_taps = ~self.anchors(self.ctx.k, self.ctx.k)
+        self.register_load_state_dict_post_hook(self._unfreeze_after_load)  # new weights: derive again
 
     # --- what the training loop reads -------------------------------------------------
     @property
@@ -197,6 +287,16 @@ class FaceHyperprior(nn.Module):
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         return F.pad(x, (0, (-w) % 64, 0, (-h) % 64), mode="replicate")
+
+    @staticmethod
+    def _centred_padded(x: torch.Tensor) -> torch.Tensor:
+        """``_pad(x) - 0.5`` (the same values), made channels-last in one copy for the coding transforms."""
+        b, c, h, w = x.shape
+        out = x.new_empty(b, h + (-h) % 64, w + (-w) % 64, c).permute(0, 3, 1, 2)
+        torch.sub(x, 0.5, out=out[..., :h, :w])
+        out[..., :h, w:] = out[..., :h, w - 1 : w]
+        out[..., h:, :] = out[..., h - 1 : h, :]
+        return out
 
     def _params_twin(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         p = self.ep[1](self.ep[0](torch.cat([h, c], 1)))
@@ -236,30 +336,51 @@ class FaceHyperprior(nn.Module):
     # --- exact coding ----------------------------------------------------------------
     def freeze(self) -> FaceHyperprior:
         """Round the integer networks' weights and the prior's indices: a pure function of the
-        float weights (exact scaling by powers of two, then rounding), so they are not saved."""
+        float weights (exact scaling by powers of two, then rounding), so they are not saved.
+        Also derives the coding forms of the float transforms (:class:`Inference`)."""
         for mod in self.modules():
             if isinstance(mod, IntConv):
                 mod.freeze()
-        with torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():
             self.z_index_int = torch.floor(self.z_index.detach() * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1).long()
+        self._inference = {name: Inference(getattr(self, name)) for name in ("g_a", "h_a", "g_s")}
         return self
 
     @property
     def frozen(self) -> bool:
         return self.z_index_int.numel() > 0
 
+    def unfreeze(self) -> None:
+        """Forget what :meth:`freeze` derived (the float weights are about to change)."""
+        for mod in self.modules():
+            if isinstance(mod, IntConv):
+                mod.unfreeze()
+        self.z_index_int = self.z_index_int.new_zeros(0)
+        self._inference = {}
+
     def train(self, mode: bool = True) -> FaceHyperprior:
         """Training mode also forgets the integer weights (:meth:`freeze` makes them again)."""
         if mode and self.frozen:
-            for mod in self.modules():
-                if isinstance(mod, IntConv):
-                    mod.unfreeze()
-            self.z_index_int = self.z_index_int.new_zeros(0)
+            self.unfreeze()
         return super().train(mode)
 
-    def _params_int(self, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact ``(mean in 1/16 steps, scale index)``, int64, from integer features."""
-        p = self.ep[1].forward_int(self.ep[0].forward_int(torch.cat([h, c], 1)))
+    @staticmethod
+    def _unfreeze_after_load(module: nn.Module, incompatible_keys: Any) -> None:
+        if isinstance(module, FaceHyperprior):
+            module.unfreeze()
+
+    def _transform(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``g_a``, ``h_a`` or ``g_s`` in its frozen coding form (made again if the model moved)."""
+        if name not in self._inference or self._inference[name].device != self.log_gain.device:
+            self.freeze()
+        return self._inference[name](x)
+
+    def _params_at(self, h: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact ``(mean in 1/16 steps, scale index)``, int64 ``(B, M, n)``, from integer features
+        ``h`` and context ``c`` (None: zero) at ``n`` positions ``(B, channels, n)``."""
+        if c is None:
+            c = h.new_zeros(h.shape[0], self.arch.context, h.shape[2])
+        p = self.ep[1].forward_int_cols(self.ep[0].forward_int_cols(torch.cat([h, c], 1)))
         m = self.arch.latent
         one = 2**ACT_BITS
         mean16 = torch.floor((p[:, :m] + one // 32) / (one // 16)).long()
@@ -272,10 +393,28 @@ class FaceHyperprior(nn.Module):
             h = layer.forward_int(h)
         return h
 
-    def _context_int(self, y16: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
-        """Integer context from latents in 1/16 steps, anchors only."""
-        a = torch.where(anchor, y16.double() * 2 ** (ACT_BITS - 4), torch.zeros((), dtype=torch.float64))
-        return self.ctx.forward_int(a, where=~anchor)  # only the non-anchors read the context
+    def _checkerboard(self, hy: int, wy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(anchor mask, flat anchor mask, context patch index)`` of a ``hy x wy`` latent grid: the
+        context at a non-anchor reads, of its 5x5 taps, only the 12 that fall on anchors."""
+        if (hy, wy) not in self._grids:
+            anchor = self.anchors(hy, wy)
+            index = patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps, source=anchor)
+            self._grids[(hy, wy)] = (anchor, anchor.reshape(-1), index)
+        return self._grids[(hy, wy)]
+
+    def _context_at(self, y16_a: torch.Tensor, hy: int, wy: int) -> torch.Tensor:
+        """Integer context ``(B, C, n)`` at the non-anchors from the anchors' latents ``y16_a``
+        (1/16 steps, ``(B, M, n_anchors)``); the non-anchors read as zero."""
+        cols = gather_patches(y16_a.double() * 2 ** (ACT_BITS - 4), self._checkerboard(hy, wy)[2])
+        return self.ctx.forward_int_cols(cols, self._ctx_taps)
+
+    def _latent_grid(self, y16_a: torch.Tensor, y16_n: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+        """``(B, M, H, W)`` int64 latents (1/16 steps) from the anchors' and the non-anchors'."""
+        b, m = y16_a.shape[:2]
+        y16 = torch.empty(b, m, anchor.numel(), dtype=torch.int64)
+        y16[:, :, anchor.reshape(-1)] = y16_a
+        y16[:, :, ~anchor.reshape(-1)] = y16_n
+        return y16.view(b, m, *anchor.shape)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: float | str = 0.5) -> dict[str, Any]:
@@ -285,19 +424,20 @@ class FaceHyperprior(nn.Module):
         t16 = quantise_rate(rate)
         b, hh, ww = x.shape[0], x.shape[-2], x.shape[-1]
         t = torch.full((b,), t16 / RATE_STEPS, dtype=x.dtype, device=x.device)
-        y_f = self.g_a(self._pad(x) - 0.5) * self.gains(t)
-        z_sym = torch.round(self.h_a(y_f).double().cpu()).long()
-        y = y_f.double().cpu()
+        y_f = self._transform("g_a", self._centred_padded(x)) * self.gains(t)
+        z_sym = torch.round(self._transform("h_a", y_f).double().cpu()).long()
+        y = y_f.double().cpu().flatten(2)
         z_idx = self.z_index_int.cpu()[None, :, None, None].expand_as(z_sym)
         z_sym = torch.from_numpy(gaussian.clip_symbols(z_sym.numpy(), z_idx.numpy()))
-        h = self._hyper_int(z_sym)
-        anchor = self.anchors(y.shape[-2], y.shape[-1])
-        mean16_a, idx_a = self._params_int(h, torch.zeros_like(h[:, : self.arch.context]))
-        sym_a = torch.round(y - mean16_a.double() / 16).long()
+        h = self._hyper_int(z_sym).flatten(2)
+        hy, wy = y_f.shape[-2:]
+        _, at_a, _ = self._checkerboard(hy, wy)
+        at_n = ~at_a
+        mean16_a, idx_a = self._params_at(h[:, :, at_a], None)
+        sym_a = torch.round(y[:, :, at_a] - mean16_a.double() / 16).long()
         sym_a = torch.from_numpy(gaussian.clip_symbols(sym_a.numpy(), idx_a.numpy()))
-        y16 = sym_a * 16 + mean16_a
-        mean16_n, idx_n = self._params_int(h, self._context_int(y16, anchor))
-        sym_n = torch.round(y - mean16_n.double() / 16).long()
+        mean16_n, idx_n = self._params_at(h[:, :, at_n], self._context_at(sym_a * 16 + mean16_a, hy, wy))
+        sym_n = torch.round(y[:, :, at_n] - mean16_n.double() / 16).long()
         sym_n = torch.from_numpy(gaussian.clip_symbols(sym_n.numpy(), idx_n.numpy()))
         import constriction
 
@@ -305,15 +445,15 @@ class FaceHyperprior(nn.Module):
         for i in range(b):
             enc = constriction.stream.queue.RangeEncoder()
             gaussian.encode_symbols(enc, z_sym[i].numpy(), z_idx[i].numpy())
-            gaussian.encode_symbols(enc, sym_a[i][:, anchor].numpy(), idx_a[i][:, anchor].numpy())
-            gaussian.encode_symbols(enc, sym_n[i][:, ~anchor].numpy(), idx_n[i][:, ~anchor].numpy())
+            gaussian.encode_symbols(enc, sym_a[i].numpy(), idx_a[i].numpy())
+            gaussian.encode_symbols(enc, sym_n[i].numpy(), idx_n[i].numpy())
             body = struct.pack("<H", t16) + enc.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
             strings.append(struct.pack("<I", zlib.crc32(struct.pack("<II", hh, ww) + body)) + body)
         return {"strings": strings, "shape": (int(hh), int(ww))}
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[bytes], shape: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Images ``(B, 3, H, W)`` in [0, 1] from :meth:`compress`'s strings and shape."""
+        """Images ``(B, 3, H, W)`` in [0, 1] (channels-last in memory) from :meth:`compress`'s strings and shape."""
         if not self.frozen:
             self.freeze()
         hh, ww = int(shape[0]), int(shape[1])
@@ -321,30 +461,27 @@ class FaceHyperprior(nn.Module):
             raise BitstreamError(f"image size {hh}x{ww} is out of range")
         ph, pw = -(-hh // 64) * 64, -(-ww // 64) * 64
         hy, wy = ph // 16, pw // 16
-        anchor = self.anchors(hy, wy)
-        m = self.arch.latent
+        anchor, at_a, _ = self._checkerboard(hy, wy)
+        at_n = ~at_a
+        z_idx = self.z_index_int.cpu()[:, None, None].expand(-1, hy // 4, wy // 4).numpy()
         outs = []
         for data in strings:
             t16, words = self._parse(bytes(data), (hh, ww))
             import constriction
 
             dec = constriction.stream.queue.RangeDecoder(words)
-            z_idx = self.z_index_int.cpu()[None, :, None, None].expand(1, -1, hy // 4, wy // 4)
-            z_sym = torch.from_numpy(gaussian.decode_symbols(dec, z_idx.numpy()))
-            h = self._hyper_int(z_sym)
-            mean16_a, idx_a = self._params_int(h, torch.zeros_like(h[:, : self.arch.context]))
-            y16 = torch.zeros(1, m, hy, wy, dtype=torch.int64)
-            sym = gaussian.decode_symbols(dec, idx_a[0][:, anchor].numpy())
-            y16[0][:, anchor] = torch.from_numpy(sym) * 16 + mean16_a[0][:, anchor]
-            mean16_n, idx_n = self._params_int(h, self._context_int(y16, anchor))
-            sym = gaussian.decode_symbols(dec, idx_n[0][:, ~anchor].numpy())
-            y16[0][:, ~anchor] = torch.from_numpy(sym) * 16 + mean16_n[0][:, ~anchor]
+            z_sym = torch.from_numpy(gaussian.decode_symbols(dec, z_idx))[None]
+            h = self._hyper_int(z_sym).flatten(2)
+            mean16_a, idx_a = self._params_at(h[:, :, at_a], None)
+            y16_a = torch.from_numpy(gaussian.decode_symbols(dec, idx_a[0].numpy()))[None] * 16 + mean16_a
+            mean16_n, idx_n = self._params_at(h[:, :, at_n], self._context_at(y16_a, hy, wy))
+            y16_n = torch.from_numpy(gaussian.decode_symbols(dec, idx_n[0].numpy()))[None] * 16 + mean16_n
             dev = self.log_gain.device
             t = torch.full((1,), t16 / RATE_STEPS, device=dev)
-            y_hat = y16.float().to(dev) / 16
-            x_hat = self.g_s(y_hat * self.gains(t, inverse=True)) + 0.5
-            outs.append(x_hat[..., :hh, :ww].clamp(0, 1))
-        return {"x_hat": torch.cat(outs, 0)}
+            y_hat = self._latent_grid(y16_a, y16_n, anchor).float().to(dev) / 16
+            x_hat = self._transform("g_s", y_hat * self.gains(t, inverse=True))
+            outs.append(x_hat[..., :hh, :ww].add(0.5).clamp_(0, 1))
+        return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
 
     @staticmethod
     def _parse(data: bytes, shape: tuple[int, int]) -> tuple[int, np.ndarray]:

@@ -14,11 +14,17 @@ that. :class:`IntConv` is such a layer, in two forms that compute the same funct
   ``2**(ACT_BITS + WEIGHT_BITS)``, and the output is ``floor(acc / 2**WEIGHT_BITS)``, clamped.
 
 The integer form runs on the CPU (a GPU library may pick FFT or Winograd algorithms, which
-are not exact) as a float64 convolution of integer-valued tensors. Every product
+are not exact) as one float64 matrix product of integer-valued weights and input patches
+(gathered by :func:`patch_index` and :func:`gather_patches`), bias added after. Every product
 and partial sum is an integer below ``2**52`` (:meth:`IntConv.freeze` checks the bound
 from the weights and the clamped input range), so float64 adds them exactly in any order:
 the result does not depend on BLAS's blocking, the thread count, the machine or the
 device. Division by a power of two and ``floor`` are exact too.
+
+Where only some output positions are needed, or some kernel taps only ever read zeros (the
+checkerboard context reads the anchors alone), the patches hold just those
+(:meth:`IntConv.forward_int_cols`): the terms left out are products with zero, so the
+sums, and the bound above, are unchanged.
 
 ``upsample=True`` makes the layer a sub-pixel convolution (Shi et al. 2016): the conv
 gives ``4 * out`` channels at the input's resolution and a pixel shuffle doubles it.
@@ -92,6 +98,8 @@ class IntConv(nn.Module):
         self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)  # the same integers as float64, on the CPU
+        self._w_taps: dict[bytes, torch.Tensor] = {}  # (cout, T * cin) matrices of some taps, by tap mask
+        self._index: dict[tuple[int, int], torch.Tensor] = {}  # every position's patch, by image size
 
     def extra_repr(self) -> str:
         return f"{self.cin}, {self.cout}, k={self.k}, relu={self.relu}, upsample={self.upsample}"
@@ -116,6 +124,7 @@ class IntConv(nn.Module):
         self.weight_int = self.weight_int.new_zeros(0)
         self.bias_int = self.bias_int.new_zeros(0)
         self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)
+        self._w_taps = {}
 
     @torch.no_grad()
     def freeze(self) -> None:
@@ -125,6 +134,7 @@ class IntConv(nn.Module):
         self.weight_int = w.to(torch.int64)
         self.bias_int = b.to(torch.int64)
         self._w64, self._b64 = w.cpu(), b.cpu()
+        self._w_taps = {}
         self.check_bound()
 
     def check_bound(self) -> None:
@@ -134,28 +144,79 @@ class IntConv(nn.Module):
         if worst >= EXACT_BOUND:
             raise WeightsError(f"integer layer {self.extra_repr()}: partial sums up to {worst:.3g} are not exact in float64")
 
+    @property
+    def weight64(self) -> torch.Tensor:
+        """The integer weights as float64 on the CPU (empty until :meth:`freeze`)."""
+        return self._w64
+
+    def activate_(self, acc: torch.Tensor) -> torch.Tensor:
+        """``floor(acc / 2**WEIGHT_BITS)``, clamped, in place: accumulators to output activations."""
+        out = acc.div_(2**WEIGHT_BITS).floor_()
+        if self.relu:
+            return out.clamp_(0.0, ACT_MAX * 2**ACT_BITS)
+        return out.clamp_(-self.out_max * 2**ACT_BITS, self.out_max * 2**ACT_BITS)
+
+    def _check_frozen(self) -> None:
+        if not self.frozen or self._w64.numel() == 0:
+            raise WeightsError("an integer layer must be frozen (its weights rounded) before coding")
+
+    def forward_int_cols(self, cols: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
+        """The integer form on gathered patches: ``cols`` ``(B, T * cin, n)`` float64 integers
+        (from :func:`gather_patches` for the same ``taps``; all ``k * k`` when None) gives
+        ``(B, cout, n)``: one matrix product. Leaving out taps whose inputs are all zero
+        leaves out zero products only, so the sums are the same integers."""
+        self._check_frozen()
+        lim = self.in_max * 2**ACT_BITS
+        key = b"" if taps is None else taps.cpu().numpy().tobytes()
+        if key not in self._w_taps:
+            w = self._w64.flatten(2) if taps is None else self._w64[:, :, taps.cpu()]  # (cout, cin, T)
+            self._w_taps[key] = w.transpose(1, 2).flatten(1).contiguous()  # tap-major, as gather_patches
+        return self.activate_(torch.matmul(self._w_taps[key], cols.clamp(-lim, lim)).add_(self._b64[:, None]))
+
     def forward_int(self, a: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind.
 
         With ``where`` (bool ``(H, W)``; not for ``upsample``), only those output positions are
-        computed (one matrix product over their patches); the others are left at 0.
+        computed (:meth:`forward_int_cols` over their patches); the others are left at 0.
         """
-        if not self.frozen or self._w64.numel() == 0:
-            raise WeightsError("an integer layer must be frozen (its weights rounded) before coding")
-        lim = self.in_max * 2**ACT_BITS
-        a = a.double().cpu().clamp(-lim, lim)
+        self._check_frozen()
+        a = a.double().cpu()
+        b, _, h, w = a.shape
         if where is not None and not self.upsample:
-            b, _, h, w = a.shape
-            keep = where.cpu().reshape(-1)
-            cols = F.unfold(a, self.k, padding=self.k // 2)[:, :, keep]  # (B, Cin k k, n)
-            acc = torch.zeros(b, self._w64.shape[0], h * w, dtype=torch.float64)
-            acc[:, :, keep] = self._w64.flatten(1) @ cols + self._b64[:, None]
-            acc = acc.view(b, -1, h, w)
-        else:
-            acc = F.conv2d(a, self._w64, self._b64, padding=self.k // 2)
-        if self.upsample:
-            acc = F.pixel_shuffle(acc, 2)
-        out = torch.floor(acc / 2**WEIGHT_BITS)
-        if self.relu:
-            return out.clamp(0.0, ACT_MAX * 2**ACT_BITS)
-        return out.clamp(-self.out_max * 2**ACT_BITS, self.out_max * 2**ACT_BITS)
+            out = torch.zeros(b, self.cout, h * w, dtype=torch.float64)
+            cols = gather_patches(a.flatten(2), patch_index((h, w), self.k, where))
+            out[:, :, where.cpu().reshape(-1)] = self.forward_int_cols(cols)
+            return out.view(b, -1, h, w)
+        if (h, w) not in self._index:
+            self._index[(h, w)] = patch_index((h, w), self.k, torch.ones(h, w, dtype=torch.bool))
+        out = self.forward_int_cols(gather_patches(a.flatten(2), self._index[(h, w)])).view(b, -1, h, w)
+        return F.pixel_shuffle(out, 2) if self.upsample else out
+
+
+def patch_index(shape: tuple[int, int], k: int, where: torch.Tensor, taps: torch.Tensor | None = None,
+                source: torch.Tensor | None = None) -> torch.Tensor:
+    """``(T, n)`` int64: for each output position where ``where`` (bool ``(H, W)``) is True, in
+    row-major order, and each kernel tap where ``taps`` (bool ``(k, k)``; all when None) is True,
+    the input it reads, as an index among the ``source`` positions (bool ``(H, W)``, row-major;
+    all when None), or the number of source positions for one outside the image or not a
+    source (which reads zero). :func:`gather_patches` uses it."""
+    h, w = shape
+    p = k // 2
+    src = torch.ones(h, w, dtype=torch.bool) if source is None else source.cpu()
+    n_src = int(src.sum())
+    lookup = torch.full((h + 2 * p, w + 2 * p), n_src, dtype=torch.int64)
+    inner = lookup[p : p + h, p : p + w]
+    inner[src] = torch.arange(n_src)
+    rows, cols = where.cpu().nonzero(as_tuple=True)
+    di, dj = (torch.ones(k, k, dtype=torch.bool) if taps is None else taps.cpu()).nonzero(as_tuple=True)
+    return lookup[rows[None, :] + di[:, None], cols[None, :] + dj[:, None]]
+
+
+def gather_patches(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The patches ``(B, T * C, n)`` (rows tap-major) of ``values`` (``(B, C, n_source)``, the
+    inputs at the source positions) that :func:`patch_index` describes, zeros where it says so:
+    whole rows of ``C`` values gathered per position and tap (a transposed view)."""
+    b, c, n_src = values.shape
+    rows = torch.cat([values, values.new_zeros(b, c, 1)], 2).transpose(1, 2).contiguous()  # (B, n_src + 1, C)
+    t, n = index.shape
+    return rows[:, index.t().reshape(-1)].view(b, n, t * c).transpose(1, 2)
