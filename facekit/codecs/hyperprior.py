@@ -34,15 +34,14 @@ import torch
 
 from .. import container
 from ..errors import BitstreamError, CodecError, WeightsError
-from ..models.hyperprior import PRESETS, FaceHyperprior
+from ..models.hyperprior import MAX_SIDE, PRESETS, FaceHyperprior
 from ..zoo import MANIFEST, load_hyperprior, read_manifest, weights_dir
 from .base import Codec, check_image
 from .names import HYPERPRIOR, HYPERPRIOR_WEIGHTS, MAKE_HYPERPRIOR
 
 MAGIC = container.HYPERPRIOR_MAGIC
-#: the largest image side the model decodes (``FaceHyperprior.decompress`` refuses more), and the
-#: largest image (in pixels) encoded or decoded: a file declaring more is refused before decoding
-MAX_SIDE, MAX_PIXELS = 4096, 4096 * 4096
+#: the largest image (in pixels) encoded or decoded: a file declaring more is refused before decoding
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 
 
 def model_fingerprint(model: FaceHyperprior) -> str:

@@ -93,6 +93,8 @@ from .integer import ACT_BITS, IntConv, bound, floor_ste, gather_patches, patch_
 PRESETS = {"q1": 0.0, "q2": 0.25, "q3": 0.5, "q4": 0.75, "q5": 1.0}
 #: the rate parameter is stored as ``round(t * RATE_STEPS)`` in a uint16
 RATE_STEPS = 65535
+#: the largest image side :meth:`FaceHyperprior.decompress` decodes
+MAX_SIDE = 4096
 #: the entropy networks give a scale index in units of 1/INDEX_GAIN (so that a training step moves it)
 INDEX_GAIN = 8
 #: the largest |latent| the context network reads, and the largest |z| symbol
@@ -457,7 +459,7 @@ class FaceHyperprior(nn.Module):
         if not self.frozen:
             self.freeze()
         hh, ww = int(shape[0]), int(shape[1])
-        if not (0 < hh <= 4096 and 0 < ww <= 4096):
+        if not (0 < hh <= MAX_SIDE and 0 < ww <= MAX_SIDE):
             raise BitstreamError(f"image size {hh}x{ww} is out of range")
         ph, pw = -(-hh // 64) * 64, -(-ww // 64) * 64
         hy, wy = ph // 16, pw // 16
