@@ -39,8 +39,11 @@ from facekit.models.integer import (
 pytest.importorskip("constriction")
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = HyperpriorArch(latent=8, enc_widths=(8, 8, 8), dec_widths=(8, 8, 8), hyper=8, hyper_latent=4,
-                      context=8, params_hidden=8, gain_levels=3)
+sys.path.insert(0, str(REPO / "tests" / "corpus"))
+
+from fkh1 import tiny_arch, tiny_hyperprior  # noqa: E402
+
+TINY = tiny_arch()
 
 
 def face_like(h: int = 250, w: int = 250, seed: int = 0) -> torch.Tensor:
@@ -53,14 +56,7 @@ def face_like(h: int = 250, w: int = 250, seed: int = 0) -> torch.Tensor:
 
 def tiny_model(seed: int = 0, arch: HyperpriorArch = TINY) -> FaceHyperprior:
     """A (tiny) model with weights spread out, so that symbols, means and indices vary."""
-    torch.manual_seed(seed)
-    m = FaceHyperprior(arch)
-    with torch.no_grad():
-        m.log_gain.add_(2.0)
-        m.log_inv_gain.sub_(2.0)
-        for layer in (*m.h_s, m.ctx, *m.ep):
-            layer.weight.mul_(3.0)
-    return m.eval()
+    return tiny_hyperprior(seed, arch)
 
 
 def test_forward_contract_and_random_rate_per_batch() -> None:

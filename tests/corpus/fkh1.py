@@ -39,14 +39,15 @@ def tiny_arch():  # type: ignore[no-untyped-def]
                           context=8, params_hidden=8, gain_levels=3)
 
 
-def tiny_hyperprior(seed: int = 0):  # type: ignore[no-untyped-def]
-    """A tiny model, the same for the same ``seed``, with weights spread out (bpp grows with ``t``)."""
+def tiny_hyperprior(seed: int = 0, arch=None):  # type: ignore[no-untyped-def]
+    """A model (tiny unless ``arch`` is given), the same for the same ``seed``, with weights spread
+    out so that symbols, means and scale indices vary (bpp grows with ``t``)."""
     import torch
 
     from facekit.models.hyperprior import FaceHyperprior
 
     torch.manual_seed(seed)
-    m = FaceHyperprior(tiny_arch())
+    m = FaceHyperprior(arch or tiny_arch())
     with torch.no_grad():
         m.log_gain.add_(2.0)
         m.log_inv_gain.sub_(2.0)
