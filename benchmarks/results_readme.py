@@ -17,7 +17,13 @@ from pathlib import Path
 from facekit.codecs.names import SHORT_NAMES
 from facekit.codecs.registry import RECOMMENDED
 from facekit.evaluate import load_results
-from facekit.goals import goals_table, joint_gain_table, rate_term_gain_table
+from facekit.goals import (
+    PSNR_RANGE,
+    goals_table,
+    joint_gain_table,
+    psnr_difference_table,
+    rate_term_gain_table,
+)
 from facekit.plots import draw_results_figures, is_roi, summary_table
 
 NOTES_MARKER = "<!-- hand-written notes below: benchmarks/results_readme.py keeps them when it regenerates this file -->"
@@ -205,6 +211,13 @@ def main() -> None:
     goals = goals_table(res)
     if goals:
         lines += ["## The goals, checked against these numbers (`facekit.goals`)", "", goals, ""]
+    fidelity = psnr_difference_table(res)
+    if fidelity:
+        lo, hi = PSNR_RANGE
+        lines += ["## Fidelity: PSNR at equal bpp against the classical codecs", "",
+                  f"Mean whole-image PSNR difference at equal bpp (Bjøntegaard's delta PSNR; each curve linear in log "
+                  f"bpp) over {lo}–{hi} bpp, or the part of it both curves cover (in brackets); positive: the "
+                  "learned codec is sharper.", "", fidelity, ""]
     gain = joint_gain_table(res)
     if gain:
         lines += ["## What joint training adds over distortion-only training", "", gain, ""]

@@ -64,6 +64,31 @@ def bd_rate(
     return {"saving": float(1 - np.exp(mean_diff)), "range": (float(lo), float(hi))}
 
 
+def bd_quality(
+    bpp_test: Sequence[float], q_test: Sequence[float], bpp_ref: Sequence[float], q_ref: Sequence[float],
+    lo: float | None = None, hi: float | None = None, samples: int = 200,
+) -> dict:
+    """Quality change of ``test`` against ``ref`` at equal rate (Bjøntegaard's delta quality, e.g. BD-PSNR).
+
+    Returns ``{"delta": d, "range": (lo, hi)}``: ``d`` is the mean of ``q_test - q_ref`` over the
+    common bpp range (within ``[lo, hi]`` when given), each curve monotone and linear in log bpp;
+    ``delta`` is ``None`` when the curves share no rate range.
+
+    Example: ``bd_quality([0.1, 0.4], [27, 33], [0.1, 0.4], [28, 34])["delta"]`` -> -1.0.
+    """
+    rt, qt = monotone_envelope(bpp_test, q_test)
+    rr, qr = monotone_envelope(bpp_ref, q_ref)
+    if len(qt) < 2 or len(qr) < 2:
+        return {"delta": None, "range": None, "reason": "each curve needs two increasing points"}
+    a = max(rt[0], rr[0], lo if lo is not None else 0.0)
+    b = min(rt[-1], rr[-1], hi if hi is not None else np.inf)
+    if not b > a:
+        return {"delta": None, "range": None, "reason": "no common bpp range"}
+    grid = np.linspace(np.log(a), np.log(b), samples)
+    d = np.interp(grid, np.log(rt), qt) - np.interp(grid, np.log(rr), qr)
+    return {"delta": float(np.mean(d)), "range": (float(a), float(b))}
+
+
 def rate_at(bpp: Sequence[float], quality: Sequence[float], target: float) -> float | None:
     """The (interpolated) bpp at which a curve reaches ``target`` quality; None if never."""
     r, q = monotone_envelope(bpp, quality)

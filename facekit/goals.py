@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from .bdrate import bd_rate, curve, monotone_envelope, quality_at, rate_at
+from .bdrate import bd_quality, bd_rate, curve, monotone_envelope, quality_at, rate_at
 from .codecs.names import is_learned
 from .codecs.registry import CLASSIC, PAPER, PAPER_MSE
 
@@ -292,6 +292,32 @@ def goals_table(results: dict[str, Any], learned: Sequence[str] | None = None) -
     for goal in goals:
         cells = [cell(checks[n][goal]) if goal in checks[n] else "—" for n in names]
         lines.append(f"| {goal} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+#: the classical codecs whole-image PSNR is compared with, and the rate range (bpp) of the comparison
+PSNR_REFERENCES, PSNR_RANGE = ("avif", "jpeg2000", "webp", "hevc", "jpegxl"), (0.1, 0.5)
+
+
+def psnr_difference_table(results: dict[str, Any], learned: Sequence[str] | None = None) -> str:
+    """Markdown: each whole-image learned codec's mean PSNR difference at equal bpp (Bjøntegaard's
+    delta PSNR, :func:`facekit.bdrate.bd_quality`) against each classical codec measured, over
+    :data:`PSNR_RANGE` or the part of it both curves cover; "" when nothing compares.
+    """
+    codecs = results["codecs"]
+    names = list(learned) if learned is not None else [n for n in codecs if is_learned(n) and not is_roi(n)]
+    refs = [f for f in (measured_form(results, r) for r in PSNR_REFERENCES) if f is not None]
+    if not names or not refs:
+        return ""
+
+    def cell(n: str, r: str) -> str:
+        d = bd_quality(*curve(codecs[n], "psnr"), *curve(codecs[r], "psnr"), *PSNR_RANGE)
+        if d["delta"] is None:
+            return "—"
+        return f"{d['delta']:+.2f} dB ({d['range'][0]:.2f}–{d['range'][1]:.2f})"
+
+    lines = ["| codec | " + " | ".join(f"vs {r}" for r in refs) + " |", "| --- |" + " --- |" * len(refs)]
+    lines += [f"| {n} | " + " | ".join(cell(n, r) for r in refs) + " |" for n in names]
     return "\n".join(lines)
 
 

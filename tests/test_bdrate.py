@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facekit.bdrate import bd_rate, monotone_envelope, quality_at, rate_at
+from facekit.bdrate import bd_quality, bd_rate, monotone_envelope, quality_at, rate_at
 
 
 def test_half_the_bits_is_fifty_percent_saving():
@@ -27,3 +27,11 @@ def test_rate_and_quality_at():
     assert rate_at(r, q, 0.95) is None
     assert quality_at(r, q, 0.2) == pytest.approx(0.85)
     assert quality_at(r, q, 1.0) is None
+
+
+def test_bd_quality_is_the_mean_difference_at_equal_rate_over_the_common_range():
+    r = bd_quality([0.1, 0.4], [27.0, 33.0], [0.1, 0.4], [28.0, 34.0])
+    assert r["delta"] == pytest.approx(-1.0) and r["range"] == (0.1, 0.4)
+    r = bd_quality([0.05, 0.2, 0.8], [20.0, 30.0, 40.0], [0.1, 0.4], [25.0, 35.0], lo=0.1, hi=0.3)
+    assert r["range"] == pytest.approx((0.1, 0.3)) and r["delta"] == pytest.approx(0.0, abs=1e-9)
+    assert bd_quality([0.05, 0.08], [20, 22], [0.1, 0.4], [25, 35])["delta"] is None

@@ -11,6 +11,7 @@ from facekit.goals import (
     joint_gain_table,
     margin_at_equal_rate,
     not_judged,
+    psnr_difference_table,
     rate_term_gain_table,
     saving_at_equal_accuracy,
 )
@@ -179,3 +180,17 @@ def test_envelope_is_the_best_measured_form_at_each_rate():
     assert all(b > a for a, b in zip(y, y[1:], strict=False))  # monotone
     goals = {g["goal"]: g for g in check_goals(r, "facekit")}
     assert "envelope of webp, webp-resized" in goals["bitrate saving of at least 50 % against WebP"]["detail"]
+
+
+def test_psnr_difference_table_compares_whole_image_learned_codecs_with_the_classical_ones():
+    r = results(**{
+        "paper-mse": pts((0.1, 0.80), (0.4, 0.90), psnr=28.0),
+        "facekit-roi": pts((0.1, 0.90), (0.2, 0.95), psnr=13.0),
+        "avif-speed6": pts((0.1, 0.80), (0.2, 0.90), (0.6, 0.95), psnr=30.0),
+        "jpeg": pts((0.6, 0.80), (0.9, 0.90)),
+    })
+    t = psnr_difference_table(r).splitlines()
+    assert t[0] == "| codec | vs avif-speed6 |"  # jpeg is no PSNR reference; avif's measured form stands for it
+    assert len(t) == 3 and t[2].startswith("| paper-mse | ")  # no ROI codec
+    assert "(0.10–0.40)" in t[2] and "—" not in t[2]
+    assert psnr_difference_table(results(jpeg=[])) == ""
