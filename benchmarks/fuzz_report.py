@@ -241,16 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     from fkh1 import hyperprior_targets
-    from targets import build_targets, corpus_files
+    from targets import build_targets
 
     work = Path(tempfile.mkdtemp(prefix="facekit-fuzz-"))
     targets = build_targets(args.targets, workdir=work)
-    targets.update(hyperprior_targets(work, lambda name: args.targets is None or name in args.targets))
-    fkh1 = [d for name in ("hyperprior.decode", "hyperprior-resealed.decode") if name in targets
-            for d in targets[name].seeds]
-    every = [*corpus_files().values(), *fkh1]
-    for t in targets.values():  # every target splices from the FKH1 files too
-        t.others = every
+    targets = hyperprior_targets(work, lambda name: args.targets is None or name in args.targets, into=targets)
     if args.list or not targets:
         print("\n".join(targets) or "no such target")
         return 0

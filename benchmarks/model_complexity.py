@@ -89,6 +89,8 @@ def median_ms(fn, items, rounds: int) -> tuple[float, float]:  # type: ignore[no
 
 
 def minor_faults() -> int:
+    """Minor page faults of this process so far (``getrusage``): the difference over a timed
+    loop counts the pages glibc handed back and took again (see ``--malloc-tune``)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -111,7 +113,7 @@ def load_weights(path: str | None, store: str | None, arch: HyperpriorArch) -> F
         return load_hyperprior(store)[0]
     if not path:
         return FaceHyperprior(arch)
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch.load(path, map_location="cpu", weights_only=True)
     arch_dict = blob.get("rate_point") or blob.get("arch")
     state = blob["model"] if "model" in blob else blob["state_dict"]
     model = FaceHyperprior(HyperpriorArch.from_dict(arch_dict))

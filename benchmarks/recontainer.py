@@ -82,7 +82,7 @@ def check_point(codec: Any, setting: str, images: list[np.ndarray]) -> int:
 
 def main() -> None:
     from facekit.codecs import get_codec
-    from facekit.codecs.names import is_learned
+    from facekit.codecs.names import writes_container
     from facekit.data.lfw import open_lfw
     from facekit.evaluate import load_results, read_pairs_any, save_results
 
@@ -106,7 +106,7 @@ def main() -> None:
         sample = [lfw.load(n) for n in names[::step][: a.check]]
         changed = 0
         for cname, points in res["codecs"].items():
-            if not is_learned(cname):
+            if not writes_container(cname):
                 continue
             for p in points:
                 if "container" in p:

@@ -38,7 +38,7 @@ refuses bytes made by other weights.
 The second-generation codec (:mod:`facekit.codecs.hyperprior`) writes files of its own,
 told apart by their magic (:func:`file_kind`; :func:`parse_any` parses either kind)::
 
-    0   4  magic b"FKH1" | 4  2  height | 6  2  width (uint16, little-endian)
+    0   4  magic b"FKH1" | 4  2  height | 6  2  width (uint16, little-endian; 1..4096)
     8   4  first 4 bytes of the sha256 fingerprint of the model | 12  m  model string
 
 where the model string (:meth:`facekit.models.hyperprior.FaceHyperprior.compress`) carries
@@ -72,6 +72,8 @@ MAGIC_V1 = b"FKC\x89"
 HYPERPRIOR_MAGIC = b"FKH1"
 #: bytes of an FKH1 file before its model string (magic, height, width, fingerprint)
 HYPERPRIOR_HEADER = len(HYPERPRIOR_MAGIC) + 2 + 2 + HASH_BYTES
+#: largest image side of an FKH1 file: what its model decodes (a decompression-bomb guard too)
+HYPERPRIOR_MAX_SIDE = 4096
 HASH_BYTES_V1 = 6
 _FIXED_V1 = len(MAGIC_V1) + 1 + 1 + HASH_BYTES_V1 + 2 + 2 + 4 + 4
 
@@ -183,10 +185,10 @@ def _check_crc(data: bytes) -> None:
         raise BitstreamError("CRC32 mismatch: the file is damaged or truncated (bit flips, an edited byte, missing or trailing bytes)")
 
 
-def _check_size(height: int, width: int) -> None:
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+def _check_size(height: int, width: int, limit: int = MAX_SIDE) -> None:
+    if not (1 <= height <= limit and 1 <= width <= limit):
         raise BitstreamError(
-            f"absurd image size {width}x{height} (limit {MAX_SIDE}x{MAX_SIDE}): refusing to decode"
+            f"absurd image size {width}x{height} (limit {limit}x{limit}): refusing to decode"
         )
 
 
@@ -313,8 +315,8 @@ def file_kind(data: bytes) -> str | None:
 
 def pack_hyperprior(fingerprint: str | bytes, height: int, width: int, stream: bytes) -> bytes:
     """An FKH1 file: the header (see the module docstring) and the model's string ``stream``."""
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-        raise ValueError(f"image {width}x{height} exceeds the format's {MAX_SIDE}x{MAX_SIDE} limit")
+    if not (1 <= height <= HYPERPRIOR_MAX_SIDE and 1 <= width <= HYPERPRIOR_MAX_SIDE):
+        raise ValueError(f"image {width}x{height} exceeds the format's {HYPERPRIOR_MAX_SIDE}x{HYPERPRIOR_MAX_SIDE} limit")
     return HYPERPRIOR_MAGIC + struct.pack("<HH", height, width) + model_hash(fingerprint) + bytes(stream)
 
 
@@ -330,9 +332,10 @@ def parse_hyperprior(data: bytes) -> HyperpriorFile:
         raise BitstreamError(f"not a facekit-hyperprior file (wrong magic {data[:4]!r}, expected {HYPERPRIOR_MAGIC!r})")
     if len(data) < HYPERPRIOR_HEADER:
         raise BitstreamError(f"truncated: {len(data)} bytes, shorter than the {HYPERPRIOR_HEADER}-byte FKH1 header")
-    height, width = struct.unpack("<HH", data[4:8])
-    _check_size(height, width)
-    return HyperpriorFile(height, width, data[8:HYPERPRIOR_HEADER], data[HYPERPRIOR_HEADER:])
+    at = len(HYPERPRIOR_MAGIC)
+    height, width = struct.unpack("<HH", data[at : at + 4])
+    _check_size(height, width, HYPERPRIOR_MAX_SIDE)
+    return HyperpriorFile(height, width, data[at + 4 : HYPERPRIOR_HEADER], data[HYPERPRIOR_HEADER:])
 
 
 def parse_any(data: bytes) -> Container | HyperpriorFile:

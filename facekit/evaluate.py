@@ -28,7 +28,7 @@ import numpy as np
 
 from .codecs import get_codec
 from .codecs.base import Codec, bits_per_pixel
-from .codecs.names import LearnedSpec, canonical_name, is_learned
+from .codecs.names import LearnedSpec, canonical_name, is_learned, writes_container
 from .config import cache_dir
 from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw, sha256_file
@@ -333,7 +333,7 @@ def evaluate(
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in (settings or codec.settings)]
         for s, run in pts:
             p = {"setting": s, **score(ctx, run)}
-            if LearnedSpec.parse(name) is not None:  # bpp measured on files of this container format
+            if writes_container(name):  # bpp measured on files of this container format
                 p["container"] = {"format": CONTAINER_FORMAT, "measured": True}
             points.append(p)
             if on_point:

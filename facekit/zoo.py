@@ -388,15 +388,18 @@ def install_hyperprior(model: Any, name: str, *, folder: PathLike | None = None,
     return entry
 
 
-def load_hyperprior(name: str, *, folder: PathLike | None = None) -> tuple[Any, dict[str, Any]]:
-    """A stored hyperprior model (sha256- and fingerprint-checked, eval mode) and its manifest entry."""
+def load_hyperprior(name: str, *, folder: PathLike | None = None, hint: str | None = None) -> tuple[Any, dict[str, Any]]:
+    """A stored hyperprior model (sha256- and fingerprint-checked, eval mode) and its manifest entry.
+
+    Without the entry ``name``: a WeightsError, ending with ``hint`` (how to make the weights) when given.
+    """
     from .codecs.hyperprior import model_fingerprint
     from .models.hyperprior import FaceHyperprior, HyperpriorArch
 
     folder = Path(folder or weights_dir())
     entry = read_manifest(folder)["models"].get(name)
     if entry is None:
-        raise WeightsError(f"no weights for {name!r} in {folder / MANIFEST}")
+        raise WeightsError(f"no weights for {name!r} in {folder / MANIFEST}" + (f": {hint}" if hint else ""))
     raw = (folder / entry["file"]).read_bytes() if (folder / entry["file"]).exists() else b""
     if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
         raise WeightsError(f"weights file {folder / entry['file']} is missing or does not match its sha256")

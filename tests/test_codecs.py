@@ -196,3 +196,12 @@ def test_cli_codecs_prints_roles_recommended_first(capsys):
     assert main(["codecs", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert list(info)[0] == "facekit" and info["facekit"]["role"] == "recommended" and len(info) <= 13
+
+
+def test_writes_container_is_the_learned_codecs_container_not_fkh1():
+    """``is_learned``: runs a network; ``writes_container``: writes facekit.container's format (not FKH1)."""
+    from facekit.codecs.names import HYPERPRIOR, is_learned, writes_container
+
+    assert writes_container("facekit") and writes_container("facekit-jointrate-entropy-roi") and writes_container("paper")
+    assert is_learned(HYPERPRIOR) and not writes_container(HYPERPRIOR)
+    assert not writes_container("jpeg") and not is_learned("jpeg")

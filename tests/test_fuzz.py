@@ -77,12 +77,7 @@ MEMORY_MB = 1536  # address space a bomb-case decode may add
 def targets():
     workdir = tempfile.mkdtemp(prefix="facekit-test-fuzz-")
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    built = build_targets(workdir=Path(workdir))
-    built.update(hyperprior_targets(Path(workdir)))
-    every = [*_corpus_data().values(), *built["hyperprior.decode"].seeds]
-    for t in built.values():  # every target splices from the FKH1 files too
-        t.others = every
-    return built
+    return hyperprior_targets(Path(workdir), into=build_targets(workdir=Path(workdir)))
 
 
 #: the second generation's FKH1 files (tests/corpus/fkh1.py): as mutated, and with their CRC32 repaired

@@ -18,17 +18,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facekit.entropy_models import gaussian
 from facekit.errors import BitstreamError, CodecError
+from facekit.models.coding_transforms import Inference
 from facekit.models.hyperprior import (
     INDEX_GAIN,
     PRESETS,
     RATE_STEPS,
     FaceHyperprior,
     HyperpriorArch,
-    Inference,
     quantise_rate,
+    rate_parameter,
 )
 from facekit.models.integer import (
     ACT_BITS,
+    SIZE_CACHE,
     WEIGHT_BITS,
     IntConv,
     bound,
@@ -84,11 +86,27 @@ def test_gains_interpolate_between_levels() -> None:
 
 def test_rate_parameter_presets_and_out_of_range() -> None:
     assert quantise_rate(0.0) == 0 and quantise_rate(1.0) == 65535 and quantise_rate("q3") == round(0.5 * 65535)
+    assert rate_parameter("q2") == 0.25 and rate_parameter(torch.tensor(0.3)) == pytest.approx(0.3)
     assert list(PRESETS) == ["q1", "q2", "q3", "q4", "q5"]
     m = tiny_model()
-    for bad in (-0.01, 1.5, float("nan"), "q9"):
+    for bad in (-0.01, 1.5, float("nan"), float("inf"), "q9"):
+        with pytest.raises(CodecError, match=r"\[0, 1\]"):
+            rate_parameter(bad)
         with pytest.raises(CodecError):
             m.compress(face_like(64, 64), bad)
+
+
+def test_per_size_caches_keep_the_last_few_sizes() -> None:
+    """The checkerboards and the integer layers' patch indices are kept for SIZE_CACHE sizes, most recent first."""
+    m = tiny_model().freeze()
+    sizes = [(4 + i, 4) for i in range(SIZE_CACHE + 3)]
+    for hy, wy in sizes:
+        m._checkerboard(hy, wy)
+        m.h_s[0].forward_int(torch.zeros(1, TINY.hyper_latent, hy, wy, dtype=torch.float64))
+    assert list(m._grids) == sizes[-SIZE_CACHE:] and list(m.h_s[0]._index) == sizes[-SIZE_CACHE:]
+    first = m._checkerboard(*sizes[-SIZE_CACHE])  # a hit moves it to the end, and is the same object
+    assert list(m._grids)[-1] == sizes[-SIZE_CACHE] and first is m._checkerboard(*sizes[-SIZE_CACHE])
+    assert len(m._grids) == SIZE_CACHE
 
 
 def test_scale_table_is_pinned_and_normalised() -> None:

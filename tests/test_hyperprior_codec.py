@@ -31,7 +31,7 @@ from facekit.errors import BitstreamError, CodecError, FacekitError, WeightsErro
 CORPUS = Path(__file__).resolve().parent / "corpus"
 sys.path.insert(0, str(CORPUS))
 
-from fkh1 import install_tiny, reseal_fkh1  # noqa: E402
+from fkh1 import install_tiny, reseal_fkh1, tiny_hyperprior  # noqa: E402
 from make_corpus import face_image  # noqa: E402
 from targets import WEIGHTS as MSE_WEIGHTS  # noqa: E402
 
@@ -84,7 +84,7 @@ def test_listed_after_the_recommended_codecs_in_a_role_of_its_own():
 
 
 def test_without_weights_one_error_names_the_command(tmp_path, face_png, capsys):
-    with pytest.raises(WeightsError, match=r"not installed.*make weights.*recipes/hyperprior\.toml"):
+    with pytest.raises(WeightsError, match=r"no weights for 'hyperprior'.*not installed.*make weights.*recipes/hyperprior\.toml"):
         get_codec(HYPERPRIOR, folder=tmp_path)
     code, err = cli("compress", str(face_png), "-o", str(tmp_path / "o.fkc"), "--codec", HYPERPRIOR,
                     "--weights", str(tmp_path), "--quiet")
@@ -106,7 +106,7 @@ def test_codecs_line_says_the_weights_are_installed(codec):
 def test_settings_are_a_number_in_0_1_or_a_preset(codec):
     assert continuous_range(codec) == (0.0, 1.0) and rate_value("q2") == 0.25 and rate_value(np.float32(0.5)) == 0.5
     for bad in (1.5, -0.1, math.nan, math.inf, True, None, "q9", "0.5", [0.5]):
-        with pytest.raises(CodecError, match=r"\[0, 1\]"):
+        with pytest.raises(CodecError, match=r"^facekit-hyperprior: .*\[0, 1\]"):
             codec.encode(face_image(), bad)
     a, b = codec.encode(face_image(), "q3"), codec.encode(face_image(), 0.5)
     assert a == b and a[:4] == b"FKH1"
@@ -208,11 +208,27 @@ def test_flips_behind_a_repaired_crc_decode_or_are_refused(codec):
 def test_declared_size_over_the_limit_is_refused_before_decoding(store, codec):
     data = codec.encode(face_image(), "q1")
     small = get_codec(HYPERPRIOR, folder=store, max_pixels=64 * 64)
-    for c, (h, w) in ((codec, (4097, 64)), (codec, (8192, 8192)), (small, (80, 64))):
-        with pytest.raises(BitstreamError, match="exceeds this decoder's limit"):
+    side = container.HYPERPRIOR_MAX_SIDE
+    for c, (h, w), word in ((codec, (side + 1, 64), "absurd image size"), (codec, (8192, 8192), "absurd image size"),
+                            (small, (80, 64), "exceeds this decoder's limit")):
+        with pytest.raises(BitstreamError, match=word):
             c.decode(reseal_fkh1(data[:4] + struct.pack("<HH", h, w) + data[8:]))
     with pytest.raises(CodecError, match="exceeds"):
         small.encode(face_image(), "q1")
+
+
+def test_one_side_limit_for_the_format_the_model_and_the_codec():
+    """FKH1's side limit is the model's: pack_hyperprior, parse_hyperprior, decompress and the codec share it."""
+    from facekit.codecs.hyperprior import MAX_PIXELS
+
+    side = container.HYPERPRIOR_MAX_SIDE
+    assert side == 4096 and MAX_PIXELS == side * side
+    head = container.pack_hyperprior(b"\0" * 4, side, 1, b"")
+    assert container.parse_hyperprior(head).height == side
+    with pytest.raises(ValueError, match="4096x4096"):
+        container.pack_hyperprior(b"\0" * 4, side + 1, 1, b"")
+    with pytest.raises(BitstreamError, match="out of range"):  # the model refuses the same sizes
+        tiny_hyperprior().decompress([b"\0" * 8], (side + 1, 1))
 
 
 # --------------------------------------------------------------------------- --target-bpp

@@ -25,7 +25,6 @@ Its weights come from the weights store (:func:`facekit.zoo.load_hyperprior`, th
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from typing import Any
 
@@ -33,15 +32,15 @@ import numpy as np
 import torch
 
 from .. import container
-from ..errors import BitstreamError, CodecError, WeightsError
-from ..models.hyperprior import MAX_SIDE, PRESETS, FaceHyperprior
-from ..zoo import MANIFEST, load_hyperprior, read_manifest, weights_dir
+from ..errors import BitstreamError, CodecError
+from ..models.hyperprior import PRESETS, FaceHyperprior, rate_parameter
+from ..zoo import load_hyperprior
 from .base import Codec, check_image
 from .names import HYPERPRIOR, HYPERPRIOR_WEIGHTS, MAKE_HYPERPRIOR
 
 MAGIC = container.HYPERPRIOR_MAGIC
 #: the largest image (in pixels) encoded or decoded: a file declaring more is refused before decoding
-MAX_PIXELS = MAX_SIDE * MAX_SIDE
+MAX_PIXELS = container.HYPERPRIOR_MAX_SIDE**2
 
 
 def model_fingerprint(model: FaceHyperprior) -> str:
@@ -59,18 +58,19 @@ def model_fingerprint(model: FaceHyperprior) -> str:
 def rate_value(setting: Any) -> float:
     """The rate parameter ``t`` of a setting: a number in ``[0, 1]`` or a preset name; CodecError otherwise.
 
+    A plain number or a preset name (not a bool, a string of digits or a list), then
+    :func:`~facekit.models.hyperprior.rate_parameter`'s checks.
+
     Example: ``rate_value("q2")`` -> 0.25, ``rate_value(0.3)`` -> 0.3; ``rate_value(2)`` raises.
     """
-    if isinstance(setting, str):
-        if setting not in PRESETS:
-            raise CodecError(f"{HYPERPRIOR}: unknown rate {setting!r}: use a number in [0, 1] or one of {', '.join(PRESETS)}")
-        return PRESETS[setting]
-    if isinstance(setting, bool) or not isinstance(setting, int | float | np.integer | np.floating):
+    if not isinstance(setting, str) and (
+        isinstance(setting, bool) or not isinstance(setting, int | float | np.integer | np.floating)
+    ):
         raise CodecError(f"{HYPERPRIOR}: the rate is a number in [0, 1] or one of {', '.join(PRESETS)}, got {setting!r}")
-    t = float(setting)
-    if not (math.isfinite(t) and 0.0 <= t <= 1.0):
-        raise CodecError(f"{HYPERPRIOR}: rate parameter {setting!r} is outside [0, 1] (0: fewest bits, 1: most)")
-    return t
+    try:
+        return rate_parameter(setting)
+    except CodecError as e:
+        raise CodecError(f"{HYPERPRIOR}: {e}") from None
 
 
 class HyperpriorCodec(Codec):
@@ -128,11 +128,8 @@ class HyperpriorCodec(Codec):
         Without that entry: one :class:`~facekit.errors.WeightsError` naming the command that
         makes the weights. Example: ``HyperpriorCodec.from_store(folder="/tmp/weights")``.
         """
-        where = weights_dir() if folder is None else folder
-        if name not in read_manifest(where)["models"]:
-            raise WeightsError(f"{HYPERPRIOR}: its weights are not installed (no {name!r} entry in "
-                               f"{os.path.join(where, MANIFEST)}); make them with {MAKE_HYPERPRIOR}")
-        model, entry = load_hyperprior(name, folder=where)
+        model, entry = load_hyperprior(name, folder=folder,
+                                       hint=f"{HYPERPRIOR}'s weights are not installed; make them with {MAKE_HYPERPRIOR}")
         return cls(model, device=device, max_pixels=max_pixels, entry=entry)
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
@@ -140,18 +137,19 @@ class HyperpriorCodec(Codec):
         image = check_image(image)
         t = rate_value(setting)
         h, w = image.shape[:2]
-        if h > MAX_SIDE or w > MAX_SIDE or h * w > self.max_pixels:
-            raise CodecError(f"image {w}x{h} exceeds {self.name}'s limit ({self.max_pixels} pixels, {MAX_SIDE} a side)")
+        side = container.HYPERPRIOR_MAX_SIDE
+        if h > side or w > side or h * w > self.max_pixels:
+            raise CodecError(f"image {w}x{h} exceeds {self.name}'s limit ({self.max_pixels} pixels, {side} a side)")
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255).to(self.device)
         string = self.model.compress(x, setting if isinstance(setting, str) else t)["strings"][0]
         return container.pack_hyperprior(self.tag, h, w, string)
 
     def decode(self, data: bytes) -> np.ndarray:
         """Decompress an FKH1 file made by this model; BitstreamError when damaged or made by another."""
-        f = container.parse_hyperprior(data)
-        if f.height * f.width > self.max_pixels or max(f.height, f.width) > MAX_SIDE:
+        f = container.parse_hyperprior(data)  # refuses a side over the format's limit
+        if f.height * f.width > self.max_pixels:
             raise BitstreamError(f"declared image size {f.width}x{f.height} exceeds this decoder's limit of "
-                                 f"{self.max_pixels} pixels, {MAX_SIDE} a side (too large: a decompression bomb?)")
+                                 f"{self.max_pixels} pixels (too large: a decompression bomb?)")
         if f.model_hash != self.tag:
             raise BitstreamError(f"file made by another model: fingerprint {f.model_hash.hex()}, the installed "
                                  f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")

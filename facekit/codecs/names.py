@@ -180,3 +180,13 @@ def is_learned(name: str) -> bool:
     ``is_learned("jpeg")`` -> False.
     """
     return name == HYPERPRIOR or LearnedSpec.parse(name) is not None
+
+
+def writes_container(name: str) -> bool:
+    """Whether codec ``name`` writes the learned codecs' container (:mod:`facekit.container`, format 2),
+    so that its files' sizes follow the container's format; ``facekit-hyperprior`` writes FKH1 files.
+
+    Example: ``writes_container("facekit")`` -> True; ``writes_container("facekit-hyperprior")``
+    and ``writes_container("jpeg")`` -> False.
+    """
+    return LearnedSpec.parse(name) is not None

@@ -43,6 +43,9 @@ PRECISION = 20
 #: sha256 of the frequency tables (every index's counts as little-endian int64, in order)
 TABLE_SHA256 = "27f443195a6ccf936a2ffaa2745e3d2a8993976ebeb2e6a4728a6f798b6bf507"
 
+if N_SCALES > 256:  # sort_by_index sorts the indices as bytes
+    raise RuntimeError(f"N_SCALES = {N_SCALES}: the scale indices must fit in one byte (at most 256 scales)")
+
 
 def support(index: int) -> int:
     """``R_s``: index ``s`` codes the symbols ``-R_s .. R_s``."""
@@ -115,7 +118,8 @@ def _escape_model(bits: int | None = None):  # type: ignore[no-untyped-def]
 
 def sort_by_index(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(order, counts)``: the stable order of ``indices`` (ints in ``[0, N_SCALES)``) by value,
-    by a radix sort on bytes, and how many positions have each index."""
+    by a radix sort on bytes (hence :data:`N_SCALES` <= 256, checked at import), and how many
+    positions have each index."""
     flat = np.asarray(indices).ravel()
     return np.argsort(flat.astype(np.uint8), kind="stable"), np.bincount(flat, minlength=N_SCALES)
 

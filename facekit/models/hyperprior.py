@@ -41,9 +41,10 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
 
 Coding runs on a frozen model: :meth:`~FaceHyperprior.freeze` (which ``compress`` and
 ``decompress`` call when needed) rounds the integer networks' weights and the prior's indices
-and derives coding forms of ``g_a``, ``h_a`` and ``g_s`` (:class:`Inference`): none of it is
-saved, all of it a pure function of the float weights; ``train()``, ``unfreeze()`` and
-``load_state_dict`` forget it. The training graph (``forward``) never uses it. The integer
+and derives coding forms of ``g_a``, ``h_a`` and ``g_s``
+(:class:`~facekit.models.coding_transforms.Inference`): none of it is saved, all of it a
+pure function of the float weights; ``train()``, ``unfreeze()`` and ``load_state_dict``
+forget it. The training graph (``forward``) never uses it. The integer
 networks run only where their outputs are read (each pass's positions; 12 of the context's
 25 taps), so the bytes are those of the whole-grid computation.
 
@@ -53,8 +54,7 @@ encode and decode beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256
 Measured on one thread of this project's 2-core machine under load 3.5-5 (8 LFW faces,
 t = 0.5, 0.08 bpp, weights of step 10,000 of the CPU recipe run), as CPU time of the thread
 (wall time under that load is 1.5-2 times as long, and noisy): decode 12-16 ms and encode
-12-17 ms a face (23-25 and 20-24 ms before these coding forms, in the same runs), against
-OpenJPEG's 2-3 ms decode. Of a decode, the synthesis takes 7-10 ms (its convolutions at
+12-17 ms a face, against OpenJPEG's 2-3 ms decode. Of a decode, the synthesis takes 7-10 ms (its convolutions at
 about 40 GMAC/s), the integer networks (23 M float64 MACs) 2-3 ms, range decoding 0.4-0.8
 ms, and about 2 ms are page faults of glibc handing freed memory back (none with its trim
 and mmap thresholds raised: ``model_complexity.py --malloc-tune``). The 10 ms target needs
@@ -76,6 +76,7 @@ import dataclasses
 import math
 import struct
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,16 +86,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..container import HYPERPRIOR_MAX_SIDE
 from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
-from .integer import ACT_BITS, IntConv, bound, floor_ste, gather_patches, patch_index, round_ste
+from .coding_transforms import GDN, Inference
+from .integer import (
+    ACT_BITS,
+    IntConv,
+    bound,
+    floor_ste,
+    gather_patches,
+    lru_get,
+    patch_index,
+    round_ste,
+)
 
 #: the q-names as points of the continuous rate parameter
 PRESETS = {"q1": 0.0, "q2": 0.25, "q3": 0.5, "q4": 0.75, "q5": 1.0}
 #: the rate parameter is stored as ``round(t * RATE_STEPS)`` in a uint16
 RATE_STEPS = 65535
-#: the largest image side :meth:`FaceHyperprior.decompress` decodes
-MAX_SIDE = 4096
 #: the entropy networks give a scale index in units of 1/INDEX_GAIN (so that a training step moves it)
 INDEX_GAIN = 8
 #: the largest |latent| the context network reads, and the largest |z| symbol
@@ -123,25 +133,6 @@ class HyperpriorArch:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
-class GDN(nn.Module):
-    """Generalised divisive normalisation (Ballé et al. 2016): ``x / sqrt(beta + gamma x^2)``,
-    or ``x * sqrt(...)`` when ``inverse``; ``beta`` and ``gamma`` kept non-negative by squaring."""
-
-    def __init__(self, ch: int, inverse: bool = False) -> None:
-        super().__init__()
-        self.inverse = inverse
-        self.beta = nn.Parameter(torch.ones(ch))
-        self.gamma = nn.Parameter(math.sqrt(0.1) * torch.eye(ch)[:, :, None, None])
-
-    def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The 1x1 convolution ``(weight, bias)`` that gives the norm from ``x * x``."""
-        return self.gamma**2, self.beta**2 + 1e-6
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = F.conv2d(x * x, *self.fused())
-        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
-
-
 def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride, k // 2)
 
@@ -150,85 +141,25 @@ def tconv(cin: int, cout: int, k: int = 5) -> nn.ConvTranspose2d:
     return nn.ConvTranspose2d(cin, cout, k, 2, k // 2, output_padding=1)
 
 
-class Inference:
-    """A frozen copy of a ``Sequential`` transform for coding: channels-last weights and
-    activations (oneDNN's fastest layout on one CPU thread, for the transposed convolutions
-    most), GDN as one matrix product over the pixels, pixel shuffles as one copy, no autograd.
-    Derived from the module's weights, never saved; the same sums as the module, in another
-    order, so outputs agree to float32 rounding."""
+def rate_parameter(setting: float | str | torch.Tensor) -> float:
+    """The rate parameter ``t`` of a setting: a number in ``[0, 1]`` or a preset name; CodecError otherwise.
 
-    def __init__(self, seq: nn.Sequential) -> None:
-        cl = torch.channels_last
-        self.ops: list[tuple[Any, ...]] = []
-        with torch.inference_mode(False), torch.no_grad():
-            for mod in seq:
-                if isinstance(mod, nn.ConvTranspose2d):
-                    w = mod.weight.detach().contiguous(memory_format=cl)
-                    self.ops.append(("tconv", w, mod.bias.detach(), mod.stride, mod.padding, mod.output_padding))
-                elif isinstance(mod, nn.Conv2d):
-                    w = mod.weight.detach().contiguous(memory_format=cl)
-                    self.ops.append(("conv", w, mod.bias.detach(), mod.stride, mod.padding))
-                elif isinstance(mod, GDN):
-                    w, b = mod.fused()
-                    self.ops.append(("gdn", w.detach()[:, :, 0, 0].t().contiguous(), b.detach(), mod.inverse))
-                elif isinstance(mod, nn.PixelShuffle):
-                    self.ops[-1] = shuffled_conv(self.ops[-1], mod.upscale_factor)
-                    self.ops.append(("shuffle", mod.upscale_factor))
-                elif isinstance(mod, nn.LeakyReLU):
-                    self.ops.append(("lrelu", mod.negative_slope))
-                else:
-                    raise TypeError(f"no inference form for {type(mod).__name__}")
-        self.device = self.ops[0][1].device
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (any layout) through the transform; the output is channels-last."""
-        x = x.contiguous(memory_format=torch.channels_last)
-        for op in self.ops:
-            if op[0] == "conv":
-                x = F.conv2d(x, op[1], op[2], op[3], op[4])
-            elif op[0] == "tconv":
-                x = F.conv_transpose2d(x, op[1], op[2], op[3], op[4], op[5])
-            elif op[0] == "gdn":
-                n, c, h, w = x.shape
-                flat = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(-1, c)
-                norm = torch.addmm(op[2], flat * flat, op[1])
-                x = (norm.sqrt_() if op[3] else norm.rsqrt_()).mul_(flat).view(n, h, w, c).permute(0, 3, 1, 2)
-            elif op[0] == "shuffle":
-                x = shuffle_channels_last(x, op[1])
-            else:
-                x = F.leaky_relu(x, op[1])
-        return x
-
-
-def shuffled_conv(op: tuple[Any, ...], r: int) -> tuple[Any, ...]:
-    """A ``conv`` op before a pixel shuffle, its output channels reordered from ``(c, i, j)``
-    to ``(i, j, c)`` (``i, j`` the sub-pixel offsets), as :func:`shuffle_channels_last` reads them."""
-    if op[0] != "conv":
-        raise TypeError("a pixel shuffle follows a convolution in these transforms")
-    w, b = op[1], op[2]
-    c = w.shape[0] // (r * r)
-    w = w.reshape(c, r, r, *w.shape[1:]).permute(1, 2, 0, 3, 4, 5).reshape(w.shape)
-    return ("conv", w.contiguous(memory_format=torch.channels_last), b.reshape(c, r, r).permute(1, 2, 0).reshape(-1), *op[3:])
-
-
-def shuffle_channels_last(x: torch.Tensor, r: int = 2) -> torch.Tensor:
-    """The pixel shuffle of a channels-last ``x`` whose channels are ordered ``(i, j, c)``
-    (:func:`shuffled_conv`): one copy of ``r * c``-value runs into a channels-last tensor."""
-    n, c, h, w = x.shape
-    v = x.permute(0, 2, 3, 1).reshape(n, h, w, r, r * c // (r * r)).permute(0, 1, 3, 2, 4)
-    return v.reshape(n, h * r, w * r, c // (r * r)).permute(0, 3, 1, 2)
+    Example: ``rate_parameter("q2")`` -> 0.25, ``rate_parameter(0.3)`` -> 0.3; ``rate_parameter(2)``
+    and ``rate_parameter(float("nan"))`` raise.
+    """
+    if isinstance(setting, str):
+        if setting not in PRESETS:
+            raise CodecError(f"unknown rate {setting!r}: use a number in [0, 1] or one of {', '.join(PRESETS)}")
+        return PRESETS[setting]
+    t = float(setting)
+    if not (0.0 <= t <= 1.0):  # also refuses NaN
+        raise CodecError(f"rate parameter {setting!r} is outside [0, 1] (0: fewest bits, 1: most)")
+    return t
 
 
 def quantise_rate(rate: float | str | torch.Tensor) -> int:
-    """``t`` (a number in ``[0, 1]`` or a preset name) as the stored uint16; CodecError otherwise."""
-    if isinstance(rate, str):
-        if rate not in PRESETS:
-            raise CodecError(f"unknown rate {rate!r}: use a number in [0, 1] or one of {', '.join(PRESETS)}")
-        rate = PRESETS[rate]
-    t = float(rate)
-    if not (0.0 <= t <= 1.0):  # also refuses NaN
-        raise CodecError(f"rate parameter {rate!r} is outside [0, 1] (0: fewest bits, 1: most)")
-    return int(round(t * RATE_STEPS))
+    """``t`` (a number in ``[0, 1]`` or a preset name, :func:`rate_parameter`) as the stored uint16."""
+    return int(round(rate_parameter(rate) * RATE_STEPS))
 
 
 class FaceHyperprior(nn.Module):
@@ -260,7 +191,8 @@ class FaceHyperprior(nn.Module):
         self.log_gain = nn.Parameter(g[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-g[:, None].repeat(1, m))
         self._inference: dict[str, Inference] = {}
-        self._grids: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        #: the last few latent grid sizes' checkerboards (:meth:`_checkerboard`)
+        self._grids: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
         #: the context kernel's taps that can read an anchor from a non-anchor: (di + dj) odd
         self._ctx_taps = ~self.anchors(self.ctx.k, self.ctx.k)
         self.register_load_state_dict_post_hook(self._unfreeze_after_load)  # new weights: derive again
@@ -398,11 +330,11 @@ class FaceHyperprior(nn.Module):
     def _checkerboard(self, hy: int, wy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(anchor mask, flat anchor mask, context patch index)`` of a ``hy x wy`` latent grid: the
         context at a non-anchor reads, of its 5x5 taps, only the 12 that fall on anchors."""
-        if (hy, wy) not in self._grids:
+        def make() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             anchor = self.anchors(hy, wy)
-            index = patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps, source=anchor)
-            self._grids[(hy, wy)] = (anchor, anchor.reshape(-1), index)
-        return self._grids[(hy, wy)]
+            return anchor, anchor.reshape(-1), patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps, source=anchor)
+
+        return lru_get(self._grids, (hy, wy), make)
 
     def _context_at(self, y16_a: torch.Tensor, hy: int, wy: int) -> torch.Tensor:
         """Integer context ``(B, C, n)`` at the non-anchors from the anchors' latents ``y16_a``
@@ -459,7 +391,7 @@ class FaceHyperprior(nn.Module):
         if not self.frozen:
             self.freeze()
         hh, ww = int(shape[0]), int(shape[1])
-        if not (0 < hh <= MAX_SIDE and 0 < ww <= MAX_SIDE):
+        if not (0 < hh <= HYPERPRIOR_MAX_SIDE and 0 < ww <= HYPERPRIOR_MAX_SIDE):
             raise BitstreamError(f"image size {hh}x{ww} is out of range")
         ph, pw = -(-hh // 64) * 64, -(-ww // 64) * 64
         hy, wy = ph // 16, pw // 16

@@ -32,6 +32,10 @@ gives ``4 * out`` channels at the input's resolution and a pixel shuffle doubles
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +48,28 @@ WEIGHT_BITS, ACT_BITS, ACT_MAX = 8, 8, 64.0
 WEIGHT_INT_MAX = 2**15
 #: partial sums stay below this, so float64 adds them exactly in any order
 EXACT_BOUND = 2.0**52
+#: how many image sizes the per-size caches (patch indices, checkerboards) keep
+SIZE_CACHE = 8
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def lru_get(cache: OrderedDict[K, V], key: K, make: Callable[[], V], size: int = SIZE_CACHE) -> V:
+    """``cache[key]``, made by ``make()`` when missing; the ``size`` most recently used entries are kept.
+
+    Example::
+
+        cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
+        index = lru_get(cache, (16, 16), lambda: patch_index((16, 16), 3, torch.ones(16, 16, dtype=torch.bool)))
+    """
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = make()
+    while len(cache) > size:
+        cache.popitem(last=False)
+    return value
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +125,7 @@ class IntConv(nn.Module):
         self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)  # the same integers as float64, on the CPU
         self._w_taps: dict[bytes, torch.Tensor] = {}  # (cout, T * cin) matrices of some taps, by tap mask
-        self._index: dict[tuple[int, int], torch.Tensor] = {}  # every position's patch, by image size
+        self._index: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # every position's patch, by image size
 
     def extra_repr(self) -> str:
         return f"{self.cin}, {self.cout}, k={self.k}, relu={self.relu}, upsample={self.upsample}"
@@ -187,9 +213,8 @@ class IntConv(nn.Module):
             cols = gather_patches(a.flatten(2), patch_index((h, w), self.k, where))
             out[:, :, where.cpu().reshape(-1)] = self.forward_int_cols(cols)
             return out.view(b, -1, h, w)
-        if (h, w) not in self._index:
-            self._index[(h, w)] = patch_index((h, w), self.k, torch.ones(h, w, dtype=torch.bool))
-        out = self.forward_int_cols(gather_patches(a.flatten(2), self._index[(h, w)])).view(b, -1, h, w)
+        index = lru_get(self._index, (h, w), lambda: patch_index((h, w), self.k, torch.ones(h, w, dtype=torch.bool)))
+        out = self.forward_int_cols(gather_patches(a.flatten(2), index)).view(b, -1, h, w)
         return F.pixel_shuffle(out, 2) if self.upsample else out
 
 

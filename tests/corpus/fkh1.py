@@ -4,7 +4,8 @@ No trained weights are needed: :func:`tiny_hyperprior` is a small randomly initi
 :class:`~facekit.models.hyperprior.FaceHyperprior` (``torch.manual_seed``, weights spread out
 so that symbols, means and scale indices vary), installed into a temporary weights folder
 under the store's name ``hyperprior`` (:func:`install_tiny`). Its files of the corpus face
-(:func:`face_files`) are the seeds of two targets (:func:`hyperprior_targets`):
+(:func:`face_files`) are the seeds of two targets (:func:`hyperprior_targets`, which also
+has every target splice from them as well as from the corpus files):
 
 * ``hyperprior.decode``: the mutated bytes as they are (the magic, header and CRC32 checks);
 * ``hyperprior-resealed.decode``: the same after :func:`reseal_fkh1` repairs the model
@@ -21,8 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from make_corpus import face_image
-from targets import Target, UnexpectedResult, check_image_result
+from targets import Target, UnexpectedResult, check_image_result, corpus_files
 
+from facekit import container
 from facekit.errors import BitstreamError
 
 #: the pixels a fuzzed file may declare (a decode of garbage at the format's 16 MP takes seconds)
@@ -67,11 +69,12 @@ def install_tiny(folder: Path, seed: int = 0) -> Path:
 
 def reseal_fkh1(data: bytes) -> bytes:
     """An FKH1 file with its model string's CRC32 recomputed (over the declared size and the string); other bytes as they are."""
-    if not data.startswith(b"FKH1") or len(data) < 16:
+    head, at = container.HYPERPRIOR_HEADER, len(container.HYPERPRIOR_MAGIC)
+    if not data.startswith(container.HYPERPRIOR_MAGIC) or len(data) < head + 4:
         return data
-    h, w = struct.unpack("<HH", data[4:8])
-    body = data[16:]
-    return data[:12] + struct.pack("<I", zlib.crc32(struct.pack("<II", h, w) + body)) + body
+    h, w = struct.unpack("<HH", data[at : at + 4])
+    body = data[head + 4 :]
+    return data[:head] + struct.pack("<I", zlib.crc32(struct.pack("<II", h, w) + body)) + body
 
 
 def face_files(codec) -> list[bytes]:  # type: ignore[no-untyped-def]
@@ -80,8 +83,6 @@ def face_files(codec) -> list[bytes]:  # type: ignore[no-untyped-def]
 
 
 def _run(codec, reseal: bool) -> Callable[[bytes], object]:  # type: ignore[no-untyped-def]
-    from facekit import container
-
     def run(data: bytes) -> object:
         data = reseal_fkh1(data) if reseal else data
         out = check_image_result(codec.decode(data))
@@ -93,15 +94,27 @@ def _run(codec, reseal: bool) -> Callable[[bytes], object]:  # type: ignore[no-u
     return run
 
 
-def hyperprior_targets(workdir: Path, want: Callable[[str], bool] = lambda name: True) -> dict[str, Target]:
-    """``hyperprior.decode`` and ``hyperprior-resealed.decode`` (those ``want`` asks for) on a tiny model in ``workdir``."""
+def hyperprior_targets(workdir: Path, want: Callable[[str], bool] = lambda name: True,
+                       into: dict[str, Target] | None = None) -> dict[str, Target]:
+    """``hyperprior.decode`` and ``hyperprior-resealed.decode`` (those ``want`` asks for) on a tiny model in
+    ``workdir``, added to ``into`` (the other targets, e.g. ``build_targets``'s) when given; returns that dict.
+
+    Every target in it then splices from the corpus files and the FKH1 seed files. Example:
+    ``hyperprior_targets(work, into=build_targets(workdir=work))``.
+    """
     from facekit.codecs.hyperprior import HyperpriorCodec
 
+    targets = {} if into is None else into
     names = [n for n in ("hyperprior.decode", "hyperprior-resealed.decode") if want(n)]
     if not names:
-        return {}
+        return targets
     folder = install_tiny(Path(workdir) / "hyperprior-weights")
     codec = HyperpriorCodec.from_store(folder=folder, max_pixels=FUZZ_PIXELS)
     seeds = face_files(codec)
-    return {n: Target(n, _run(codec, n.startswith("hyperprior-resealed")), seeds, BitstreamError,
-                      notes="FKH1 files of a tiny seeded model") for n in names}
+    for n in names:
+        targets[n] = Target(n, _run(codec, n.startswith("hyperprior-resealed")), seeds, BitstreamError,
+                            notes="FKH1 files of a tiny seeded model")
+    every = [*corpus_files().values(), *seeds]
+    for t in targets.values():
+        t.others = every
+    return targets
