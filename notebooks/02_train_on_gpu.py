@@ -273,11 +273,14 @@ print("presets:", PRESETS)
 # of the paper: the face-weighted distortion, the rate and the identity term through dlib's
 # ResNet. Both phases run in checkpointed, resumable chunks, and `--install` puts the weights
 # in the store with a manifest entry (recipe, commits, hardware, held-out figures, and the
-# curve of held-out PSNR, bpp and identity similarity against steps):
+# curve of held-out PSNR, bpp and identity similarity against steps). Each phase of the
+# `gpu` preset fits one 15-minute H100 loan, so there it runs one phase per process. After a
+# stop, run the same line with `--resume` (a resumed run keeps the preset it started with):
 #
 # ```bash
-# facekit train --recipe recipes/hyperprior.toml --preset gpu --out runs/hp             # both phases
-# facekit train --recipe recipes/hyperprior.toml --preset cpu --out runs/hp --resume    # after a stop
+# facekit train --recipe recipes/hyperprior.toml --preset cpu --out runs/hp             # CPU: both phases
+# facekit train --recipe recipes/hyperprior.toml --preset gpu --out runs/hp --phase rd  # GPU: phase one,
+# facekit train --recipe recipes/hyperprior.toml --out runs/hp --phase joint --resume   # then the joint phase
 # facekit train --recipe recipes/hyperprior.toml --out runs/hp --resume --install       # ship it
 # make weights                                                                          # every recipe
 # ```

@@ -20,6 +20,7 @@ from PIL import Image
 from facekit import zoo
 from facekit.cli import main
 from facekit.errors import TrainingError
+from facekit.models.hyperprior import FaceHyperprior
 from facekit.training.loop import CHECKPOINT_VERSION, read_checkpoint
 from facekit.training.recipe import (
     RecipeError,
@@ -199,13 +200,13 @@ def test_cli_recipe_trains_both_phases_resumes_and_installs(tmp_path: Path, caps
     # a changed recipe does not resume the run, nor install it
     changed = recipe.read_text().replace("lambda_id = 0.5", "lambda_id = 0.6")
     recipe.write_text(changed)
-    assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume"]) == 2  # phase one resumes, the joint one not
+    assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume"]) == 2  # phase one's settings hold, not the joint one's
     assert "different config: lambda_id" in capsys.readouterr().err
     with pytest.raises(TrainingError, match=r"settings other than .*lambda_id \(0.5 != 0.6\)"):
         install_recipe_run(load_recipe(recipe), b, folder=store)
     recipe.write_text(changed.replace("lambda_max = 0.05", "lambda_max = 0.06"))
     assert main(["train", "--recipe", str(recipe), "--out", str(b), "--resume"]) == 2
-    assert "cannot resume" in capsys.readouterr().err
+    assert "settings other than" in (err := capsys.readouterr().err) and "lambda_max (0.05 != 0.06)" in err
 
 
 def test_one_phase_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -224,6 +225,41 @@ def test_one_phase_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str])
                  "--weights-folder", str(store)]) == 0
     _, entry = zoo.load_hyperprior("tinyhp", folder=store)
     assert [p["steps"] for p in entry["phases"]] == [5, 4] and entry["phases"][1]["curve"]
+
+
+def test_a_resumed_joint_phase_counts_its_own_steps_and_keeps_its_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tiny_recipe(tmp_path)
+    run, store = tmp_path / "run", tmp_path / "weights"
+    train = ["train", "--recipe", str(recipe), "--out", str(run)]
+    assert main([*train, "--phase", "rd"]) == 0
+    start = (run / "rd" / "model.pt").read_bytes()
+    sha = hashlib.sha256(start).hexdigest()
+    assert main([*train, "--resume", "--phase", "joint", "--stop-after", "2"]) == 0  # two joint steps
+    ckpt = torch.load(run / "joint" / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 2 and ckpt["origin"] == {"init_sha256": sha}
+    capsys.readouterr()
+    for args, expect in ((["--phase", "joint", "--stop-after", "2"], "nothing would train"),
+                         (["--stop-after", "5"], "nothing would train"),  # of the whole run: phase one has 5
+                         (["--stop-after", "3"], "with --phase joint, --stop-after counts"),
+                         (["--stop-after", "0"], "trains nothing")):
+        assert main([*train, "--resume", *args]) == 2
+        assert expect in capsys.readouterr().err
+    text = recipe.read_text()
+    recipe.write_text(text.replace("[preset.cpu]\nsteps = 5", "[preset.cpu]\nsteps = 7"))
+    assert main([*train, "--resume"]) == 2  # phase one would outgrow the weights the joint phase started from
+    assert "steps (5 != 7)" in (err := capsys.readouterr().err) and "phase one trains no further" in err
+    assert (run / "rd" / "model.pt").read_bytes() == start
+    recipe.write_text(text)
+    torch.manual_seed(1)
+    torch.save({"rate_point": TINY.to_dict(), "state_dict": FaceHyperprior(TINY).state_dict()}, run / "rd" / "model.pt")
+    assert main([*train, "--resume", "--phase", "joint"]) == 2
+    assert f"init_sha256 '{sha}', now" in capsys.readouterr().err
+    (run / "rd" / "model.pt").write_bytes(start)
+    assert main([*train, "--resume", "--install", "--weights-folder", str(store)]) == 0
+    _, entry = zoo.load_hyperprior("tinyhp", folder=store)
+    assert [p["steps"] for p in entry["phases"]] == [5, 4] and entry["phases"][1]["init_sha256"] == sha
 
 
 def test_a_run_started_by_the_phase_one_recipe_still_resumes_and_installs(tmp_path: Path) -> None:

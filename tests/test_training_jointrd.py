@@ -4,6 +4,7 @@ identity term's gradient into the codec, exact resume, and the real path through
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from facekit.errors import RecognizerError, TrainingError
 from facekit.models.hyperprior import FaceHyperprior
 from facekit.training.identity import IdentityLoss
-from facekit.training.jointrd import JointRDConfig, joint_objective, train_joint_rd
+from facekit.training.jointrd import JointRDConfig, joint_objective, load_start, train_joint_rd
 
 from .fakes import TinyRecognizer
 from .test_hyperprior import TINY, face_like
@@ -85,6 +86,36 @@ def test_a_stopped_and_resumed_run_equals_an_uninterrupted_one(tmp_path: Path) -
     other = dataclasses.replace(cfg(), arch={**TINY.to_dict(), "latent": 12})
     with pytest.raises(TrainingError, match="other widths"):
         train_joint_rd(other, tmp_path / "c", init, recognizer=TinyRecognizer(), **kw)  # type: ignore[arg-type]
+
+
+def test_the_start_is_read_once_and_a_resume_keeps_it(tmp_path: Path) -> None:
+    init = start(tmp_path / "rd.pt")
+    sha = hashlib.sha256(init.read_bytes()).hexdigest()
+    assert load_start(init, TINY)[1] == sha
+    torch.save({"rate_point": TINY.to_dict(), "state_dict": {"g_a.0.weight": torch.zeros(1)}}, tmp_path / "bad.pt")
+    with pytest.raises(TrainingError, match="does not hold phase one's weights"):
+        load_start(tmp_path / "bad.pt", TINY)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="cannot be read"):
+        load_start(tmp_path / "junk.pt", TINY)
+    images, names = faces()
+    kw = dict(images=images, names=names, device="cpu", threads=1, verbose=False)
+    run = tmp_path / "run"
+    train_joint_rd(cfg(), run, init, recognizer=TinyRecognizer(), stop_after=2, **kw)  # type: ignore[arg-type]
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["origin"] == {"init_sha256": sha}
+    assert json.loads((run / "config.json").read_text())["origin"] == {"init_sha256": sha}
+    other = start(tmp_path / "other.pt", seed=1)  # phase one's model.pt after more training, say
+    with pytest.raises(TrainingError, match=f"init_sha256 '{sha}', now"):
+        train_joint_rd(cfg(), run, other, recognizer=TinyRecognizer(), resume=True, **kw)  # type: ignore[arg-type]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    del ckpt["origin"]  # a checkpoint that keeps no origin is compared with the summary beside it
+    torch.save(ckpt, run / "checkpoint.pt")
+    with pytest.raises(TrainingError, match="init_sha256"):
+        train_joint_rd(cfg(), run, other, recognizer=TinyRecognizer(), resume=True, **kw)  # type: ignore[arg-type]
+    with pytest.raises(TrainingError, match="nothing would train"):
+        train_joint_rd(cfg(), run, init, recognizer=TinyRecognizer(), resume=True, stop_after=2, **kw)  # type: ignore[arg-type]
+    done = train_joint_rd(cfg(), run, init, recognizer=TinyRecognizer(), resume=True, **kw)  # type: ignore[arg-type]
+    assert done["finished"] and done["init_sha256"] == sha
 
 
 def test_the_real_identity_term_through_dlib_resnet(lfw, tmp_path: Path) -> None:

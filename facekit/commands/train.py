@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, default=None)
     p.add_argument("--val-images", type=int, default=None)
     p.add_argument("--stop-after", type=int, default=None,
-                   help="stop after this many steps in total (with --recipe: phase one's steps, then the joint phase's)")
+                   help="stop after this many steps in total (with --recipe: phase one's steps, then the joint phase's; "
+                        "with --phase joint: the joint phase's alone)")
     p.add_argument("--init", default=None, help="start from these weights (model.pt or a shipped .pt)")
     p.add_argument("--arch", nargs="*", metavar="KEY=VALUE", help="override rate-point fields")
     p.set_defaults(func=run)

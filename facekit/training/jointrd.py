@@ -35,6 +35,7 @@ the recogniser's embeddings of each original and its reconstruction. Example::
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -100,18 +101,22 @@ def aligned_sets(
 
 
 def load_start(path: str | os.PathLike[str], arch: HyperpriorArch) -> tuple[FaceHyperprior, str]:
-    """Phase one's final weights (a run's ``model.pt``) as the start, and the file's sha256."""
+    """Phase one's final weights (a run's ``model.pt``) as the start, and the sha256 of the bytes
+    they were loaded from; a TrainingError when the file cannot be read or holds other weights."""
     p = Path(path)
     try:
         raw = p.read_bytes()
-        blob = torch.load(p, map_location="cpu", weights_only=True)
+        blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         start = HyperpriorArch.from_dict(blob["rate_point"])
     except Exception as e:  # noqa: BLE001 - any unreadable file means no start
         raise TrainingError(f"the joint phase starts from phase one's weights, but {p} cannot be read: {e}") from e
     if start != arch:
         raise TrainingError(f"{p} holds a model of other widths than the joint phase's ({start} != {arch})")
     model = FaceHyperprior(arch)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except Exception as e:  # noqa: BLE001 - missing, extra or misshapen tensors alike
+        raise TrainingError(f"{p} does not hold phase one's weights of {arch}: {e}") from e
     return model, hashlib.sha256(raw).hexdigest()
 
 
@@ -135,6 +140,8 @@ def train_joint_rd(
 
     Data as :func:`aligned_sets`; ``recognizer`` defaults to ``cfg.recognizer`` (frozen).
     ``resume``, ``stop_after`` and ``time_limit_s`` are those of :func:`~facekit.training.loop.fit`.
+    The sha256 of ``init`` is the run's origin (kept in its checkpoint and ``config.json``):
+    a resume from other starting weights (phase one trained further, say) is a TrainingError.
     """
     if threads:
         set_threads(int(threads))
@@ -161,5 +168,5 @@ def train_joint_rd(
         validate=lambda m: evaluate_rd(m, val_images, embed=embed),  # type: ignore[arg-type]
         device=dev, record={"train_images": len(train_data), "val_images": val.names, "init_sha256": init_sha,
                             "alignment": str(getattr(recognizer, "alignment_id", ""))},
-        resume=resume, stop_after=stop_after, time_limit_s=time_limit_s, verbose=verbose,
+        origin={"init_sha256": init_sha}, resume=resume, stop_after=stop_after, time_limit_s=time_limit_s, verbose=verbose,
     )

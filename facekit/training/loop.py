@@ -137,8 +137,9 @@ def write_history(out: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write(out / "history.csv", buf.getvalue())
 
 
-def read_checkpoint(path: Path, cfg: TrainConfig, world: int) -> dict[str, Any]:
-    """A checkpoint to resume ``cfg`` from; refuses a missing, unreadable, older or different one."""
+def read_checkpoint(path: Path, cfg: TrainConfig, world: int, origin: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint to resume ``cfg`` from; refuses a missing, unreadable, older or different one,
+    and one of a run that started from another ``origin`` (:func:`check_origin`)."""
     if not path.exists():
         raise TrainingError(f"cannot resume: no checkpoint at {path}")
     try:
@@ -161,7 +162,32 @@ def read_checkpoint(path: Path, cfg: TrainConfig, world: int) -> dict[str, Any]:
         )
     if ckpt.get("world_size", 1) != world:
         raise TrainingError(f"cannot resume: checkpoint made with {ckpt.get('world_size')} processes, now {world}")
+    if origin:
+        check_origin(path, ckpt, origin)
     return ckpt
+
+
+def check_origin(path: Path, ckpt: Mapping[str, Any], origin: Mapping[str, Any]) -> None:
+    """Refuse to resume the checkpoint ``ckpt`` (read from ``path``) with another ``origin``.
+
+    The origin is what a run starts from beyond its config (the joint phase: the sha256 of
+    phase one's weights); the checkpoint keeps it. A checkpoint without one is compared with
+    the ``summary.json`` beside it (which holds the run's ``record``); keys found in neither are
+    not compared.
+    """
+    recorded = ckpt.get("origin")
+    if recorded is None:
+        try:
+            recorded = json.loads((path.parent / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            recorded = {}
+    diff = [k for k in origin if k in recorded and recorded[k] != origin[k]]
+    if diff:
+        raise TrainingError(
+            f"cannot resume {path}: the run started from other inputs than this one: "
+            + ", ".join(f"{k} {recorded[k]!r}, now {origin[k]!r}" for k in diff)
+            + " (continue it from what it started from, or start it again in an empty folder)"
+        )
 
 
 def _print_row(cfg: TrainConfig, row: Mapping[str, Any]) -> None:
@@ -182,6 +208,7 @@ def fit(
     device: torch.device,
     modules: Mapping[str, nn.Module] | None = None,
     record: Mapping[str, Any] | None = None,
+    origin: Mapping[str, Any] | None = None,
     resume: bool = False,
     stop_after: int | None = None,
     time_limit_s: float | None = None,
@@ -193,9 +220,13 @@ def fit(
     terms, ``validate`` measures the model on held-out images (every ``cfg.val_every`` steps
     and at the end). ``modules`` are further networks trained with the codec (e.g. the
     recogniser, when it is fine-tuned too); their state goes into the checkpoint.
-    ``record`` (image counts, held-out names, ...) is merged into the summary. ``resume``
-    continues from ``out_dir/checkpoint.pt``; ``stop_after`` stops (after checkpointing)
-    once that many steps are done in total, as an interruption would.
+    ``record`` (image counts, held-out names, ...) is merged into the summary. ``origin``
+    (JSON values) says what the run starts from beyond its config, e.g. the sha256 of its
+    initial weights: it goes into the checkpoint and ``config.json``, and a resume with
+    another origin is refused (:func:`check_origin`). ``resume`` continues from
+    ``out_dir/checkpoint.pt``; ``stop_after`` stops (after checkpointing) once that many
+    steps are done in total, as an interruption would (a TrainingError when an unfinished
+    run has done that many already: nothing would train).
     """
     out = Path(out_dir)
     world, rank, _ = dist_info()
@@ -216,7 +247,7 @@ def fit(
     start, elapsed_before = 0, 0.0
     history: list[dict[str, Any]] = []
     if resume:
-        ckpt = read_checkpoint(ckpt_path, cfg, world)
+        ckpt = read_checkpoint(ckpt_path, cfg, world, origin)
         model.load_state_dict(ckpt["model"])
         for name, m in modules.items():
             m.load_state_dict(ckpt["modules"][name])
@@ -229,13 +260,17 @@ def fit(
         _set_rng_state(rng[rank] if isinstance(rng, list) else rng)
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         history = read_history(out / "history.jsonl", start)
+        if stop_after is not None and stop_after <= start < cfg.steps:
+            raise TrainingError(f"cannot stop {out} after step {stop_after}: it has done {start} of its "
+                                f"{cfg.steps} steps already, so nothing would train")
 
     net: nn.Module = model
     if distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     use_amp = cfg.amp and device.type == "cuda"
     if rank == 0:
-        atomic_write(out / "config.json", json.dumps({"config": cfg.to_dict(), "rate_point": model.rate_point.to_dict()}, indent=2))
+        atomic_write(out / "config.json", json.dumps({"config": cfg.to_dict(), "rate_point": model.rate_point.to_dict(),
+                                                      **({"origin": dict(origin)} if origin else {})}, indent=2))
 
     def save_checkpoint(step: int, elapsed: float) -> None:
         rng = _rng_state()
@@ -249,7 +284,7 @@ def fit(
                 "rate_point": model.rate_point.to_dict(), "step": step, "steps": cfg.steps,
                 "samples_seen": step * cfg.batch_size, "world_size": world, "model": model.state_dict(),
                 "modules": {k: m.state_dict() for k, m in modules.items()}, "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "rng": rng, "elapsed_s": elapsed,
+                "scheduler": sched.state_dict(), "rng": rng, "elapsed_s": elapsed, "origin": dict(origin or {}),
             }, ckpt_path)
             write_history(out, history)
         if distributed:

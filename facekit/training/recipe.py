@@ -267,13 +267,16 @@ def run_recipe(
     the last phase run (phase one's while it is unfinished or when the recipe has no joint phase).
 
     Phase one trains in ``out_dir/rd``; once it has finished, phase two starts from its
-    ``model.pt`` in ``out_dir/joint`` (continuing a checkpoint there). ``phase`` ``"rd"`` stops
-    after phase one; ``"joint"`` runs only phase two, of a run whose phase one has finished
-    (e.g. one phase per lent GPU). A resumed run must be of the same model and preset, with
-    the same settings except those the loop lets change (``steps``, ``checkpoint_every``,
-    ``log_every``, ``val_every``); each chunk's commit and recipe hash go into
-    ``chunks.jsonl``. ``stop_after`` ends this chunk after that many steps of the whole run
-    (phase one's steps, then phase two's), after a checkpoint.
+    ``model.pt`` in ``out_dir/joint`` (continuing a checkpoint there, which must have started
+    from the same ``model.pt``). ``phase`` ``"rd"`` stops after phase one; ``"joint"`` runs
+    only phase two, of a run whose phase one has finished (e.g. one phase per lent GPU), as
+    does a resume once phase two has begun: phase one is then not trained further. A resumed
+    run must be of the same model and preset, with the same settings except those the loop
+    lets change (``steps``, ``checkpoint_every``, ``log_every``, ``val_every``); each chunk's
+    commit and recipe hash go into ``chunks.jsonl``. ``stop_after`` ends this chunk after a
+    checkpoint once the run has done that many steps: of the whole run (phase one's, then
+    phase two's), or of phase two alone with ``phase="joint"``. A ``stop_after`` that would
+    train nothing is a TrainingError.
     """
     from .jointrd import train_joint_rd
     from .rd import train_rd
@@ -285,6 +288,8 @@ def run_recipe(
     if phase == "joint" and not (resume and recipe.joint_enabled):
         raise TrainingError(f"only the joint phase: {recipe.path} has no joint phase" if not recipe.joint_enabled
                             else "only the joint phase: that continues a run whose phase one has finished (add --resume)")
+    if stop_after is not None and stop_after < 1:
+        raise TrainingError(f"stop after {stop_after} steps: that trains nothing (give a number of steps >= 1)")
     run_file = out / "run.json"
     if resume:
         if not run_file.exists():
@@ -304,18 +309,29 @@ def run_recipe(
     with open(out / "chunks.jsonl", "a") as f:
         f.write(json.dumps({"resume": resume, "commit": git_commit(), "recipe_sha256": recipe.sha256, "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                             "stop_after": stop_after}) + "\n")
-    if phase == "joint":
-        summary = finished_phase(recipe, out, "rd", preset)
+    joint_begun = resume and recipe.joint_enabled and (out / "joint" / "checkpoint.pt").exists()
+    if phase == "joint" or (joint_begun and phase is None):  # phase two goes on from the model.pt it started from
+        try:
+            summary = finished_phase(recipe, out, "rd", preset)
+        except TrainingError as e:
+            if phase == "joint":
+                raise
+            raise TrainingError(f"{e} (the joint phase of {out} has begun from phase one's final weights, "
+                                "so phase one trains no further in this run)") from e
     else:
         summary = train_rd(cfg, out / "rd", images=images, names=names, root=root, resume=resume, stop_after=stop_after,
                            device=device or options["device"], threads=options["threads"],
                            time_limit_s=options["time_limit_s"], verbose=verbose)
-    left = None if stop_after is None else stop_after - summary["steps_done"]
-    if phase == "rd" or not recipe.joint_enabled or not summary.get("finished") or (left is not None and left <= 0):
+    left = stop_after if phase == "joint" or stop_after is None else stop_after - summary["steps_done"]
+    if phase != "rd" and left is not None and (left < 0 or (left == 0 and joint_begun)):
+        raise TrainingError(f"cannot stop after step {stop_after} of the whole run: phase one alone has "
+                            f"{summary['steps_done']} steps, so nothing would train (with --phase joint, "
+                            "--stop-after counts the joint phase's steps)")
+    if phase == "rd" or not recipe.joint_enabled or not summary.get("finished") or left == 0:
         return summary
     jcfg, joptions = recipe.joint_config(preset)
     return train_joint_rd(jcfg, out / "joint", out / "rd" / "model.pt", images=images, names=names, root=root,
-                          resume=resume and (out / "joint" / "checkpoint.pt").exists(), stop_after=left,
+                          resume=joint_begun, stop_after=left,
                           device=device or joptions["device"], threads=joptions["threads"],
                           time_limit_s=joptions["time_limit_s"], verbose=verbose)
 
