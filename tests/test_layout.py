@@ -72,3 +72,17 @@ def test_the_image_reader_enforces_the_pixel_budget(tmp_path):
     assert open_image(path).shape == (40, 30, 3)
     with pytest.raises(ImageError, match="exceeds the limit"):
         open_image(path, max_pixels=100)
+
+
+@pytest.mark.parametrize("doc", ["README.md", "results/README.md"])
+def test_every_image_a_readme_shows_is_in_the_repository(doc):
+    import re
+    import subprocess
+
+    tracked = set(subprocess.run(["git", "-C", str(ROOT), "ls-files"], capture_output=True, text=True).stdout.split())
+    if not tracked:
+        pytest.skip("not a git checkout")
+    base = (ROOT / doc).parent
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (ROOT / doc).read_text())
+    missing = [i for i in images if "://" not in i and str((base / i).resolve().relative_to(ROOT)) not in tracked]
+    assert images and not missing, f"{doc} shows images git does not track: {missing}"
