@@ -279,6 +279,7 @@ def fit(
             dist.all_gather_object(gathered, rng)
             rng = gathered
         if rank == 0:
+            write_history(out, history)  # first: a stop between the two keeps the rows the checkpoint covers
             atomic_save({
                 "version": CHECKPOINT_VERSION, "phase": cfg.PHASE, "config": cfg.to_dict(),
                 "rate_point": model.rate_point.to_dict(), "step": step, "steps": cfg.steps,
@@ -286,7 +287,6 @@ def fit(
                 "modules": {k: m.state_dict() for k, m in modules.items()}, "optimizer": opt.state_dict(),
                 "scheduler": sched.state_dict(), "rng": rng, "elapsed_s": elapsed, "origin": dict(origin or {}),
             }, ckpt_path)
-            write_history(out, history)
         if distributed:
             dist.barrier()
 
