@@ -292,3 +292,17 @@ def test_make_weights_trains_and_installs_every_recipe(tmp_path: Path) -> None:
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)  # finished: resumes, reinstalls
     assert again.returncode == 0 and "--resume" in again.stdout
     assert zoo.read_manifest(tmp_path / "store")["models"]["tinyhp"]["sha256"] == entry["sha256"]
+
+
+def test_compare_curves_checks_each_shared_step_and_rate() -> None:
+    from facekit.training.recipe import compare_curves
+
+    shipped = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.05, "val_psnr_t1": 30.0, "val_bpp_t1": 0.5},
+               {"step": 2000, "val_psnr_t0": 21.0, "val_bpp_t0": 0.04, "val_psnr_t1": 31.0, "val_bpp_t1": 0.45}]
+    rerun = [{"step": 1000, "val_psnr_t0": 20.15, "val_bpp_t0": 0.0505, "val_psnr_t1": 29.7, "val_bpp_t1": 0.5}]
+    rows = compare_curves(shipped, rerun)
+    assert [(r["step"], r["t"], r["ok"]) for r in rows] == [(1000, "0", True), (1000, "1", False)]
+    assert rows[1]["d_psnr_db"] == pytest.approx(-0.3)
+    assert not compare_curves(shipped, [{**rerun[0], "val_bpp_t0": 0.052}])[0]["ok"]  # 4 % more bits
+    with pytest.raises(TrainingError, match="share no held-out step"):
+        compare_curves(shipped, [{"step": 500, "val_psnr_t0": 1.0, "val_bpp_t0": 1.0}])
