@@ -315,8 +315,9 @@ def normalise_setting(codec: Codec, setting: Any) -> Any:
 
 def weights_record(codec: Codec) -> dict[str, Any] | None:
     """What identifies the weights behind a codec with one stored model (``facekit-hyperprior``):
-    ``{"sha256", "fingerprint", "file", "phase"}`` (the phase the weights store's entry last trained:
-    ``rd`` distortion-only, ``joint``; None when not recorded); None for a codec without one.
+    ``{"sha256", "fingerprint", "file", "phase"}`` (the last training phase of the weights store's entry,
+    ``rate-distortion`` for phase one or ``joint-rate-distortion``; None when not recorded); None for a
+    codec without one.
     """
     d = codec.describe()
     w = d.get("weights")
