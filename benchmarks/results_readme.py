@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from facekit.codecs.names import SHORT_NAMES
+from facekit.codecs.names import HYPERPRIOR, SHORT_NAMES
 from facekit.codecs.registry import RECOMMENDED
 from facekit.evaluate import load_results
 from facekit.goals import (
+    HYPERPRIOR_ACCURACY,
+    HYPERPRIOR_SAVING,
     PSNR_RANGE,
     goals_table,
+    hyperprior_goals_table,
     joint_gain_table,
     psnr_difference_table,
     rate_term_gain_table,
@@ -61,6 +64,27 @@ def roi_section(res: dict) -> list[str]:
         "region (they flatten the background before encoding).",
         "",
         summary_table(_subset(res, names)),
+        "",
+    ]
+
+
+def hyperprior_section(res: dict, sface_path: Path) -> list[str]:
+    """Markdown: issue 28's "what it must show" for ``facekit-hyperprior``, computed from ``res`` (dlib) and the
+    SFace results at ``sface_path`` (when that file exists) by :func:`facekit.goals.hyperprior_goals`; it says
+    "not measured yet" while ``res`` holds no point of it."""
+    sface = load_results(sface_path) if sface_path.exists() else None
+    lo, hi = PSNR_RANGE
+    return [
+        f"## The second generation, `{HYPERPRIOR}` (issue 28): what it must show",
+        "",
+        f"Computed by `facekit.goals.hyperprior_goals` from this file (dlib) and `{sface_path.name}` (SFace): "
+        f"Bjøntegaard's delta PSNR against AVIF (best effort and speed 6; at least 0 dB) and the other classical "
+        f"codecs over {lo}–{hi} bpp; at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp; a saving of at least "
+        f"{100 * HYPERPRIOR_SAVING:.0f} % against AVIF under each recogniser; and against `{RECOMMENDED}`, whose "
+        "accuracy curve it must match to replace it in the catalogue. Each curve is one set of weights "
+        "(sha256 and training phase below); savings are read only where the curves overlap.",
+        "",
+        hyperprior_goals_table(res, sface),
         "",
     ]
 
@@ -218,6 +242,7 @@ def main() -> None:
                   f"Mean whole-image PSNR difference at equal bpp (Bjøntegaard's delta PSNR; each curve linear in log "
                   f"bpp) over {lo}–{hi} bpp, or the part of it both curves cover (in brackets); positive: the "
                   "learned codec is sharper.", "", fidelity, ""]
+    lines += hyperprior_section(res, args.results.parent / "rate_accuracy_sface.json")
     gain = joint_gain_table(res)
     if gain:
         lines += ["## What joint training adds over distortion-only training", "", gain, ""]

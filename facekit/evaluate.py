@@ -292,6 +292,44 @@ def _codec_id(codec: Codec) -> str:
     return json.dumps({k: d[k] for k in sorted(d) if k != "settings"}, sort_keys=True, default=str)
 
 
+def normalise_setting(codec: Codec, setting: Any) -> Any:
+    """The setting a results point stores: a preset name of the codec (``codec.presets``) as its value, and
+    a number (or a number written as text) as a float for a codec whose setting is continuous
+    (``integer_setting`` False with a ``setting_range``); any other setting as it is.
+
+    So ``facekit-hyperprior``'s ``"q2"``, ``0.25`` and ``"0.25"`` are one point (they code the same
+    bytes), and ``jpeg2000``'s ``1`` is ``1.0``. Example: ``normalise_setting(get_codec("jpeg"), 50)`` -> 50.
+    """
+    presets = getattr(codec, "presets", None) or {}
+    if isinstance(setting, str) and setting in presets:
+        setting = presets[setting]
+    if codec.integer_setting or codec.setting_range is None or isinstance(setting, bool):
+        return setting
+    if isinstance(setting, str):
+        try:
+            return float(setting)
+        except ValueError:
+            return setting
+    return float(setting) if isinstance(setting, int | float | np.integer | np.floating) else setting
+
+
+def weights_record(codec: Codec) -> dict[str, Any] | None:
+    """What identifies the weights behind a codec with one stored model (``facekit-hyperprior``):
+    ``{"sha256", "fingerprint", "file", "phase"}`` (the last training phase of the weights store's entry,
+    ``rate-distortion`` for phase one or ``joint-rate-distortion``; None when not recorded); None for a
+    codec without one.
+    """
+    d = codec.describe()
+    w = d.get("weights")
+    if not isinstance(w, dict) or not isinstance(w.get("sha256"), str):
+        return None
+    entry = getattr(codec, "entry", None) or {}
+    phases = [p for p in entry.get("phases") or [] if isinstance(p, dict)]
+    phase = phases[-1].get("phase") if phases else entry.get("phase")
+    fingerprint = entry.get("fingerprint") or d.get("fingerprint")  # the entry's is whole, describe()'s the file tag
+    return {"sha256": w["sha256"], "fingerprint": fingerprint, "file": w.get("file"), "phase": phase}
+
+
 def evaluate(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -306,19 +344,26 @@ def evaluate(
     use_cache: bool = True,
     seed: int = 0,
     on_point: Callable[[str, dict], None] | None = None,
+    codec_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Sweep codecs over their settings and return the results dict (see :func:`save_results`).
 
     ``codecs`` is a list of names (each with its default sweep) or ``{name: settings}``;
     ``None`` sweeps every available codec. ``per_fold`` limits each fold to that many
-    pairs (half matched, half mismatched) for quick runs.
+    pairs (half matched, half mismatched) for quick runs. ``codec_options`` gives a codec's
+    keyword arguments by name (``{"facekit-hyperprior": {"folder": weights_folder}}``).
+
+    A codec with a continuous setting stores it as a float, a preset name as its value
+    (:func:`normalise_setting`: ``facekit-hyperprior``'s ``q2``, ``0.25`` and ``"0.25"``
+    are one point), and a codec with stored weights records them in each point
+    (:func:`weights_record`), so that :func:`merge_results` never mixes two sets of weights.
     """
     import torch
 
     code_commit()  # the commit this process started with, whatever the checkout holds at the end
     torch.manual_seed(seed)
     np.random.seed(seed)
-    sweep = resolve_sweep(codecs)
+    sweep = resolve_sweep(codecs, codec_options)
     t0 = time.time()
     ctx = make_context(root, pairs, recognizer, device, per_fold, batch_size, progress, end_to_end, use_cache)
     results: dict[str, list[dict]] = {}
@@ -326,13 +371,18 @@ def evaluate(
         points = []
         if name == "uncompressed":
             run = run_setting(ctx, None, None, "uncompressed")
-            pts = [(None, run)]
+            pts, weights = [(None, run)], None
         else:
-            codec = get_codec(name, **({"device": ctx.device} if is_learned(name) else {}))
+            opts = {**({"device": ctx.device} if is_learned(name) else {}), **(codec_options or {}).get(name, {})}
+            codec = get_codec(name, **opts)
             cid = _codec_id(codec)
-            pts = [(s, run_setting(ctx, codec, s, cid)) for s in (settings or codec.settings)]
+            wanted = dict.fromkeys(normalise_setting(codec, s) for s in (settings or codec.settings))
+            pts = [(s, run_setting(ctx, codec, s, cid)) for s in wanted]
+            weights = weights_record(codec)
         for s, run in pts:
             p = {"setting": s, **score(ctx, run)}
+            if weights is not None:
+                p["weights"] = weights
             if writes_container(name):  # bpp measured on files of this container format
                 p["container"] = {"format": CONTAINER_FORMAT, "measured": True}
             points.append(p)
@@ -368,8 +418,11 @@ def evaluate(
     }
 
 
-def resolve_sweep(codecs: Sequence[str] | dict[str, Sequence[Any]] | None) -> dict[str, Sequence[Any]]:
-    """``{name: settings}`` to sweep, under the names results are stored by (:func:`canonical_name`)."""
+def resolve_sweep(
+    codecs: Sequence[str] | dict[str, Sequence[Any]] | None, codec_options: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Sequence[Any]]:
+    """``{name: settings}`` to sweep, under the names results are stored by (:func:`canonical_name`). Each
+    codec is built here (with its ``codec_options``), so an unknown name or missing weights fail before any work."""
     if codecs is None:
         from .codecs.registry import available_codecs
 
@@ -379,7 +432,7 @@ def resolve_sweep(codecs: Sequence[str] | dict[str, Sequence[Any]] | None) -> di
     out = {}
     for name, settings in pairs:
         if name != "uncompressed":
-            get_codec(name)  # unknown names fail here, before any work
+            get_codec(name, **(codec_options or {}).get(name, {}))  # unknown names fail here, before any work
         key = canonical_name(name)
         out[key] = settings if settings is not None else DEFAULT_SWEEP.get(key, ())
     return out
@@ -433,7 +486,8 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
     By default a codec of the same name is replaced whole; ``by_point=True`` merges its
     points instead (a point of ``new`` replaces one of ``old`` with the same setting,
     the others are kept), ordered by bpp, so a sweep can be run one setting at a time.
-    Both must come from the same protocol, recogniser and data; otherwise a DataError.
+    Both must come from the same protocol, recogniser and data; otherwise a DataError. A codec's
+    points merged by point must also come from the same weights (:func:`check_one_weights`).
     """
     for key in ("recognizer", "data_sha256"):
         if old.get(key) != new.get(key):
@@ -448,6 +502,7 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
         if by_point and name in codecs:
             fresh = {repr(p["setting"]) for p in points}
             kept = [p for p in codecs[name] if repr(p["setting"]) not in fresh]
+            check_one_weights(name, kept, points)
             codecs[name] = sorted(kept + list(points), key=lambda p: p["bpp"])
         else:
             codecs[name] = list(points)
@@ -456,6 +511,21 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
     merged["runs"] = [r for r in runs if r] + [new["provenance"]]
     merged["provenance"] = new["provenance"]
     return merged
+
+
+def check_one_weights(name: str, kept: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:
+    """DataError when the points ``new`` of codec ``name`` record other weights (sha256) than the points
+    ``kept`` beside them: one results name is one series, made by one set of weights (phase-1 and
+    joint weights are never mixed in a curve). Points that record no weights are not compared."""
+    old_sha = {p["weights"]["sha256"] for p in kept if (p.get("weights") or {}).get("sha256")}
+    new_sha = {p["weights"]["sha256"] for p in new if (p.get("weights") or {}).get("sha256")}
+    if old_sha and new_sha and old_sha != new_sha:
+        raise DataError(
+            f"{name}: the new points were measured with weights sha256 {', '.join(s[:12] for s in sorted(new_sha))}, "
+            f"the {len(kept)} kept points with {', '.join(s[:12] for s in sorted(old_sha))}; one curve is one set of "
+            "weights. Measure into another results file, or replace the codec's points whole "
+            "(benchmarks/rate_accuracy.py --replace, facekit evaluate --merge --replace-codecs)"
+        )
 
 
 def _json_default(o: Any) -> Any:

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from .bdrate import bd_quality, bd_rate, curve, monotone_envelope, quality_at, rate_at
-from .codecs.names import is_learned
-from .codecs.registry import CLASSIC, PAPER, PAPER_MSE
+from .codecs.names import HYPERPRIOR, is_learned
+from .codecs.registry import CLASSIC, PAPER, PAPER_MSE, RECOMMENDED
 
 #: the accuracy (fraction) that goal 3 asks for at 0.1 bpp
 TARGET_ACCURACY = 0.9825
@@ -176,6 +176,86 @@ def margin_at_equal_rate(
     }
 
 
+def pooled_baseline(results: dict[str, Any], bases: Sequence[str], key: str = "acc_mean") -> tuple[list[dict[str, Any]], str]:
+    """The baseline's points (the :func:`envelope` of its measured forms) and, for a goal's detail, what they
+    pool: ``""`` when exactly ``bases``, else `` (envelope of avif, avif-speed6)`` or `` (avif-speed6)``."""
+    ref, members = envelope(results, bases, key)
+    if members == list(bases):
+        return ref, ""
+    return ref, f" (envelope of {', '.join(members)})" if len(members) > 1 else f" ({', '.join(members)})"
+
+
+def above_goal(results: dict[str, Any], learned: str, other: str, max_bpp: float | None, goal: str) -> dict[str, Any]:
+    """Goal: ``learned``'s accuracy above the classical codec ``other``'s (every measured form of it) at
+    every rate both cover (below ``max_bpp`` when given); :func:`margin_at_equal_rate`."""
+    mine = results["codecs"].get(learned, [])
+    ref, pooled = pooled_baseline(results, [other])
+    if not ref or not mine:
+        return {"goal": goal, "met": None, "detail": f"{other if not ref else learned} not measured"}
+    m = margin_at_equal_rate(mine, ref, max_bpp)
+    if m["min_margin"] is None:
+        return {"goal": goal, "met": None, "detail": m["reason"]}
+    lo, hi = m["range"]
+    above_at = sum(1 for x in m["margins"] if x > 0)
+    return {
+        "goal": goal,
+        "met": m["min_margin"] > 0,
+        "detail": f"above at {above_at} of {len(m['margins'])} rates in {lo:.3f}–{hi:.3f} bpp; "
+                  f"smallest margin {100 * m['min_margin']:+.2f} points at {m['at_bpp']:.3f} bpp{pooled}",
+    }
+
+
+def accuracy_goal(points: Sequence[dict[str, Any]], target: float, goal: str, rate: float = 0.1) -> dict[str, Any]:
+    """Goal: at least ``target`` accuracy at ``rate`` bpp (the curve read there, linear in log bpp).
+
+    Where the curve ends below ``rate``, a point there that already reaches the target meets the
+    goal (fewer bytes, same accuracy); one that does not cannot tell (``met`` None).
+    """
+    x, y = curve(points)
+    acc = quality_at(x, y, rate) if len(x) else None
+    below = [(b, a) for b, a in zip(x, y, strict=True) if b <= rate]
+    if acc is None and below:
+        b, a = max(below, key=lambda p: p[1])
+        return {"goal": goal, "met": True if a >= target else None,
+                "detail": f"{100 * a:.2f} % at {b:.3f} bpp, under {rate} bpp (its highest measured rate is {max(x):.3f} bpp)"}
+    if acc is None:
+        return {"goal": goal, "met": None, "detail": f"{rate} bpp is outside the measured rates"}
+    return {"goal": goal, "met": acc >= target, "detail": f"{100 * acc:.2f} % at {rate} bpp (interpolated)"}
+
+
+def saving_goal(
+    results: dict[str, Any], learned: str, bases: Sequence[str], goal: str, target: float | None,
+    key: str = "acc_mean", ref: Sequence[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Goal: the Bjøntegaard-style saving of ``learned`` against the envelope of the classical codecs
+    ``bases`` (:func:`saving_at_equal_accuracy`), met when it reaches ``target`` (None: reported only,
+    met when positive). ``ref`` gives the reference points instead (another learned codec; ``bases``
+    then names it in the detail only)."""
+    mine = results["codecs"].get(learned, [])
+    pooled = ""
+    if ref is None:
+        ref, pooled = pooled_baseline(results, bases, key)
+    if not ref or len(curve(mine, key)[0]) < 2:
+        return {"goal": goal, "met": None, "detail": "not measured"}
+    r = saving_at_equal_accuracy(mine, ref, key)
+    if r["saving"] is None:
+        return {"goal": goal, "met": None, "detail": r.get("reason", "no common accuracy range")}
+    what = "TAR " if key == TAR_KEY else ""
+    return {"goal": goal, "met": r["saving"] >= target if target else r["saving"] > 0,
+            "detail": f"{100 * r['saving']:.0f} % over {what}{100 * r['range'][0]:.1f}–{100 * r['range'][1]:.1f} %{pooled}"}
+
+
+def mark_not_judged(results: dict[str, Any], goals: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``goals`` (changed in place) judged on nothing when ``results`` hold fewer than all 6,000 pairs
+    (:func:`not_judged`): ``met`` None, and no saving; the margins measured stay in the detail."""
+    why = not_judged(results)
+    if why is not None:
+        for g in goals:  # what was measured stays, but no saving: on a small sample it is noise
+            g["met"] = None
+            g["detail"] = why if "saving" in g["goal"] else f"{why}; {g['detail']}"
+    return goals
+
+
 def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
     """Each goal for the learned codec ``learned``: ``{"goal", "met": True/False/None, "detail"}``.
 
@@ -184,94 +264,46 @@ def check_goals(results: dict[str, Any], learned: str) -> list[dict[str, Any]]:
     detail then starts with "not judged: N pairs" and still gives the margins measured, but
     no bitrate saving).
     """
-    codecs = results["codecs"]
-    mine = codecs.get(learned, [])
-    out: list[dict[str, Any]] = []
-
-    def against(bases: Sequence[str], key: str = "acc_mean") -> tuple[list[dict[str, Any]], str]:
-        """The baseline's points (the envelope of its measured forms) and what they pool, for the detail."""
-        ref, members = envelope(results, bases, key)
-        if members == list(bases):
-            return ref, ""
-        return ref, f" (envelope of {', '.join(members)})" if len(members) > 1 else f" ({', '.join(members)})"
-
-    def above(other: str, max_bpp: float | None, goal: str) -> None:
-        ref, pooled = against([other])
-        if not ref or not mine:
-            out.append({"goal": goal, "met": None, "detail": f"{other if not ref else learned} not measured"})
-            return
-        m = margin_at_equal_rate(mine, ref, max_bpp)
-        if m["min_margin"] is None:
-            out.append({"goal": goal, "met": None, "detail": m["reason"]})
-            return
-        lo, hi = m["range"]
-        above_at = sum(1 for x in m["margins"] if x > 0)
-        out.append({
-            "goal": goal,
-            "met": m["min_margin"] > 0,
-            "detail": f"above at {above_at} of {len(m['margins'])} rates in {lo:.3f}–{hi:.3f} bpp; "
-                      f"smallest margin {100 * m['min_margin']:+.2f} points at {m['at_bpp']:.3f} bpp{pooled}",
-        })
-
-    above("jpeg2000", None, "above JPEG 2000 wherever both are measured")
-    above("jpeg", None, "above JPEG wherever both are measured")
-    above("avif", 0.3, "above AVIF below 0.3 bpp")
-    above("webp", 0.3, "above WebP below 0.3 bpp")
-
-    x, y = curve(mine)
-    acc = quality_at(x, y, 0.1) if len(x) else None
-    goal = f"at least {100 * TARGET_ACCURACY:.2f} % at 0.1 bpp"
-    below = [(b, a) for b, a in zip(x, y, strict=True) if b <= 0.1]
-    if acc is None and below:
-        # the curve ends below 0.1 bpp: a point there that already reaches the target meets the
-        # goal (fewer bytes than 0.1 bpp, same accuracy); one that does not cannot tell
-        b, a = max(below, key=lambda p: p[1])
-        met = True if a >= TARGET_ACCURACY else None
-        out.append({"goal": goal, "met": met,
-                    "detail": f"{100 * a:.2f} % at {b:.3f} bpp, under 0.1 bpp (its highest measured rate is {max(x):.3f} bpp)"})
-    elif acc is None:
-        out.append({"goal": goal, "met": None, "detail": "0.1 bpp is outside the measured rates"})
-    else:
-        out.append({"goal": goal, "met": acc >= TARGET_ACCURACY, "detail": f"{100 * acc:.2f} % at 0.1 bpp (interpolated)"})
-
-    def saving(bases: Sequence[str], goal: str, target: float | None, key: str = "acc_mean") -> None:
-        """The Bjøntegaard-style saving against the envelope of ``bases``; met when it reaches ``target``
-        (None: reported only, met when positive)."""
-        ref, pooled = against(bases, key)
-        if not ref or len(x) < 2:
-            out.append({"goal": goal, "met": None, "detail": "not measured"})
-            return
-        r = saving_at_equal_accuracy(mine, ref, key)
-        if r["saving"] is None:
-            out.append({"goal": goal, "met": None, "detail": r.get("reason", "no common accuracy range")})
-        else:
-            what = "TAR " if key == TAR_KEY else ""
-            out.append({"goal": goal, "met": r["saving"] >= target if target else r["saving"] > 0,
-                        "detail": f"{100 * r['saving']:.0f} % over {what}"
-                                  f"{100 * r['range'][0]:.1f}–{100 * r['range'][1]:.1f} %{pooled}"})
-
+    mine = results["codecs"].get(learned, [])
+    out = [
+        above_goal(results, learned, "jpeg2000", None, "above JPEG 2000 wherever both are measured"),
+        above_goal(results, learned, "jpeg", None, "above JPEG wherever both are measured"),
+        above_goal(results, learned, "avif", 0.3, "above AVIF below 0.3 bpp"),
+        above_goal(results, learned, "webp", 0.3, "above WebP below 0.3 bpp"),
+        accuracy_goal(mine, TARGET_ACCURACY, f"at least {100 * TARGET_ACCURACY:.2f} % at 0.1 bpp"),
+    ]
     for other in ("avif", "webp"):
-        saving([other], f"bitrate saving of at least 50 % against {other.upper() if other == 'avif' else 'WebP'}", 0.5)
-    saving(CLASSIC, "bitrate saving of at least 50 % against the classical envelope", 0.5)
+        out.append(saving_goal(results, learned, [other],
+                               f"bitrate saving of at least 50 % against {other.upper() if other == 'avif' else 'WebP'}", 0.5))
+    out.append(saving_goal(results, learned, CLASSIC, "bitrate saving of at least 50 % against the classical envelope", 0.5))
     if any(p.get(TAR_KEY) is not None for p in mine):  # results from before TAR was recorded have none
-        saving(CLASSIC, "bitrate saving at equal TAR at FAR 1e-3 against the classical envelope (reported)", None,
-               key=TAR_KEY)
+        out.append(saving_goal(results, learned, CLASSIC,
+                               "bitrate saving at equal TAR at FAR 1e-3 against the classical envelope (reported)", None,
+                               key=TAR_KEY))
     if is_roi(learned):
         # the fair comparison for region-of-interest coding: baselines that code only the face too
         for other, label in (("jpeg2000-roi", "JPEG 2000"), ("avif-roi", "AVIF"), ("webp-roi", "WebP")):
             if envelope(results, [other])[0]:
-                above(other, 0.3 if other != "jpeg2000-roi" else None,
-                      f"ROI baselines: above {label} with ROI" + (" below 0.3 bpp" if other != "jpeg2000-roi" else
-                                                                  " wherever both are measured"))
+                out.append(above_goal(
+                    results, learned, other, 0.3 if other != "jpeg2000-roi" else None,
+                    f"ROI baselines: above {label} with ROI" + (" below 0.3 bpp" if other != "jpeg2000-roi" else
+                                                                " wherever both are measured")))
         for other, label in (("avif-roi", "AVIF"), ("webp-roi", "WebP")):
-            if envelope(results, [other])[0] and len(x) >= 2:
-                saving([other], f"ROI baselines: bitrate saving against {label} with ROI (reported, no target)", None)
-    why = not_judged(results)
-    if why is not None:
-        for g in out:  # what was measured stays, but no saving: on a small sample it is noise
-            g["met"] = None
-            g["detail"] = why if "saving" in g["goal"] else f"{why}; {g['detail']}"
-    return out
+            if envelope(results, [other])[0] and len(curve(mine)[0]) >= 2:
+                out.append(saving_goal(results, learned, [other],
+                                       f"ROI baselines: bitrate saving against {label} with ROI (reported, no target)", None))
+    return mark_not_judged(results, out)
+
+
+#: how a goal's ``met`` reads in a table
+MET_WORDS = {True: "**met**", False: "not met", None: "—"}
+
+
+def goal_cell(g: dict[str, Any]) -> str:
+    """A goal's table cell: met / not met / — and its detail (only the detail when not judged)."""
+    if g["detail"].startswith("not judged"):  # too few pairs: the detail says so first
+        return g["detail"]
+    return f"{MET_WORDS[g['met']]}: {g['detail']}"
 
 
 def goals_table(results: dict[str, Any], learned: Sequence[str] | None = None) -> str:
@@ -281,16 +313,10 @@ def goals_table(results: dict[str, Any], learned: Sequence[str] | None = None) -
         return ""
     checks = {n: {g["goal"]: g for g in check_goals(results, n)} for n in names}
     goals = list(dict.fromkeys(g for n in names for g in checks[n]))  # every codec's goals, in order
-    word = {True: "**met**", False: "not met", None: "—"}
-
-    def cell(g: dict[str, Any]) -> str:
-        if g["detail"].startswith("not judged"):  # too few pairs: the detail says so first
-            return g["detail"]
-        return f"{word[g['met']]}: {g['detail']}"
 
     lines = ["| goal | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for goal in goals:
-        cells = [cell(checks[n][goal]) if goal in checks[n] else "—" for n in names]
+        cells = [goal_cell(checks[n][goal]) if goal in checks[n] else "—" for n in names]
         lines.append(f"| {goal} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -374,4 +400,133 @@ def rate_term_gain_table(
             f"{p['psnr']:.2f} | " + (f"{100 * acc:.2f}" if acc is not None else "—") + " | "
             + (f"{100 * (p['acc_mean'] - acc):+.2f}" if acc is not None else "—") + f" | {saved} | {cost} |"
         )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- issue 28: the second generation
+
+#: issue 28's goals for ``facekit-hyperprior``: accuracy at 0.1 bpp (uncompressed 98.83 % less half a
+#: point), the saving against AVIF under each recogniser, and the PSNR difference against AVIF (dB)
+HYPERPRIOR_ACCURACY, HYPERPRIOR_SAVING, HYPERPRIOR_PSNR = 0.9833, 0.6, 0.0
+#: the classical results names its PSNR is compared with (the first two have the goal), with their labels
+HYPERPRIOR_PSNR_REFS = {"avif": "AVIF (best effort)", "avif-speed6": "AVIF (speed 6)", "webp": "WebP",
+                        "jpeg2000": "JPEG 2000", "hevc": "HEVC-intra", "jpegxl": "JPEG XL"}
+#: the classical codecs it is saved against (every measured form of each pooled), with their labels
+HYPERPRIOR_SAVING_REFS = {"avif": "AVIF", "webp": "WebP", "jpeg2000": "JPEG 2000", "hevc": "HEVC-intra",
+                          "jpegxl": "JPEG XL"}
+
+
+def psnr_goal(results: dict[str, Any], learned: str, ref: str, goal: str, target: float | None) -> dict[str, Any]:
+    """Goal: Bjøntegaard's delta PSNR of ``learned`` against the results name ``ref`` (that form only, no
+    envelope) over :data:`PSNR_RANGE` (or the part both curves cover) at least ``target`` dB
+    (None: reported, met when positive)."""
+    codecs = results["codecs"]
+    if ref not in codecs or learned not in codecs:
+        return {"goal": goal, "met": None, "detail": f"{ref if learned in codecs else learned} not measured"}
+    d = bd_quality(*curve(codecs[learned], "psnr"), *curve(codecs[ref], "psnr"), *PSNR_RANGE)
+    if d["delta"] is None:
+        return {"goal": goal, "met": None, "detail": d["reason"]}
+    met = d["delta"] >= target if target is not None else d["delta"] > 0
+    return {"goal": goal, "met": met, "detail": f"{d['delta']:+.2f} dB over {d['range'][0]:.2f}–{d['range'][1]:.2f} bpp"}
+
+
+def at_least_as_good_goal(results: dict[str, Any], learned: str, ref: str, goal: str) -> dict[str, Any]:
+    """Goal: ``learned``'s accuracy at least ``ref``'s (another codec's own points) at every rate both
+    cover (:func:`margin_at_equal_rate`, margin >= 0)."""
+    codecs = results["codecs"]
+    if ref not in codecs or learned not in codecs:
+        return {"goal": goal, "met": None, "detail": f"{ref if learned in codecs else learned} not measured"}
+    m = margin_at_equal_rate(codecs[learned], codecs[ref])
+    if m["min_margin"] is None:
+        return {"goal": goal, "met": None, "detail": m["reason"]}
+    lo, hi = m["range"]
+    return {"goal": goal, "met": m["min_margin"] >= 0,
+            "detail": f"smallest margin {100 * m['min_margin']:+.2f} points at {m['at_bpp']:.3f} bpp "
+                      f"(over {lo:.3f}–{hi:.3f} bpp)"}
+
+
+def recognizer_label(results: dict[str, Any]) -> str:
+    """The recogniser of a results dict, as a goal names it (``dlib-resnet``, ``sface``)."""
+    return str(results.get("recognizer", {}).get("name", "?"))
+
+
+def hyperprior_savings(results: dict[str, Any], learned: str = HYPERPRIOR) -> list[dict[str, Any]]:
+    """Issue 28's savings of ``learned`` under one recogniser (the one of ``results``): at least 60 %
+    against AVIF (goal); against WebP, JPEG 2000, HEVC-intra, JPEG XL, the classical envelope and
+    facekit's recommended codec (reported); and whether its accuracy curve is at least as good as
+    the recommended codec's (issue 28 item 8: the catalogue's switch condition)."""
+    rec = recognizer_label(results)
+    out = [saving_goal(results, learned, ["avif"],
+                       f"({rec}) saving of at least {100 * HYPERPRIOR_SAVING:.0f} % against AVIF", HYPERPRIOR_SAVING)]
+    for base, label in HYPERPRIOR_SAVING_REFS.items():
+        if base != "avif":
+            out.append(saving_goal(results, learned, [base], f"({rec}) saving against {label} (reported)", None))
+    out.append(saving_goal(results, learned, CLASSIC, f"({rec}) saving against the classical envelope (reported)", None))
+    mine_ref = results["codecs"].get(RECOMMENDED)
+    out.append(saving_goal(results, learned, [RECOMMENDED], f"({rec}) saving against {RECOMMENDED} (reported)", None,
+                           ref=mine_ref or []))
+    out.append(at_least_as_good_goal(results, learned, RECOMMENDED,
+                                     f"({rec}) accuracy at least {RECOMMENDED}'s wherever both are measured "
+                                     "(the catalogue switch, issue 28 item 8)"))
+    return mark_not_judged(results, out)
+
+
+def hyperprior_goals(results: dict[str, Any], sface: dict[str, Any] | None = None,
+                     learned: str = HYPERPRIOR) -> list[dict[str, Any]]:
+    """Issue 28's "what it must show" for ``learned``, computed: ``{"goal", "met", "detail"}`` each.
+
+    ``results`` are dlib's (all 6,000 pairs; fewer: every goal "not judged", :func:`not_judged`),
+    ``sface`` SFace's (its savings are added when given and ``learned`` is in them):
+
+    (a) Bjøntegaard PSNR difference over :data:`PSNR_RANGE` against AVIF (best effort and speed 6:
+        at least 0 dB) and, reported, WebP, JPEG 2000, HEVC-intra and JPEG XL;
+    (b) at least 98.33 % at 0.1 bpp (or below);
+    (c) a saving of at least 60 % against AVIF, under dlib and under SFace, and the other savings of
+        :func:`hyperprior_savings`;
+    (d) against facekit's recommended codec: the saving, and whether its curve is at least as good.
+
+    An empty list when ``learned`` is not in ``results``.
+    """
+    if learned not in results["codecs"]:
+        return []
+    out = []
+    for ref, label in HYPERPRIOR_PSNR_REFS.items():
+        goal = ref.startswith("avif")
+        name = (f"PSNR at least {HYPERPRIOR_PSNR:+.0f} dB against {label}" if goal else f"PSNR against {label} (reported)")
+        out.append(psnr_goal(results, learned, ref, f"{name}, Bjøntegaard over {PSNR_RANGE[0]}–{PSNR_RANGE[1]} bpp",
+                             HYPERPRIOR_PSNR if goal else None))
+    out.append(accuracy_goal(results["codecs"][learned], HYPERPRIOR_ACCURACY,
+                             f"({recognizer_label(results)}) at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp"))
+    out = mark_not_judged(results, out) + hyperprior_savings(results, learned)
+    if sface is not None and learned in sface["codecs"]:
+        out += hyperprior_savings(sface, learned)
+    return out
+
+
+def weights_identities(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct weights records (``{"sha256", "fingerprint", "phase"}``) of a codec's points, in order."""
+    seen: dict[Any, dict[str, Any]] = {}
+    for p in points:
+        w = p.get("weights") or {}
+        seen.setdefault(w.get("sha256"), w)
+    return [w for w in seen.values() if w]
+
+
+def hyperprior_goals_table(results: dict[str, Any], sface: dict[str, Any] | None = None,
+                           learned: str = HYPERPRIOR) -> str:
+    """Markdown: the weights measured and one row per goal of :func:`hyperprior_goals`, or a line saying
+    that ``learned`` is not measured yet."""
+    if learned not in results["codecs"]:
+        return f"`{learned}`: not measured yet on these pairs (`benchmarks/rate_accuracy.py --codecs {learned}`)."
+    lines = []
+    for rs in (results, sface):
+        if rs is not None and learned in rs["codecs"]:
+            pts = rs["codecs"][learned]
+            ids = ", ".join(f"sha256 `{w.get('sha256', '?')[:12]}` (phase {w.get('phase') or 'unknown'})"
+                            for w in weights_identities(pts)) or "weights not recorded"
+            lines.append(f"- {recognizer_label(rs)}: {len(pts)} points, {ids}")
+    if sface is not None and learned not in sface["codecs"]:
+        lines.append(f"- {recognizer_label(sface)}: not measured yet")
+    lines += ["", "| goal | result |", "| --- | --- |"]
+    lines += [f"| {g['goal']} | {goal_cell(g)} |" for g in hyperprior_goals(results, sface, learned)]
     return "\n".join(lines)
