@@ -45,6 +45,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import facekit  # noqa: E402, F401  (before torch, so that facekit's thread defaults apply: facekit.threads)
+
+# isort: split
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facekit.entropy_models import gaussian
 from facekit.errors import BitstreamError, CodecError
-from facekit.models.coding_transforms import Inference
+from facekit.models.coding_transforms import GDN, Inference
 from facekit.models.hyperprior import (
     INDEX_GAIN,
     PRESETS,
@@ -30,11 +30,14 @@ from facekit.models.hyperprior import (
 )
 from facekit.models.integer import (
     ACT_BITS,
+    FLOAT32_EXACT,
     SIZE_CACHE,
     WEIGHT_BITS,
     IntConv,
+    WeightMatrix,
     bound,
     gather_patches,
+    ieee_float32_matmul,
     patch_index,
 )
 
@@ -183,6 +186,62 @@ def test_patches_of_some_taps_and_sources_give_the_same_integers() -> None:
     assert index.shape == (12, int((~anchor).sum())) and torch.equal(part, full[:, :, ~anchor])
 
 
+def test_float32_products_are_the_int64_products_and_only_within_the_bound() -> None:
+    """WeightMatrix.product runs in float32 when ``max |rows| * abs_sum < 2**24`` (every partial sum
+    an exact float32 integer) and torch multiplies float32 in IEEE float32; the integers are
+    int64's either way, at the bound itself too, and when torch is told it may use bfloat16."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(-200, 201, (300, 40), generator=g)
+    mat = WeightMatrix.of(w.double())
+    worst = int(w.abs().sum(0).argmax())
+    assert mat.abs_sum == float(w[:, worst].abs().sum())
+    a_max = int(-(-FLOAT32_EXACT // mat.abs_sum)) - 1  # a_max * abs_sum just below 2**24
+    assert a_max * mat.abs_sum < FLOAT32_EXACT <= (a_max + 1) * mat.abs_sum
+    for limit in (a_max, 4 * a_max):  # float32, then float64
+        rows = torch.randint(-limit, limit + 1, (50, 300), generator=g)
+        rows[0] = limit * w[:, worst].sign()  # this output's sum is max |rows| * abs_sum
+        assert torch.equal(mat.product(rows.double()).long(), rows @ w)
+    zeros = torch.zeros(5, 300, dtype=torch.float64)  # no product at all
+    assert torch.equal(mat.product(zeros), torch.zeros(5, 40, dtype=torch.float64))
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")  # torch may now multiply float32 in bfloat16
+        assert not ieee_float32_matmul()
+        small = rows // 4  # within the bound: float32 would be taken, were it IEEE
+        assert torch.equal(mat.product(small.double()).long(), small @ w)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert ieee_float32_matmul() == (before == "highest")
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gdn_coding_form_is_element_wise_while_gamma_is_diagonal(inverse: bool) -> None:
+    """GDN's gamma starts diagonal, and training keeps it so (the gradient of an off-diagonal g
+    in g**2 is zero at zero): the coding form is then element-wise, with the matrix product's
+    floats (up to the last bit where a BLAS fuses the bias); any off-diagonal entry: the matrix product."""
+    torch.manual_seed(4)
+    gdn = GDN(12, inverse)
+    with torch.no_grad():
+        gdn.beta.uniform_(0.5, 1.5)
+        gdn.gamma.mul_(torch.rand(12)[:, None, None, None] * 3)
+    x = torch.randn(2, 12, 9, 7) * 3
+    fast = Inference(torch.nn.Sequential(gdn))
+    assert fast.ops[0][0] == "gdn_diag"
+    w, b = (v.detach() for v in gdn.fused())
+    slow = Inference(torch.nn.Sequential(gdn))
+    slow.ops = [("gdn", w[:, :, 0, 0].t().contiguous(), b, inverse)]
+    got, ref = fast(x), slow(x)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert float(((got - ref).abs() / ref.abs().clamp_min(1e-30)).max()) <= 2.0**-22
+    with torch.no_grad():
+        assert float((got - gdn(x)).abs().max()) <= 1e-5 * float(x.abs().max())
+        gdn.gamma[0, 1] = 0.2
+    general = Inference(torch.nn.Sequential(gdn))
+    assert general.ops[0][0] == "gdn"
+    with torch.no_grad():
+        assert float((general(x) - gdn(x)).abs().max()) <= 1e-5 * float(x.abs().max())
+
+
 def reference_strings(m: FaceHyperprior, x: torch.Tensor, rate: float) -> list[bytes]:
     """The strings by the plain route: the training modules' transforms, the integer networks
     over whole grids, every context tap; what :meth:`FaceHyperprior.compress` must reproduce."""
@@ -267,8 +326,16 @@ def test_freeze_is_forgotten_in_training_mode_and_on_load() -> None:
     x = face_like(64, 64)
     other = tiny_model(seed=1)
     other.compress(x, 0.5)  # frozen with its own weights
+    enc = other.compress(x, 0.5)
+    other.decompress(enc["strings"], enc["shape"])  # keeps the synthesis scale at this rate
+    assert other._scales
     other.load_state_dict(tiny_model().state_dict())
-    assert not other.frozen and other.compress(x, 0.5)["strings"] == tiny_model().compress(x, 0.5)["strings"]
+    assert not other.frozen and not other._scales
+    assert other.compress(x, 0.5)["strings"] == tiny_model().compress(x, 0.5)["strings"]
+    # decoding after the load uses the new weights' gains: the same pixels as a fresh model
+    enc = other.compress(x, 0.5)
+    assert torch.equal(other.decompress(enc["strings"], enc["shape"])["x_hat"],
+                       tiny_model().decompress(enc["strings"], enc["shape"])["x_hat"])
 
 
 DECODE_SCRIPT = r"""

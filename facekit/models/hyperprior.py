@@ -46,19 +46,25 @@ and derives coding forms of ``g_a``, ``h_a`` and ``g_s``
 pure function of the float weights; ``train()``, ``unfreeze()`` and ``load_state_dict``
 forget it. The training graph (``forward``) never uses it. The integer
 networks run only where their outputs are read (each pass's positions; 12 of the context's
-25 taps), so the bytes are those of the whole-grid computation.
+25 taps; for the anchors, without the context's zero inputs), in float32 where every sum is
+bound to be exact there (:class:`~facekit.models.integer.WeightMatrix`), so the bytes are
+those of the whole-grid float64 computation.
 
-``benchmarks/model_complexity.py`` counts MACs per pixel (``FlopCounterMode``) and times
-encode and decode beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256): encoder
-4.3k MAC per pixel (analysis 3.6k), decoder 4.2k (synthesis 3.8k); 0.9 M parameters.
-Measured on one thread of this project's 2-core machine under load 3.5-5 (8 LFW faces,
-t = 0.5, 0.08 bpp, weights of step 10,000 of the CPU recipe run), as CPU time of the thread
-(wall time under that load is 1.5-2 times as long, and noisy): decode 12-16 ms and encode
-12-17 ms a face, against OpenJPEG's 2-3 ms decode. Of a decode, the synthesis takes 7-10 ms (its convolutions at
-about 40 GMAC/s), the integer networks (23 M float64 MACs) 2-3 ms, range decoding 0.4-0.8
-ms, and about 2 ms are page faults of glibc handing freed memory back (none with its trim
-and mmap thresholds raised: ``model_complexity.py --malloc-tune``). The 10 ms target needs
-a smaller synthesis: (48, 32, 16), 2.8k MAC per pixel, decodes the same strings in 9-9.5 ms.
+``benchmarks/model_complexity.py`` counts MACs per pixel (``FlopCounterMode``: the products
+that run, so the integer networks' share depends on the data) and times encode and decode
+beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256): encoder 3.8-4.0k MAC per
+pixel (analysis 3.6k), decoder 3.7-3.9k (synthesis 3.5k); 0.9 M parameters. Measured on one
+thread of this project's 2-core machine while a training run holds the other core (load
+1.5-2; 8 LFW faces, t = 0.5, 0.08 bpp, weights of step 20,500 of the CPU recipe run), as CPU
+time of the thread (wall time is noisier): decode 9.5-11.5 ms and encode 9.5-12 ms a face,
+against OpenJPEG's 1.6-2.1 ms decode. Of a decode, the synthesis takes 6.5-7 ms: its
+convolutions 5.9 ms at 35-40 GMAC/s, about 85 % of what one core's float32 matrix product
+reaches (oneDNN pads the 24 and 12 output channels of the last two to 32 and 16), IGDN
+0.3 ms, the pixel shuffle 0.2 ms; the integer networks take 1.5 ms with their patch
+gathering, parsing and range decoding about 0.9 ms, the rest 0.4 ms, and glibc's page
+faults 0.3-0.5 ms more (about 300 a decode; none with its trim and mmap thresholds raised:
+``model_complexity.py --malloc-tune``). A smaller synthesis, (48, 32, 16), 2.6k MAC per
+pixel, decodes in 6.5 ms.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
@@ -79,7 +85,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -95,9 +101,9 @@ from .integer import (
     IntConv,
     bound,
     floor_ste,
-    gather_patches,
     lru_get,
     patch_index,
+    patch_rows,
     round_ste,
 )
 
@@ -131,6 +137,20 @@ class HyperpriorArch:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HyperpriorArch:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+class Checkerboard(NamedTuple):
+    """The checkerboard of one latent grid size, as the coding path reads it."""
+
+    #: bool ``(H, W)``: True at the anchors (``(i + j)`` even, decoded first)
+    anchor: torch.Tensor
+    #: the context's patch index at the non-anchors, 12 taps over the anchors (:func:`patch_index`)
+    context: torch.Tensor
+    #: the anchors' and the non-anchors' flat positions, ascending
+    anchors_at: torch.Tensor
+    others_at: torch.Tensor
+    #: ``cat([anchors, non-anchors])[order]`` is the grid in row-major order
+    order: torch.Tensor
 
 
 def conv(cin: int, cout: int, k: int = 5, stride: int = 2) -> nn.Conv2d:
@@ -191,8 +211,10 @@ class FaceHyperprior(nn.Module):
         self.log_gain = nn.Parameter(g[:, None].repeat(1, m))
         self.log_inv_gain = nn.Parameter(-g[:, None].repeat(1, m))
         self._inference: dict[str, Inference] = {}
+        #: the synthesis' input scale at the last few rates (:meth:`_synthesis_scale`)
+        self._scales: OrderedDict[tuple[int, str], torch.Tensor] = OrderedDict()
         #: the last few latent grid sizes' checkerboards (:meth:`_checkerboard`)
-        self._grids: OrderedDict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._grids: OrderedDict[tuple[int, int], Checkerboard] = OrderedDict()
         #: the context kernel's taps that can read an anchor from a non-anchor: (di + dj) odd
         self._ctx_taps = ~self.anchors(self.ctx.k, self.ctx.k)
         self.register_load_state_dict_post_hook(self._unfreeze_after_load)  # new weights: derive again
@@ -278,6 +300,7 @@ class FaceHyperprior(nn.Module):
         with torch.inference_mode(False), torch.no_grad():
             self.z_index_int = torch.floor(self.z_index.detach() * INDEX_GAIN + 0.5).clamp(0, gaussian.N_SCALES - 1).long()
         self._inference = {name: Inference(getattr(self, name)) for name in ("g_a", "h_a", "g_s")}
+        self._scales.clear()
         return self
 
     @property
@@ -291,6 +314,7 @@ class FaceHyperprior(nn.Module):
                 mod.unfreeze()
         self.z_index_int = self.z_index_int.new_zeros(0)
         self._inference = {}
+        self._scales.clear()
 
     def train(self, mode: bool = True) -> FaceHyperprior:
         """Training mode also forgets the integer weights (:meth:`freeze` makes them again)."""
@@ -309,17 +333,34 @@ class FaceHyperprior(nn.Module):
             self.freeze()
         return self._inference[name](x)
 
+    def _synthesis_scale(self, t16: int) -> torch.Tensor:
+        """``gains(t, inverse=True) / 16`` (``(1, M, 1, 1)``) at the stored rate ``t16``: from latents in
+        1/16 steps to the synthesis' input (exact: a power of two). Kept per rate and device
+        while frozen (:meth:`unfreeze` forgets it)."""
+        dev = self.log_gain.device
+
+        def make() -> torch.Tensor:
+            with torch.inference_mode(False), torch.no_grad():
+                return self.gains(torch.full((1,), t16 / RATE_STEPS, device=dev), inverse=True) / 16
+
+        return lru_get(self._scales, (t16, str(dev)), make)
+
     def _params_at(self, h: torch.Tensor, c: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact ``(mean in 1/16 steps, scale index)``, int64 ``(B, M, n)``, from integer features
-        ``h`` and context ``c`` (None: zero) at ``n`` positions ``(B, channels, n)``."""
+        ``h`` and context ``c`` (None: zero, and its weights are left out) at ``n`` positions, as
+        rows ``(B, n, channels)`` (:meth:`_hyper_rows`, :meth:`_context_at`); ``h`` may be
+        clamped in place."""
+        b, n = h.shape[:2]
         if c is None:
-            c = h.new_zeros(h.shape[0], self.arch.context, h.shape[2])
-        p = self.ep[1].forward_int_cols(self.ep[0].forward_int_cols(torch.cat([h, c], 1)))
+            p = self.ep[0].forward_int_rows(h.view(b * n, -1), channels=h.shape[2])
+        else:
+            p = self.ep[0].forward_int_rows(torch.cat([h, c], 2).view(b * n, -1))
+        p = self.ep[1].forward_int_rows(p).view(b, n, -1)
         m = self.arch.latent
         one = 2**ACT_BITS
-        mean16 = torch.floor((p[:, :m] + one // 32) / (one // 16)).long()
-        index = torch.floor((p[:, m:] + one // (2 * INDEX_GAIN)) / (one // INDEX_GAIN)).clamp(0, gaussian.N_SCALES - 1).long()
-        return mean16, index
+        mean16 = torch.floor((p[..., :m] + one // 32) / (one // 16)).long().transpose(1, 2)
+        index = torch.floor((p[..., m:] + one // (2 * INDEX_GAIN)) / (one // INDEX_GAIN))
+        return mean16, index.clamp_(0, gaussian.N_SCALES - 1).long().transpose(1, 2)
 
     def _hyper_int(self, z_sym: torch.Tensor) -> torch.Tensor:
         h = z_sym.double() * 2**ACT_BITS
@@ -327,28 +368,35 @@ class FaceHyperprior(nn.Module):
             h = layer.forward_int(h)
         return h
 
-    def _checkerboard(self, hy: int, wy: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(anchor mask, flat anchor mask, context patch index)`` of a ``hy x wy`` latent grid: the
-        context at a non-anchor reads, of its 5x5 taps, only the 12 that fall on anchors."""
-        def make() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _hyper_rows(self, z_sym: torch.Tensor) -> torch.Tensor:
+        """The hyper-synthesis of the symbols ``z_sym`` as rows ``(B, H * W, channels)`` (row-major positions)."""
+        h = self._hyper_int(z_sym)
+        return h.permute(0, 2, 3, 1).reshape(h.shape[0], -1, h.shape[1])
+
+    def _checkerboard(self, hy: int, wy: int) -> Checkerboard:
+        """The :class:`Checkerboard` of a ``hy x wy`` latent grid (kept for the last few sizes)."""
+        def make() -> Checkerboard:
             anchor = self.anchors(hy, wy)
-            return anchor, anchor.reshape(-1), patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps, source=anchor)
+            flat = anchor.reshape(-1)
+            at_a, at_n = flat.nonzero().squeeze(1), (~flat).nonzero().squeeze(1)
+            context = patch_index((hy, wy), self.ctx.k, ~anchor, self._ctx_taps, source=anchor)
+            return Checkerboard(anchor, context, at_a, at_n, torch.cat([at_a, at_n]).argsort())
 
         return lru_get(self._grids, (hy, wy), make)
 
     def _context_at(self, y16_a: torch.Tensor, hy: int, wy: int) -> torch.Tensor:
-        """Integer context ``(B, C, n)`` at the non-anchors from the anchors' latents ``y16_a``
+        """Integer context rows ``(B, n, C)`` at the non-anchors from the anchors' latents ``y16_a``
         (1/16 steps, ``(B, M, n_anchors)``); the non-anchors read as zero."""
-        cols = gather_patches(y16_a.double() * 2 ** (ACT_BITS - 4), self._checkerboard(hy, wy)[2])
-        return self.ctx.forward_int_cols(cols, self._ctx_taps)
+        lim = self.ctx.in_limit
+        rows = patch_rows((y16_a.double() * 2 ** (ACT_BITS - 4)).clamp_(-lim, lim), self._checkerboard(hy, wy).context)
+        b, n = rows.shape[:2]
+        return self.ctx.forward_int_rows(rows.view(b * n, -1), self._ctx_taps, clamped=True).view(b, n, -1)
 
-    def _latent_grid(self, y16_a: torch.Tensor, y16_n: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _latent_grid(y16_a: torch.Tensor, y16_n: torch.Tensor, board: Checkerboard) -> torch.Tensor:
         """``(B, M, H, W)`` int64 latents (1/16 steps) from the anchors' and the non-anchors'."""
         b, m = y16_a.shape[:2]
-        y16 = torch.empty(b, m, anchor.numel(), dtype=torch.int64)
-        y16[:, :, anchor.reshape(-1)] = y16_a
-        y16[:, :, ~anchor.reshape(-1)] = y16_n
-        return y16.view(b, m, *anchor.shape)
+        return torch.cat([y16_a, y16_n], 2).index_select(2, board.order).view(b, m, *board.anchor.shape)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: float | str = 0.5) -> dict[str, Any]:
@@ -363,15 +411,15 @@ class FaceHyperprior(nn.Module):
         y = y_f.double().cpu().flatten(2)
         z_idx = self.z_index_int.cpu()[None, :, None, None].expand_as(z_sym)
         z_sym = torch.from_numpy(gaussian.clip_symbols(z_sym.numpy(), z_idx.numpy()))
-        h = self._hyper_int(z_sym).flatten(2)
+        h = self._hyper_rows(z_sym)
         hy, wy = y_f.shape[-2:]
-        _, at_a, _ = self._checkerboard(hy, wy)
-        at_n = ~at_a
-        mean16_a, idx_a = self._params_at(h[:, :, at_a], None)
-        sym_a = torch.round(y[:, :, at_a] - mean16_a.double() / 16).long()
+        board = self._checkerboard(hy, wy)
+        mean16_a, idx_a = self._params_at(h.index_select(1, board.anchors_at), None)
+        sym_a = torch.round(y.index_select(2, board.anchors_at) - mean16_a.double() / 16).long()
         sym_a = torch.from_numpy(gaussian.clip_symbols(sym_a.numpy(), idx_a.numpy()))
-        mean16_n, idx_n = self._params_at(h[:, :, at_n], self._context_at(sym_a * 16 + mean16_a, hy, wy))
-        sym_n = torch.round(y[:, :, at_n] - mean16_n.double() / 16).long()
+        context = self._context_at(sym_a * 16 + mean16_a, hy, wy)
+        mean16_n, idx_n = self._params_at(h.index_select(1, board.others_at), context)
+        sym_n = torch.round(y.index_select(2, board.others_at) - mean16_n.double() / 16).long()
         sym_n = torch.from_numpy(gaussian.clip_symbols(sym_n.numpy(), idx_n.numpy()))
         import constriction
 
@@ -395,8 +443,7 @@ class FaceHyperprior(nn.Module):
             raise BitstreamError(f"image size {hh}x{ww} is out of range")
         ph, pw = -(-hh // 64) * 64, -(-ww // 64) * 64
         hy, wy = ph // 16, pw // 16
-        anchor, at_a, _ = self._checkerboard(hy, wy)
-        at_n = ~at_a
+        board = self._checkerboard(hy, wy)
         z_idx = self.z_index_int.cpu()[:, None, None].expand(-1, hy // 4, wy // 4).numpy()
         outs = []
         for data in strings:
@@ -405,15 +452,14 @@ class FaceHyperprior(nn.Module):
 
             dec = constriction.stream.queue.RangeDecoder(words)
             z_sym = torch.from_numpy(gaussian.decode_symbols(dec, z_idx))[None]
-            h = self._hyper_int(z_sym).flatten(2)
-            mean16_a, idx_a = self._params_at(h[:, :, at_a], None)
+            h = self._hyper_rows(z_sym)
+            mean16_a, idx_a = self._params_at(h.index_select(1, board.anchors_at), None)
             y16_a = torch.from_numpy(gaussian.decode_symbols(dec, idx_a[0].numpy()))[None] * 16 + mean16_a
-            mean16_n, idx_n = self._params_at(h[:, :, at_n], self._context_at(y16_a, hy, wy))
+            context = self._context_at(y16_a, hy, wy)
+            mean16_n, idx_n = self._params_at(h.index_select(1, board.others_at), context)
             y16_n = torch.from_numpy(gaussian.decode_symbols(dec, idx_n[0].numpy()))[None] * 16 + mean16_n
-            dev = self.log_gain.device
-            t = torch.full((1,), t16 / RATE_STEPS, device=dev)
-            y_hat = self._latent_grid(y16_a, y16_n, anchor).float().to(dev) / 16
-            x_hat = self._transform("g_s", y_hat * self.gains(t, inverse=True))
+            y_hat = self._latent_grid(y16_a, y16_n, board).float().to(self.log_gain.device)
+            x_hat = self._transform("g_s", y_hat.mul_(self._synthesis_scale(t16)))
             outs.append(x_hat[..., :hh, :ww].add(0.5).clamp_(0, 1))
         return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
 

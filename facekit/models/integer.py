@@ -15,16 +15,20 @@ that. :class:`IntConv` is such a layer, in two forms that compute the same funct
 
 The integer form runs on the CPU (a GPU library may pick FFT or Winograd algorithms, which
 are not exact) as one float64 matrix product of integer-valued weights and input patches
-(gathered by :func:`patch_index` and :func:`gather_patches`), bias added after. Every product
+(gathered by :func:`patch_index` and :func:`patch_rows`), bias added after. Every product
 and partial sum is an integer below ``2**52`` (:meth:`IntConv.freeze` checks the bound
 from the weights and the clamped input range), so float64 adds them exactly in any order:
 the result does not depend on BLAS's blocking, the thread count, the machine or the
-device. Division by a power of two and ``floor`` are exact too.
+device. Division by a power of two and ``floor`` are exact too. Where the inputs at hand
+are small enough that every partial sum stays below ``2**24`` (``max |input| * sum |w|``,
+checked on each call), the product runs in float32 instead, exact for the same reason,
+twice as fast and from half the memory (:meth:`WeightMatrix.product`); not when torch may
+multiply float32 in bfloat16 or TF32 (:func:`ieee_float32_matmul`).
 
-Where only some output positions are needed, or some kernel taps only ever read zeros (the
-checkerboard context reads the anchors alone), the patches hold just those
-(:meth:`IntConv.forward_int_cols`): the terms left out are products with zero, so the
-sums, and the bound above, are unchanged.
+Where only some output positions are needed, or some kernel taps or input channels only
+ever read zeros (the checkerboard context reads the anchors alone; the anchors' entropy
+parameters have no context), the patches hold just those (:meth:`IntConv.forward_int_rows`):
+the terms left out are products with zero, so the sums, and the bound above, are unchanged.
 
 ``upsample=True`` makes the layer a sub-pixel convolution (Shi et al. 2016): the conv
 gives ``4 * out`` channels at the input's resolution and a pixel shuffle doubles it.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -48,6 +53,8 @@ WEIGHT_BITS, ACT_BITS, ACT_MAX = 8, 8, 64.0
 WEIGHT_INT_MAX = 2**15
 #: partial sums stay below this, so float64 adds them exactly in any order
 EXACT_BOUND = 2.0**52
+#: integers below this in magnitude are exact in float32, and so are sums that stay below it
+FLOAT32_EXACT = 2.0**24
 #: how many image sizes the per-size caches (patch indices, checkerboards) keep
 SIZE_CACHE = 8
 
@@ -70,6 +77,52 @@ def lru_get(cache: OrderedDict[K, V], key: K, make: Callable[[], V], size: int =
     while len(cache) > size:
         cache.popitem(last=False)
     return value
+
+
+def ieee_float32_matmul() -> bool:
+    """Whether torch multiplies float32 matrices on the CPU in float32 (its default): not when
+    ``torch.set_float32_matmul_precision`` ("high", "medium") or the ``fp32_precision`` of
+    ``torch.backends``, ``torch.backends.mkldnn`` or ``torch.backends.mkldnn.matmul`` let it
+    use bfloat16 or TF32 instead, nor when torch cannot say (both kinds of setting used)."""
+    try:
+        if torch.get_float32_matmul_precision() != "highest":
+            return False
+    except RuntimeError:  # torch refuses to answer when the legacy and the new settings are mixed
+        return False
+    mkldnn = getattr(torch.backends, "mkldnn", None)
+    levels = (torch.backends, mkldnn, getattr(mkldnn, "matmul", None))
+    return all(getattr(level, "fp32_precision", "none") in ("none", "ieee") for level in levels)
+
+
+@dataclass(frozen=True)
+class WeightMatrix:
+    """Integer weights ``(K, cout)`` as float64 and float32, and the largest absolute row sum
+    of a column (an output's ``sum |w|``), for :meth:`product`."""
+
+    w64: torch.Tensor
+    w32: torch.Tensor
+    abs_sum: float
+
+    @classmethod
+    def of(cls, w: torch.Tensor) -> WeightMatrix:
+        w = w.double().contiguous()
+        return cls(w, w.float(), float(w.abs().sum(0).max()) if w.numel() else 0.0)
+
+    def product(self, rows: torch.Tensor) -> torch.Tensor:
+        """``rows @ w`` (float64 integers ``(n, K)``; float64 ``(n, cout)``), exactly. In float32
+        (twice as fast, half the memory) when every partial sum is bound to stay below
+        :data:`FLOAT32_EXACT` (``max |rows| * abs_sum``) and torch multiplies in IEEE float32
+        (:func:`ieee_float32_matmul`): then every product and sum is an exactly represented
+        integer, as in float64, whatever the order; otherwise in float64 (:data:`EXACT_BOUND`).
+        Rows all zero (a hyper-latent of zeros, as at low rates) give zeros without a product."""
+        if rows.numel() and self.abs_sum:
+            lo, hi = torch.aminmax(rows)
+            a_max = max(-float(lo), float(hi))
+            if a_max == 0:
+                return rows.new_zeros(rows.shape[0], self.w64.shape[1])
+            if a_max * self.abs_sum < FLOAT32_EXACT and ieee_float32_matmul():
+                return torch.mm(rows.float(), self.w32).double()
+        return torch.mm(rows, self.w64)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +177,7 @@ class IntConv(nn.Module):
         self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)  # the same integers as float64, on the CPU
-        self._w_taps: dict[bytes, torch.Tensor] = {}  # (cout, T * cin) matrices of some taps, by tap mask
+        self._w_taps: dict[tuple[bytes, int | None], WeightMatrix] = {}  # (T * cin, cout) matrices, by tap mask and channels
         self._index: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # every position's patch, by image size
 
     def extra_repr(self) -> str:
@@ -186,18 +239,42 @@ class IntConv(nn.Module):
         if not self.frozen or self._w64.numel() == 0:
             raise WeightsError("an integer layer must be frozen (its weights rounded) before coding")
 
+    def _matrix(self, taps: torch.Tensor | None, channels: int | None) -> WeightMatrix:
+        """The integer weights of ``taps`` (all when None) and the first ``channels`` input
+        channels (all when None) as a ``(T * c, cout)`` :class:`WeightMatrix`, rows tap-major as
+        :func:`patch_rows` lays out a patch; made once per tap mask and channel count."""
+        key = (b"" if taps is None else taps.cpu().numpy().tobytes(), channels)
+        if key not in self._w_taps:
+            w = self._w64.flatten(2) if taps is None else self._w64[:, :, taps.cpu()]  # (cout, cin, T)
+            self._w_taps[key] = WeightMatrix.of(w[:, :channels].permute(2, 1, 0).reshape(-1, w.shape[0]))
+        return self._w_taps[key]
+
+    @property
+    def in_limit(self) -> float:
+        """The largest absolute input of the integer form (``in_max`` at scale ``2**ACT_BITS``)."""
+        return self.in_max * 2**ACT_BITS
+
+    def forward_int_rows(self, rows: torch.Tensor, taps: torch.Tensor | None = None,
+                         channels: int | None = None, *, clamped: bool = False) -> torch.Tensor:
+        """The integer form on patches laid out as rows: ``rows`` ``(n, T * c)`` float64 integers
+        (from :func:`patch_rows` for the same ``taps``; all ``k * k`` when None; ``c``: the first
+        ``channels`` input channels, the others read as zero) gives ``(n, cout)``. ``rows`` is
+        clamped to :attr:`in_limit` in place, unless ``clamped`` says the caller did it (before
+        gathering the patches, where there are fewer values). One matrix product
+        (:meth:`WeightMatrix.product`, exact); leaving out taps and channels whose inputs are
+        zero leaves out zero products only, so the sums are the same integers."""
+        self._check_frozen()
+        if not clamped:
+            rows = rows.clamp_(-self.in_limit, self.in_limit)
+        return self.activate_(self._matrix(taps, channels).product(rows).add_(self._b64))
+
     def forward_int_cols(self, cols: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
         """The integer form on gathered patches: ``cols`` ``(B, T * cin, n)`` float64 integers
         (from :func:`gather_patches` for the same ``taps``; all ``k * k`` when None) gives
-        ``(B, cout, n)``: one matrix product. Leaving out taps whose inputs are all zero
-        leaves out zero products only, so the sums are the same integers."""
-        self._check_frozen()
-        lim = self.in_max * 2**ACT_BITS
-        key = b"" if taps is None else taps.cpu().numpy().tobytes()
-        if key not in self._w_taps:
-            w = self._w64.flatten(2) if taps is None else self._w64[:, :, taps.cpu()]  # (cout, cin, T)
-            self._w_taps[key] = w.transpose(1, 2).flatten(1).contiguous()  # tap-major, as gather_patches
-        return self.activate_(torch.matmul(self._w_taps[key], cols.clamp(-lim, lim)).add_(self._b64[:, None]))
+        ``(B, cout, n)`` (:meth:`forward_int_rows` on the transposed patches; ``cols`` is not changed)."""
+        b, k, n = cols.shape
+        rows = cols.transpose(1, 2).reshape(b * n, k).clone() if b > 1 else cols[0].t().clone()
+        return self.forward_int_rows(rows, taps).view(b, n, -1).transpose(1, 2)
 
     def forward_int(self, a: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind.
@@ -214,7 +291,8 @@ class IntConv(nn.Module):
             out[:, :, where.cpu().reshape(-1)] = self.forward_int_cols(cols)
             return out.view(b, -1, h, w)
         index = lru_get(self._index, (h, w), lambda: patch_index((h, w), self.k, torch.ones(h, w, dtype=torch.bool)))
-        out = self.forward_int_cols(gather_patches(a.flatten(2), index)).view(b, -1, h, w)
+        rows = patch_rows(a.flatten(2).clamp(-self.in_limit, self.in_limit), index)
+        out = self.forward_int_rows(rows.view(b * h * w, -1), clamped=True).view(b, h, w, -1).permute(0, 3, 1, 2)
         return F.pixel_shuffle(out, 2) if self.upsample else out
 
 
@@ -237,11 +315,18 @@ def patch_index(shape: tuple[int, int], k: int, where: torch.Tensor, taps: torch
     return lookup[rows[None, :] + di[:, None], cols[None, :] + dj[:, None]]
 
 
-def gather_patches(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The patches ``(B, T * C, n)`` (rows tap-major) of ``values`` (``(B, C, n_source)``, the
-    inputs at the source positions) that :func:`patch_index` describes, zeros where it says so:
-    whole rows of ``C`` values gathered per position and tap (a transposed view)."""
+def patch_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The patches ``(B, n, T * C)`` (each row tap-major, contiguous) of ``values`` (``(B, C,
+    n_source)``, the inputs at the source positions) that :func:`patch_index` describes, zeros
+    where it says so: whole runs of ``C`` values gathered per position and tap."""
     b, c, n_src = values.shape
     rows = torch.cat([values, values.new_zeros(b, c, 1)], 2).transpose(1, 2).contiguous()  # (B, n_src + 1, C)
     t, n = index.shape
-    return rows[:, index.t().reshape(-1)].view(b, n, t * c).transpose(1, 2)
+    return rows.index_select(1, index.t().reshape(-1)).view(b, n, t * c)
+
+
+def gather_patches(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The patches ``(B, T * C, n)`` (rows tap-major) of ``values`` (``(B, C, n_source)``, the
+    inputs at the source positions) that :func:`patch_index` describes, zeros where it says so:
+    :func:`patch_rows`, transposed (a view)."""
+    return patch_rows(values, index).transpose(1, 2)
