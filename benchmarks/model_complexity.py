@@ -20,18 +20,15 @@ checked); neither: untrained weights, which cost the same.
     python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
     python benchmarks/model_complexity.py --malloc-tune              # glibc keeps freed memory
 
-``--malloc-tune`` raises glibc's trim and mmap thresholds (``mallopt``) before timing: by
+``--malloc-tune`` raises glibc's trim and mmap thresholds before timing
+(:func:`facekit.threads.keep_freed_memory`, which the ``facekit`` command line calls): by
 default glibc hands the decoder's freed megabytes back to the system and takes them again
-as fresh pages, about a thousand page faults a decode; the environment variables
-``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_``, or jemalloc/tcmalloc preloaded,
-do the same for any facekit process.
+as fresh pages, a few hundred page faults a decode.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -53,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from facekit.codecs import get_codec  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
+from facekit.threads import keep_freed_memory  # noqa: E402
 
 
 def load_images(n: int) -> tuple[list[np.ndarray], str]:
@@ -99,15 +97,6 @@ def minor_faults() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def malloc_tune(threshold: int = 256 << 20) -> bool:
-    """Raise glibc's ``M_TRIM_THRESHOLD`` and ``M_MMAP_THRESHOLD`` (freed memory is kept for reuse); False if not glibc."""
-    name = ctypes.util.find_library("c")
-    if not name or platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(name)
-    return bool(libc.mallopt(-1, threshold)) and bool(libc.mallopt(-3, threshold))
-
-
 def load_weights(path: str | None, store: str | None, arch: HyperpriorArch) -> FaceHyperprior:
     """A model from a run's ``model.pt`` or ``checkpoint.pt``, a store file or a store name; else untrained."""
     if store:
@@ -137,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tuned = malloc_tune() if args.malloc_tune else False
+    tuned = keep_freed_memory() if args.malloc_tune else False
 
     arch = HyperpriorArch()
     if args.enc_widths:

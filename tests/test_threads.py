@@ -54,3 +54,11 @@ def test_cli_threads_option_sets_torchs_threads(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="positive integer"):
         set_threads(0)
     assert set_threads(None) == before
+
+
+def test_keep_freed_memory_reports_whether_it_applied() -> None:
+    import platform
+
+    from facekit.threads import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
