@@ -26,6 +26,7 @@ from facekit.goals import (
     joint_gain_table,
     psnr_difference_table,
     rate_term_gain_table,
+    with_points,
 )
 from facekit.plots import draw_results_figures, is_roi, summary_table
 
@@ -68,25 +69,34 @@ def roi_section(res: dict) -> list[str]:
     ]
 
 
-def hyperprior_section(res: dict, sface_path: Path) -> list[str]:
-    """Markdown: issue 28's "what it must show" for ``facekit-hyperprior``, computed from ``res`` (dlib) and the
-    SFace results at ``sface_path`` (when that file exists) by :func:`facekit.goals.hyperprior_goals`; it says
-    "not measured yet" while ``res`` holds no point of it."""
+def hyperprior_section(res: dict, sface_path: Path, rd_path: Path) -> list[str]:
+    """Markdown: issue 28's "what it must show" for ``facekit-hyperprior``, computed from ``res`` (dlib), the
+    SFace results at ``sface_path`` and the distortion-only (phase one) weights' results at ``rd_path`` (when
+    those files exist) by :func:`facekit.goals.hyperprior_goals`; it says "not measured yet" while ``res``
+    holds no point of it."""
     sface = load_results(sface_path) if sface_path.exists() else None
+    rd = load_results(rd_path) if rd_path.exists() else None
     lo, hi = PSNR_RANGE
-    return [
+    lines = [
         f"## The second generation, `{HYPERPRIOR}` (issue 28): what it must show",
         "",
-        f"Computed by `facekit.goals.hyperprior_goals` from this file (dlib) and `{sface_path.name}` (SFace): "
-        f"Bjøntegaard's delta PSNR against AVIF (best effort and speed 6; at least 0 dB) and the other classical "
-        f"codecs over {lo}–{hi} bpp; at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp; a saving of at least "
-        f"{100 * HYPERPRIOR_SAVING:.0f} % against AVIF under each recogniser; and against `{RECOMMENDED}`, whose "
-        "accuracy curve it must match to replace it in the catalogue. Each curve is one set of weights "
-        "(sha256 and training phase below); savings are read only where the curves overlap.",
+        f"Computed by `facekit.goals.hyperprior_goals` from this file (dlib), `{sface_path.name}` (SFace) and "
+        f"`{rd_path.name}` (the distortion-only weights of phase one, dlib): "
+        f"Bjøntegaard's delta PSNR of the distortion-only model against AVIF (best effort and speed 6; at least 0 dB) "
+        f"and the other classical codecs over {lo}–{hi} bpp; at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp; "
+        f"a saving of at least {100 * HYPERPRIOR_SAVING:.0f} % against AVIF under each recogniser; and against "
+        f"`{RECOMMENDED}`, whose accuracy curve it must match to replace it in the catalogue. Each curve is one set "
+        "of weights (sha256 and training phase below); savings are read only where the curves overlap.",
         "",
-        hyperprior_goals_table(res, sface),
+        hyperprior_goals_table(res, sface, distortion_only=rd),
         "",
     ]
+    if rd is not None and HYPERPRIOR in rd["codecs"] and HYPERPRIOR in res["codecs"]:
+        phase_one = f"{HYPERPRIOR} (phase one)"
+        table = joint_gain_table(with_points(res, phase_one, rd["codecs"][HYPERPRIOR]), base=phase_one, joint=HYPERPRIOR)
+        if table:
+            lines += ["What the joint phase changed, at each rate `t` measured with both weights:", "", table, ""]
+    return lines
 
 
 def points_table(res: dict) -> str:
@@ -242,7 +252,8 @@ def main() -> None:
                   f"Mean whole-image PSNR difference at equal bpp (Bjøntegaard's delta PSNR; each curve linear in log "
                   f"bpp) over {lo}–{hi} bpp, or the part of it both curves cover (in brackets); positive: the "
                   "learned codec is sharper.", "", fidelity, ""]
-    lines += hyperprior_section(res, args.results.parent / "rate_accuracy_sface.json")
+    lines += hyperprior_section(res, args.results.parent / "rate_accuracy_sface.json",
+                                args.results.parent / "rate_accuracy_hyperprior_rd.json")
     gain = joint_gain_table(res)
     if gain:
         lines += ["## What joint training adds over distortion-only training", "", gain, ""]

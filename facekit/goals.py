@@ -471,8 +471,14 @@ def hyperprior_savings(results: dict[str, Any], learned: str = HYPERPRIOR) -> li
     return mark_not_judged(results, out)
 
 
+def with_points(results: dict[str, Any], name: str, points: list[dict[str, Any]]) -> dict[str, Any]:
+    """``results`` with ``name``'s points replaced by (or set to) ``points``: another curve of one codec, e.g.
+    the distortion-only weights of a codec whose shipped weights were then trained jointly."""
+    return {**results, "codecs": {**results["codecs"], name: points}}
+
+
 def hyperprior_goals(results: dict[str, Any], sface: dict[str, Any] | None = None,
-                     learned: str = HYPERPRIOR) -> list[dict[str, Any]]:
+                     learned: str = HYPERPRIOR, distortion_only: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Issue 28's "what it must show" for ``learned``, computed: ``{"goal", "met", "detail"}`` each.
 
     ``results`` are dlib's (all 6,000 pairs; fewer: every goal "not judged", :func:`not_judged`),
@@ -485,15 +491,20 @@ def hyperprior_goals(results: dict[str, Any], sface: dict[str, Any] | None = Non
         :func:`hyperprior_savings`;
     (d) against facekit's recommended codec: the saving, and whether its curve is at least as good.
 
+    ``distortion_only``: results (dlib, all pairs) of ``learned``'s phase-one weights, before joint
+    training; goal (a) is the distortion-only model's, so it reads them when given.
     An empty list when ``learned`` is not in ``results``.
     """
     if learned not in results["codecs"]:
         return []
     out = []
+    fidelity, whose = results, ""
+    if distortion_only is not None and learned in distortion_only["codecs"]:
+        fidelity, whose = with_points(results, learned, distortion_only["codecs"][learned]), "distortion-only model: "
     for ref, label in HYPERPRIOR_PSNR_REFS.items():
         goal = ref.startswith("avif")
         name = (f"PSNR at least {HYPERPRIOR_PSNR:+.0f} dB against {label}" if goal else f"PSNR against {label} (reported)")
-        out.append(psnr_goal(results, learned, ref, f"{name}, Bjøntegaard over {PSNR_RANGE[0]}–{PSNR_RANGE[1]} bpp",
+        out.append(psnr_goal(fidelity, learned, ref, f"{whose}{name}, Bjøntegaard over {PSNR_RANGE[0]}–{PSNR_RANGE[1]} bpp",
                              HYPERPRIOR_PSNR if goal else None))
     out.append(accuracy_goal(results["codecs"][learned], HYPERPRIOR_ACCURACY,
                              f"({recognizer_label(results)}) at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp"))
@@ -513,20 +524,20 @@ def weights_identities(points: Sequence[dict[str, Any]]) -> list[dict[str, Any]]
 
 
 def hyperprior_goals_table(results: dict[str, Any], sface: dict[str, Any] | None = None,
-                           learned: str = HYPERPRIOR) -> str:
+                           learned: str = HYPERPRIOR, distortion_only: dict[str, Any] | None = None) -> str:
     """Markdown: the weights measured and one row per goal of :func:`hyperprior_goals`, or a line saying
     that ``learned`` is not measured yet."""
     if learned not in results["codecs"]:
         return f"`{learned}`: not measured yet on these pairs (`benchmarks/rate_accuracy.py --codecs {learned}`)."
     lines = []
-    for rs in (results, sface):
+    for rs, what in ((results, ""), (sface, ""), (distortion_only, ", distortion-only (phase one) weights")):
         if rs is not None and learned in rs["codecs"]:
             pts = rs["codecs"][learned]
             ids = ", ".join(f"sha256 `{w.get('sha256', '?')[:12]}` (phase {w.get('phase') or 'unknown'})"
                             for w in weights_identities(pts)) or "weights not recorded"
-            lines.append(f"- {recognizer_label(rs)}: {len(pts)} points, {ids}")
+            lines.append(f"- {recognizer_label(rs)}{what}: {len(pts)} points, {ids}")
     if sface is not None and learned not in sface["codecs"]:
         lines.append(f"- {recognizer_label(sface)}: not measured yet")
     lines += ["", "| goal | result |", "| --- | --- |"]
-    lines += [f"| {g['goal']} | {goal_cell(g)} |" for g in hyperprior_goals(results, sface, learned)]
+    lines += [f"| {g['goal']} | {goal_cell(g)} |" for g in hyperprior_goals(results, sface, learned, distortion_only)]
     return "\n".join(lines)

@@ -108,10 +108,22 @@ def test_results_readme_shows_the_section_or_not_measured_yet(tmp_path):
     spec = importlib.util.spec_from_file_location("results_readme_bench", path)
     readme = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readme)
-    sface = tmp_path / "rate_accuracy_sface.json"
-    text = "\n".join(readme.hyperprior_section(results(hyper=0), sface))
+    sface, rd = tmp_path / "rate_accuracy_sface.json", tmp_path / "rate_accuracy_hyperprior_rd.json"
+    text = "\n".join(readme.hyperprior_section(results(hyper=0), sface, rd))
     assert "(issue 28)" in text and "not measured yet" in text
     save_results(results("sface", hyper=0.5), sface)
-    text = "\n".join(readme.hyperprior_section(results(), sface))
+    text = "\n".join(readme.hyperprior_section(results(), sface, rd))
     assert "| (sface) saving of at least 60 % against AVIF | not met: 50 %" in text
     assert "| (dlib-resnet) saving of at least 60 % against AVIF | **met**: 70 %" in text
+    assert "What the joint phase changed" not in text
+    save_results(results(hyper=0.4), rd)
+    text = "\n".join(readme.hyperprior_section(results(), sface, rd))
+    assert "distortion-only (phase one) weights: 4 points" in text and "What the joint phase changed" in text
+
+
+def test_the_fidelity_goal_reads_the_distortion_only_weights_when_given():
+    rd = {**results(), "codecs": {HYPERPRIOR: curve(0.3, -2.0, sha="cd" * 32)}}
+    g = by_goal(hyperprior_goals(results(), distortion_only=rd))
+    psnr = find(g, "distortion-only model", "AVIF (best effort)")
+    assert psnr["met"] is False and psnr["detail"].startswith("-2.00 dB")
+    assert find(g, "(dlib-resnet)", "60 %", "AVIF")["detail"].startswith("70 %")  # accuracy: the shipped weights
