@@ -16,7 +16,7 @@ CPU cores); the parent alone writes ``--out``, merging every point as soon as it
 measured (embeddings are cached too), so a stopped sweep resumes where it was. At the
 end it draws the figure and writes the Markdown table beside the JSON (not with ``--no-figure``). It prints each
 point as it is measured with the seconds it took and the time left, and, when the results
-hold ``facekit-hyperprior``, issue 28's goals (:func:`facekit.goals.hyperprior_goals_table`).
+hold ``facekit-hyperprior``, issue 28's goals (:func:`facekit.hyperprior_goals.hyperprior_goals_table`).
 
 ``--skip-done`` leaves out the jobs whose point ``--out`` already holds (same setting, and for
 ``facekit-hyperprior`` the same weights), so a stopped sweep resumes without even reading
@@ -44,11 +44,10 @@ from facekit.evaluate import (
     evaluate,
     load_results,
     merge_results,
-    normalise_setting,
     save_results,
-    weights_record,
 )
-from facekit.goals import TAR_KEY, hyperprior_goals_table
+from facekit.goals import TAR_KEY
+from facekit.hyperprior_goals import hyperprior_goals_table
 from facekit.plots import rate_accuracy_figure, summary_table
 
 #: the settings of the reproduction: the reference points of the issue tracker, 0.05-1.5 bpp
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.with_suffix(".md").write_text(table_md + "\n")
     print(table_md)
     if HYPERPRIOR in res["codecs"]:
-        print(f"\n{HYPERPRIOR}: issue 28's goals under {res['recognizer']['name']} (facekit.goals.hyperprior_goals)\n")
+        print(f"\n{HYPERPRIOR}: issue 28's goals under {res['recognizer']['name']} (facekit.hyperprior_goals)\n")
         print(hyperprior_goals_table(res))
 
 
@@ -182,7 +181,7 @@ def parse_jobs(texts: list[str]) -> list[tuple[str, Any]]:
 
 def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any]], per_fold: int | None) -> bool:
     """Whether ``out`` holds the point ``name@setting`` of the same subset of pairs, and, for a codec with
-    stored weights, measured with the weights installed now (:func:`facekit.evaluate.weights_record`)."""
+    stored weights, measured with the weights installed now (:meth:`facekit.codecs.base.Codec.weights_record`)."""
     if not out.exists():
         return False
     res = load_results(out)
@@ -200,7 +199,7 @@ def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any
             codec = get_codec(name, **options.get(name, {}))
         except Exception:  # the job fails and says why when it runs
             return False
-        setting, weights = normalise_setting(codec, setting), weights_record(codec)
+        setting, weights = codec.normalise_setting(setting), codec.weights_record()
     same = [p for p in points if repr(p["setting"]) == repr(setting)]
     return any(weights is None or (p.get("weights") or {}).get("sha256") == weights["sha256"] for p in same)
 

@@ -18,14 +18,16 @@ from facekit.codecs.names import HYPERPRIOR, SHORT_NAMES
 from facekit.codecs.registry import RECOMMENDED
 from facekit.evaluate import load_results
 from facekit.goals import (
-    HYPERPRIOR_ACCURACY,
-    HYPERPRIOR_SAVING,
     PSNR_RANGE,
     goals_table,
-    hyperprior_goals_table,
     joint_gain_table,
     psnr_difference_table,
     rate_term_gain_table,
+)
+from facekit.hyperprior_goals import (
+    HYPERPRIOR_ACCURACY,
+    HYPERPRIOR_SAVING,
+    hyperprior_goals_table,
     with_points,
 )
 from facekit.plots import draw_results_figures, is_roi, summary_table
@@ -72,7 +74,7 @@ def roi_section(res: dict) -> list[str]:
 def hyperprior_section(res: dict, sface_path: Path, rd_path: Path) -> list[str]:
     """Markdown: issue 28's "what it must show" for ``facekit-hyperprior``, computed from ``res`` (dlib), the
     SFace results at ``sface_path`` and the distortion-only (phase one) weights' results at ``rd_path`` (when
-    those files exist) by :func:`facekit.goals.hyperprior_goals`; it says "not measured yet" while ``res``
+    those files exist) by :func:`facekit.hyperprior_goals.hyperprior_goals`; it says "not measured yet" while ``res``
     holds no point of it."""
     sface = load_results(sface_path) if sface_path.exists() else None
     rd = load_results(rd_path) if rd_path.exists() else None
@@ -80,7 +82,7 @@ def hyperprior_section(res: dict, sface_path: Path, rd_path: Path) -> list[str]:
     lines = [
         f"## The second generation, `{HYPERPRIOR}` (issue 28): what it must show",
         "",
-        f"Computed by `facekit.goals.hyperprior_goals` from this file (dlib), `{sface_path.name}` (SFace) and "
+        f"Computed by `facekit.hyperprior_goals` from this file (dlib), `{sface_path.name}` (SFace) and "
         f"`{rd_path.name}` (the distortion-only weights of phase one, dlib): "
         f"Bjøntegaard's delta PSNR of the distortion-only model against AVIF (best effort and speed 6; at least 0 dB) "
         f"and the other classical codecs over {lo}–{hi} bpp; at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp; "

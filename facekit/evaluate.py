@@ -292,44 +292,6 @@ def _codec_id(codec: Codec) -> str:
     return json.dumps({k: d[k] for k in sorted(d) if k != "settings"}, sort_keys=True, default=str)
 
 
-def normalise_setting(codec: Codec, setting: Any) -> Any:
-    """The setting a results point stores: a preset name of the codec (``codec.presets``) as its value, and
-    a number (or a number written as text) as a float for a codec whose setting is continuous
-    (``integer_setting`` False with a ``setting_range``); any other setting as it is.
-
-    So ``facekit-hyperprior``'s ``"q2"``, ``0.25`` and ``"0.25"`` are one point (they code the same
-    bytes), and ``jpeg2000``'s ``1`` is ``1.0``. Example: ``normalise_setting(get_codec("jpeg"), 50)`` -> 50.
-    """
-    presets = getattr(codec, "presets", None) or {}
-    if isinstance(setting, str) and setting in presets:
-        setting = presets[setting]
-    if codec.integer_setting or codec.setting_range is None or isinstance(setting, bool):
-        return setting
-    if isinstance(setting, str):
-        try:
-            return float(setting)
-        except ValueError:
-            return setting
-    return float(setting) if isinstance(setting, int | float | np.integer | np.floating) else setting
-
-
-def weights_record(codec: Codec) -> dict[str, Any] | None:
-    """What identifies the weights behind a codec with one stored model (``facekit-hyperprior``):
-    ``{"sha256", "fingerprint", "file", "phase"}`` (the last training phase of the weights store's entry,
-    ``rate-distortion`` for phase one or ``joint-rate-distortion``; None when not recorded); None for a
-    codec without one.
-    """
-    d = codec.describe()
-    w = d.get("weights")
-    if not isinstance(w, dict) or not isinstance(w.get("sha256"), str):
-        return None
-    entry = getattr(codec, "entry", None) or {}
-    phases = [p for p in entry.get("phases") or [] if isinstance(p, dict)]
-    phase = phases[-1].get("phase") if phases else entry.get("phase")
-    fingerprint = entry.get("fingerprint") or d.get("fingerprint")  # the entry's is whole, describe()'s the file tag
-    return {"sha256": w["sha256"], "fingerprint": fingerprint, "file": w.get("file"), "phase": phase}
-
-
 def evaluate(
     root: str | os.PathLike[str] | None = None,
     *,
@@ -354,9 +316,9 @@ def evaluate(
     keyword arguments by name (``{"facekit-hyperprior": {"folder": weights_folder}}``).
 
     A codec with a continuous setting stores it as a float, a preset name as its value
-    (:func:`normalise_setting`: ``facekit-hyperprior``'s ``q2``, ``0.25`` and ``"0.25"``
+    (:meth:`~facekit.codecs.base.Codec.normalise_setting`: ``facekit-hyperprior``'s ``q2``, ``0.25`` and ``"0.25"``
     are one point), and a codec with stored weights records them in each point
-    (:func:`weights_record`), so that :func:`merge_results` never mixes two sets of weights.
+    (:meth:`~facekit.codecs.base.Codec.weights_record`), so that :func:`merge_results` never mixes two sets of weights.
     """
     import torch
 
@@ -376,9 +338,9 @@ def evaluate(
             opts = {**({"device": ctx.device} if is_learned(name) else {}), **(codec_options or {}).get(name, {})}
             codec = get_codec(name, **opts)
             cid = _codec_id(codec)
-            wanted = dict.fromkeys(normalise_setting(codec, s) for s in (settings or codec.settings))
+            wanted = dict.fromkeys(codec.normalise_setting(s) for s in (settings or codec.settings))
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in wanted]
-            weights = weights_record(codec)
+            weights = codec.weights_record()
         for s, run in pts:
             p = {"setting": s, **score(ctx, run)}
             if weights is not None:

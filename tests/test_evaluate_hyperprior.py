@@ -70,11 +70,11 @@ def test_settings_are_floats_and_points_record_their_weights(faces, store):
 
 def test_only_continuous_settings_become_floats():
     from facekit.codecs import get_codec
-    from facekit.evaluate import normalise_setting
 
-    assert normalise_setting(get_codec("jpeg"), 50) == 50 and isinstance(normalise_setting(get_codec("jpeg"), 50), int)
-    assert repr(normalise_setting(get_codec("jpeg2000"), 1)) == "1.0"
-    assert normalise_setting(get_codec("facekit-mse-entropy"), "q2") == "q2"  # the first generation: names only
+    jpeg = get_codec("jpeg")
+    assert jpeg.normalise_setting(50) == 50 and isinstance(jpeg.normalise_setting(50), int)
+    assert repr(get_codec("jpeg2000").normalise_setting(1)) == "1.0"
+    assert get_codec("facekit-mse-entropy").normalise_setting("q2") == "q2"  # the first generation: names only
 
 
 def test_points_of_other_weights_are_never_merged_into_one_curve(faces, store, other_store):

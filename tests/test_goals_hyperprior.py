@@ -1,4 +1,4 @@
-"""Issue 28's goals for facekit-hyperprior (:func:`facekit.goals.hyperprior_goals`) on made-up curves whose
+"""Issue 28's goals for facekit-hyperprior (:func:`facekit.hyperprior_goals.hyperprior_goals`) on made-up curves whose
 answers are known: a curve at 0.3x another's bpp at equal accuracy saves 70 %, one 1 dB above it at equal
 bpp is +1 dB."""
 
@@ -9,7 +9,8 @@ import math
 import pytest
 
 from facekit.codecs.names import HYPERPRIOR
-from facekit.goals import FULL_LFW_PAIRS, hyperprior_goals, hyperprior_goals_table
+from facekit.goals import FULL_LFW_PAIRS
+from facekit.hyperprior_goals import hyperprior_goals, hyperprior_goals_table
 
 RATES = (0.1, 0.2, 0.3, 0.5)
 ACCS = (0.95, 0.97, 0.98, 0.99)

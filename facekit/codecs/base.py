@@ -111,5 +111,40 @@ class Codec(ABC):
         """Name, version of the library behind it, and the default settings."""
         return {"name": self.name, "settings": list(self.settings)}
 
+    def normalise_setting(self, setting: Any) -> Any:
+        """The setting a results point stores: a preset name (``self.presets``, where the codec has them)
+        as its value, and a number (or a number written as text) as a float where the setting is
+        continuous (``integer_setting`` False with a ``setting_range``); any other setting as it is.
+
+        So ``facekit-hyperprior``'s ``"q2"``, ``0.25`` and ``"0.25"`` are one point (they code the same
+        bytes), and ``jpeg2000``'s ``1`` is ``1.0``. Example: ``get_codec("jpeg").normalise_setting(50)`` -> 50.
+        """
+        presets = getattr(self, "presets", None) or {}
+        if isinstance(setting, str) and setting in presets:
+            setting = presets[setting]
+        if self.integer_setting or self.setting_range is None or isinstance(setting, bool):
+            return setting
+        if isinstance(setting, str):
+            try:
+                return float(setting)
+            except ValueError:
+                return setting
+        return float(setting) if isinstance(setting, int | float | np.integer | np.floating) else setting
+
+    def weights_record(self) -> dict[str, Any] | None:
+        """What identifies the weights behind a codec with one stored model (``facekit-hyperprior``):
+        ``{"sha256", "fingerprint", "file", "phase"}`` (the last training phase of the weights store's
+        entry, ``rate-distortion`` for phase one or ``joint-rate-distortion``; None when not recorded);
+        None for a codec without one."""
+        d = self.describe()
+        w = d.get("weights")
+        if not isinstance(w, dict) or not isinstance(w.get("sha256"), str):
+            return None
+        entry = getattr(self, "entry", None) or {}
+        phases = [p for p in entry.get("phases") or [] if isinstance(p, dict)]
+        phase = phases[-1].get("phase") if phases else entry.get("phase")
+        fingerprint = entry.get("fingerprint") or d.get("fingerprint")  # the entry's is whole, describe()'s the file tag
+        return {"sha256": w["sha256"], "fingerprint": fingerprint, "file": w.get("file"), "phase": phase}
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
