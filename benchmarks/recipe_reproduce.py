@@ -7,7 +7,8 @@ bpp (real coding of the recipe's held-out faces) at ``t`` = 0, 0.5 and 1 every
 
 * ``--run DIR``: a finished run (``make weights`` writes ``runs/weights/<name>``; give it
   another ``WEIGHTS_FOLDER`` so that it does not replace the shipped weights it is compared
-  with): every held-out step of each phase, the last one being the shipped weights' own figures;
+  with; a run that has not finished compares the steps it has): every held-out step of each
+  phase, the last one being the shipped weights' own figures;
 * ``--steps N``: phase one's first ``N`` steps trained afresh with the shipped preset into a
   temporary folder, compared at the held-out steps they reach: a check in minutes of what
   the whole run takes hours to show (training is seeded, so a rerun on this machine should
@@ -77,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             reruns = {"rd": fresh_prefix(args.recipe, entry["recipe"]["preset"], args.steps, Path(tmp) / "run")}
     else:
-        reruns = {phase: training_curve(args.run / phase) for phase in shipped}
+        reruns = {phase: curve for phase in shipped if (curve := training_curve(args.run / phase))}
+        if not reruns:
+            p.error(f"{args.run} holds no held-out curve of the recipe's phases ({', '.join(shipped)})")
     ok = True
     for phase, rerun in reruns.items():
         rows = compare_curves(shipped[phase], rerun)
