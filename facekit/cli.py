@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import FacekitError
-from .threads import keep_freed_memory, set_threads
+from .threads import set_threads
 
 #: modules of facekit.commands, in the order their commands are listed in --help
 COMMAND_MODULES = (
@@ -75,7 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.torch_threads is not None:
         set_threads(args.torch_threads)
-    keep_freed_memory()  # a decode reuses its freed memory instead of faulting it in again (facekit.threads)
     try:
         return int(args.func(args) or 0)
     except FacekitError as e:

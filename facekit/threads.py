@@ -24,10 +24,11 @@ Intra-op threads
 Freed memory (glibc)
     By default glibc hands a decode's freed megabytes back to the system and takes them
     again as fresh pages: about 300-500 page faults, 1-1.5 ms, of a 10 ms
-    ``facekit-hyperprior`` decode. The command line calls :func:`keep_freed_memory`, which
-    raises glibc's trim and mmap thresholds so that the process reuses them; a notebook or
-    library user can call it too, or set ``MALLOC_TRIM_THRESHOLD_`` and
-    ``MALLOC_MMAP_THRESHOLD_`` in the environment (or preload jemalloc or tcmalloc).
+    ``facekit-hyperprior`` decode. ``facekit compress`` and ``facekit decompress`` call
+    :func:`keep_freed_memory`, which raises glibc's trim and mmap thresholds so that the
+    process reuses them; a notebook or library user can call it too, or set
+    ``MALLOC_TRIM_THRESHOLD_`` and ``MALLOC_MMAP_THRESHOLD_`` (or ``GLIBC_TUNABLES``) in the
+    environment, which it then leaves as they are (or preload jemalloc or tcmalloc).
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import platform
 
-__all__ = ["WAIT_POLICY", "WAIT_POLICY_ENV", "keep_freed_memory", "set_threads", "use_default_wait_policy"]
+__all__ = ["MALLOC_ENV", "WAIT_POLICY", "WAIT_POLICY_ENV", "keep_freed_memory", "set_threads", "use_default_wait_policy"]
 
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 WAIT_POLICY = "PASSIVE"
@@ -59,11 +59,22 @@ def set_threads(n: int | None) -> int:
     return torch.get_num_threads()
 
 
+#: environment variables by which a user sets glibc's allocator: :func:`keep_freed_memory` leaves them be
+MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
 def keep_freed_memory(threshold: int = 256 << 20) -> bool:
     """Raise glibc's ``M_TRIM_THRESHOLD`` and ``M_MMAP_THRESHOLD`` to ``threshold`` bytes, so that
-    freed memory stays in the process for reuse; False where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    if not name or platform.libc_ver()[0] != "glibc":
+    freed memory stays in the process for reuse. True when both were set; False where the C
+    library is not glibc, or where the environment sets the allocator (:data:`MALLOC_ENV`)."""
+    if any(os.environ.get(k) for k in MALLOC_ENV):
+        return False
+    try:
+        is_glibc = os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")  # type: ignore[union-attr]
+    except (ValueError, OSError, AttributeError):
+        is_glibc = False
+    name = ctypes.util.find_library("c") if is_glibc else None
+    if not name:
         return False
     libc = ctypes.CDLL(name)
-    return bool(libc.mallopt(-1, threshold)) and bool(libc.mallopt(-3, threshold))  # M_TRIM_, M_MMAP_THRESHOLD
+    return bool(libc.mallopt(-1, threshold)) & bool(libc.mallopt(-3, threshold))  # M_TRIM_, M_MMAP_THRESHOLD

@@ -56,9 +56,13 @@ def test_cli_threads_option_sets_torchs_threads(tmp_path, monkeypatch, capsys):
     assert set_threads(None) == before
 
 
-def test_keep_freed_memory_reports_whether_it_applied() -> None:
+def test_keep_freed_memory_reports_whether_it_applied(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import platform
 
-    from facekit.threads import keep_freed_memory
+    from facekit.threads import MALLOC_ENV, keep_freed_memory
 
+    for k in MALLOC_ENV:
+        monkeypatch.delenv(k, raising=False)
     assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
+    assert keep_freed_memory() is False  # the user's own setting is left as it is

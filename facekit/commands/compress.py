@@ -33,6 +33,7 @@ from ..codecs.rate import continuous_range
 from ..codecs.registry import CODECS, RECOMMENDED, codec_names, get_codec
 from ..errors import CodecError, FacekitError, ImageError, WeightsError
 from ..fileio import atomic_write
+from ..threads import keep_freed_memory
 
 SUFFIX = ".fkc"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".tif", ".tiff", ".gif")
@@ -239,6 +240,7 @@ def _written_note(written: list[Path], total: int) -> str:
 
 def run_batch(jobs: list[tuple[Path, Path]], step, desc: str, quiet: bool) -> list[Path]:  # type: ignore[no-untyped-def]
     """``step(src, dst)`` for every job; a failure part-way names the outputs already written."""
+    keep_freed_memory()  # each image reuses the memory the last one freed (facekit.threads)
     written: list[Path] = []
     try:
         for src, dst in _progress(jobs, desc, quiet):
