@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from facekit.entropy_models import gaussian
 from facekit.errors import BitstreamError, CodecError
+from facekit.models.cache import SIZE_CACHE
 from facekit.models.coding_transforms import GDN, Inference
 from facekit.models.hyperprior import (
     INDEX_GAIN,
@@ -31,14 +32,16 @@ from facekit.models.hyperprior import (
 from facekit.models.integer import (
     ACT_BITS,
     FLOAT32_EXACT,
-    SIZE_CACHE,
+    FPMATH_ENV,
     WEIGHT_BITS,
     IntConv,
     WeightMatrix,
     bound,
-    gather_patches,
+    float32_probe,
     ieee_float32_matmul,
+    old_non_x86_torch,
     patch_index,
+    patch_rows,
 )
 
 pytest.importorskip("constriction")
@@ -182,8 +185,10 @@ def test_patches_of_some_taps_and_sources_give_the_same_integers() -> None:
     full = layer.forward_int(a, where=~anchor)  # every tap, on the grid
     taps = ~FaceHyperprior.anchors(5, 5)  # from a non-anchor, only these reach an anchor
     index = patch_index((7, 9), 5, ~anchor, taps, source=anchor)
-    part = layer.forward_int_cols(gather_patches(a.flatten(2)[:, :, anchor.reshape(-1)], index), taps)
-    assert index.shape == (12, int((~anchor).sum())) and torch.equal(part, full[:, :, ~anchor])
+    rows = patch_rows(a.flatten(2)[:, :, anchor.reshape(-1)], index)  # (2, n, 12 * 6)
+    n = int((~anchor).sum())
+    part = layer.forward_int_rows(rows.view(2 * n, -1), taps).view(2, n, -1).transpose(1, 2)
+    assert index.shape == (12, n) and torch.equal(part, full[:, :, ~anchor])
 
 
 def test_float32_products_are_the_int64_products_and_only_within_the_bound() -> None:
@@ -212,6 +217,59 @@ def test_float32_products_are_the_int64_products_and_only_within_the_bound() -> 
     finally:
         torch.set_float32_matmul_precision(before)
     assert ieee_float32_matmul() == (before == "highest")
+
+
+@pytest.mark.parametrize("name", FPMATH_ENV)
+def test_onednn_fpmath_environment_forces_float64(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """oneDNN's fpmath mode set to anything but STRICT (any case) may multiply float32 in bfloat16:
+    the products then run in float64, and give the same integers."""
+    for other in FPMATH_ENV:
+        monkeypatch.delenv(other, raising=False)
+    float32_probe.cache_clear()
+    try:
+        for value in ("BF16", "tf32", "any", ""):
+            monkeypatch.setenv(name, value)
+            assert not ieee_float32_matmul()
+        monkeypatch.setenv(name, "strict")
+        assert ieee_float32_matmul() == (torch.get_float32_matmul_precision() == "highest")
+    finally:
+        float32_probe.cache_clear()
+    monkeypatch.setenv(name, "BF16")
+    mat = WeightMatrix.of(torch.tensor([[3.0, -1.0], [2.0, 5.0]]))
+    rows = torch.tensor([[300.0, -7.0], [1.0, 2.0]], dtype=torch.float64)
+    assert torch.equal(mat.product(rows), rows @ mat.w64)
+
+
+def test_float32_probe_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe (an integer float32 product compared with float64's) runs once; its answer,
+    False included, holds until the cache is cleared."""
+    for name in FPMATH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    float32_probe.cache_clear()
+    try:
+        assert float32_probe() is True  # IEEE float32 on this machine
+        assert float32_probe.cache_info().misses == 1
+        calls: list[torch.dtype] = []
+
+        def bfloat16_like_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # float32 off by one
+            calls.append(a.dtype)
+            return torch.full((1,), float(a.dtype == torch.float32), dtype=a.dtype)
+
+        monkeypatch.setattr(torch, "mm", bfloat16_like_mm)
+        assert float32_probe() is True and not calls  # cached: no product
+        float32_probe.cache_clear()
+        assert float32_probe() is False and calls  # a product that differs: float64 from then on
+        monkeypatch.undo()
+        assert float32_probe() is False and not ieee_float32_matmul()
+    finally:
+        float32_probe.cache_clear()
+
+
+def test_old_torch_off_x86_is_not_trusted_with_float32() -> None:
+    """torch before 2.5 on aarch64 multiplied float32 in bfloat16 in mkldnn (pytorch#130919)."""
+    assert old_non_x86_torch("2.4.1", "aarch64") and old_non_x86_torch("1.13.0+cpu", "arm64")
+    assert not old_non_x86_torch("2.5.0", "aarch64") and not old_non_x86_torch("2.10.0a0+git", "aarch64")
+    assert not old_non_x86_torch("2.4.1", "x86_64") and not old_non_x86_torch("2.1.0", "AMD64")
 
 
 @pytest.mark.parametrize("inverse", [False, True])

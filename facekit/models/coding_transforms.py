@@ -11,11 +11,9 @@ the pixels, and each pixel shuffle folded into the convolution before it
 is a pure function of the module's float weights, and its outputs agree with the module's
 to float32 rounding.
 
-The transposed convolutions stay transposed convolutions: on one thread of this project's
-machine oneDNN runs them at 35-40 GMAC/s (about 85 % of what its matrix product reaches),
-and their sub-pixel forms were measured slower (one 3x3 convolution to ``4 * out`` channels
-does 1.44 times the work; four per-phase convolutions of 3x3, 3x2, 2x3 and 2x2 taps run less
-efficiently and need an interleaving copy).
+The transposed convolutions stay transposed convolutions (their sub-pixel forms do more
+work). ``benchmarks/model_complexity.py`` measures these forms, and the model card in
+``results/README.md`` keeps the figures.
 
 Example::
 
@@ -33,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .integer import lru_get
+from .cache import lru_get
 
 
 class GDN(nn.Module):
@@ -130,9 +128,11 @@ def gdn_op(mod: GDN) -> tuple[Any, ...]:
     """The coding form of a GDN layer: ``("gdn", gamma^T, beta, inverse)``, one matrix product
     over the pixels, or ``("gdn_diag", ChannelRows(gamma), ChannelRows(beta), inverse)`` when
     ``gamma`` is diagonal, as it stays in training when it starts so (the gradient of an
-    off-diagonal ``g`` in ``g**2`` is zero at zero): element-wise, a few times faster, and
-    the same floats (the products with zero that the matrix product adds change nothing; a
-    BLAS that fuses the bias into its last multiply-add may differ in the last bit)."""
+    off-diagonal ``g`` in ``g**2`` is zero at zero): element-wise, a few times faster. Both
+    forms agree with the training form (the module) to float32 rounding, not bit for bit (a
+    BLAS may fuse the bias into its last multiply-add, or order the sums otherwise). The
+    bitstream's decoding does not depend on them: ``g_a`` runs only in the encoder, before
+    the rounding, and ``g_s`` only in the decoder, after the entropy decoding."""
     w, b = (v.detach() for v in mod.fused())
     w = w[:, :, 0, 0]
     diag = torch.diagonal(w)

@@ -50,21 +50,8 @@ networks run only where their outputs are read (each pass's positions; 12 of the
 bound to be exact there (:class:`~facekit.models.integer.WeightMatrix`), so the bytes are
 those of the whole-grid float64 computation.
 
-``benchmarks/model_complexity.py`` counts MACs per pixel (``FlopCounterMode``: the products
-that run, so the integer networks' share depends on the data) and times encode and decode
-beside OpenJPEG and AVIF. On a 250x250 face (padded to 256x256): encoder 3.8-4.0k MAC per
-pixel (analysis 3.6k), decoder 3.7-3.9k (synthesis 3.5k); 0.9 M parameters. Measured on one
-thread of this project's 2-core machine while a training run holds the other core (load
-1.5-2; 8 LFW faces, t = 0.5, 0.08 bpp, weights of step 20,500 of the CPU recipe run), as CPU
-time of the thread (wall time is noisier): decode 9.5-11.5 ms and encode 9.5-12 ms a face,
-against OpenJPEG's 1.6-2.1 ms decode. Of a decode, the synthesis takes 6.5-7 ms: its
-convolutions 5.9 ms at 35-40 GMAC/s, about 85 % of what one core's float32 matrix product
-reaches (oneDNN pads the 24 and 12 output channels of the last two to 32 and 16), IGDN
-0.3 ms, the pixel shuffle 0.2 ms; the integer networks take 1.5 ms with their patch
-gathering, parsing and range decoding about 0.9 ms, the rest 0.4 ms, and glibc's page
-faults 0.3-0.5 ms more (about 300 a decode; none with its trim and mmap thresholds raised:
-``model_complexity.py --malloc-tune``). A smaller synthesis, (48, 32, 16), 2.6k MAC per
-pixel, decodes in 6.5 ms.
+``benchmarks/model_complexity.py`` counts the MACs per pixel and times encode and decode
+beside OpenJPEG and AVIF; the model card in ``results/README.md`` keeps the figures.
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
@@ -95,13 +82,13 @@ from torch import nn
 from ..container import HYPERPRIOR_MAX_SIDE
 from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
+from .cache import lru_get
 from .coding_transforms import GDN, Inference
 from .integer import (
     ACT_BITS,
     IntConv,
     bound,
     floor_ste,
-    lru_get,
     patch_index,
     patch_rows,
     round_ste,

@@ -36,16 +36,19 @@ gives ``4 * out`` channels at the input's resolution and a pixel shuffle doubles
 
 from __future__ import annotations
 
+import functools
+import os
+import platform
+import re
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
+from .cache import lru_get
 
 #: fixed-point bits of the weights and of the activations; largest activation after ReLU
 WEIGHT_BITS, ACT_BITS, ACT_MAX = 8, 8, 64.0
@@ -55,35 +58,32 @@ WEIGHT_INT_MAX = 2**15
 EXACT_BOUND = 2.0**52
 #: integers below this in magnitude are exact in float32, and so are sums that stay below it
 FLOAT32_EXACT = 2.0**24
-#: how many image sizes the per-size caches (patch indices, checkerboards) keep
-SIZE_CACHE = 8
 
-K = TypeVar("K", bound=Hashable)
-V = TypeVar("V")
-
-
-def lru_get(cache: OrderedDict[K, V], key: K, make: Callable[[], V], size: int = SIZE_CACHE) -> V:
-    """``cache[key]``, made by ``make()`` when missing; the ``size`` most recently used entries are kept.
-
-    Example::
-
-        cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
-        index = lru_get(cache, (16, 16), lambda: patch_index((16, 16), 3, torch.ones(16, 16, dtype=torch.bool)))
-    """
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    value = cache[key] = make()
-    while len(cache) > size:
-        cache.popitem(last=False)
-    return value
+#: oneDNN's environment variables that may let it multiply float32 in bfloat16 or TF32
+FPMATH_ENV = ("ONEDNN_DEFAULT_FPMATH_MODE", "DNNL_DEFAULT_FPMATH_MODE")
 
 
 def ieee_float32_matmul() -> bool:
-    """Whether torch multiplies float32 matrices on the CPU in float32 (its default): not when
-    ``torch.set_float32_matmul_precision`` ("high", "medium") or the ``fp32_precision`` of
-    ``torch.backends``, ``torch.backends.mkldnn`` or ``torch.backends.mkldnn.matmul`` let it
-    use bfloat16 or TF32 instead, nor when torch cannot say (both kinds of setting used)."""
+    """Whether :meth:`WeightMatrix.product` may multiply in float32: whether torch's float32
+    matrix product on the CPU is IEEE float32, so that integers whose partial sums stay below
+    :data:`FLOAT32_EXACT` come out exact.
+
+    Why: the entropy parameters come from these products, and a range decoder fails unless
+    the encoder and the decoder compute them bit for bit alike on every machine (Ballé,
+    Johnston & Minnen 2019, integer networks). A product in bfloat16 or TF32 rounds its
+    inputs, so the answer is no (float64, exact everywhere) when any of these holds:
+
+    * torch's settings allow it: ``torch.set_float32_matmul_precision`` other than
+      "highest", an ``fp32_precision`` of ``torch.backends``, ``torch.backends.mkldnn`` or
+      ``torch.backends.mkldnn.matmul`` other than "none" or "ieee", or torch cannot say
+      (the legacy and the new settings mixed);
+    * oneDNN's environment allows it: ``ONEDNN_DEFAULT_FPMATH_MODE`` or
+      ``DNNL_DEFAULT_FPMATH_MODE`` set to anything but ``STRICT`` (any case);
+    * torch before 2.5 on a machine that is not x86_64 (:func:`old_non_x86_torch`): its
+      aarch64 mkldnn multiplied float32 in bfloat16 (pytorch#130919);
+    * the probe (:func:`float32_probe`, once per process) finds a float32 product of
+      integers that differs from float64's.
+    """
     try:
         if torch.get_float32_matmul_precision() != "highest":
             return False
@@ -91,7 +91,34 @@ def ieee_float32_matmul() -> bool:
         return False
     mkldnn = getattr(torch.backends, "mkldnn", None)
     levels = (torch.backends, mkldnn, getattr(mkldnn, "matmul", None))
-    return all(getattr(level, "fp32_precision", "none") in ("none", "ieee") for level in levels)
+    if not all(getattr(level, "fp32_precision", "none") in ("none", "ieee") for level in levels):
+        return False
+    if any(os.environ.get(name, "STRICT").upper() != "STRICT" for name in FPMATH_ENV):
+        return False
+    return not old_non_x86_torch(torch.__version__, platform.machine()) and float32_probe()
+
+
+def old_non_x86_torch(version: str, machine: str) -> bool:
+    """Whether torch ``version`` is before 2.5 (or unreadable) and ``machine``
+    (``platform.machine()``) is not x86_64: such builds' aarch64 mkldnn multiplied float32 in
+    bfloat16 (pytorch#130919)."""
+    if machine.lower() in ("x86_64", "amd64"):
+        return False
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return found is None or (int(found[1]), int(found[2])) < (2, 5)  # a version it cannot read: not trusted
+
+
+@functools.cache
+def float32_probe() -> bool:
+    """Whether an integer float32 matrix product at a realistic size (``K = 600``, inputs of
+    12 significant bits, more than bfloat16's 8 or TF32's 11, every partial sum below
+    :data:`FLOAT32_EXACT`) equals the float64 product. Run once; the answer holds for the
+    process (:func:`ieee_float32_matmul`; ``float32_probe.cache_clear()`` runs it again)."""
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(-4095, 4096, (64, 600), generator=g).double()
+    w = torch.randint(-6, 7, (600, 64), generator=g).double()  # 4095 * 600 * 6 < 2**24
+    with torch.no_grad():
+        return bool(torch.equal(torch.mm(rows.float(), w.float()).double(), torch.mm(rows, w)))
 
 
 @dataclass(frozen=True)
@@ -268,30 +295,25 @@ class IntConv(nn.Module):
             rows = rows.clamp_(-self.in_limit, self.in_limit)
         return self.activate_(self._matrix(taps, channels).product(rows).add_(self._b64))
 
-    def forward_int_cols(self, cols: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
-        """The integer form on gathered patches: ``cols`` ``(B, T * cin, n)`` float64 integers
-        (from :func:`gather_patches` for the same ``taps``; all ``k * k`` when None) gives
-        ``(B, cout, n)`` (:meth:`forward_int_rows` on the transposed patches; ``cols`` is not changed)."""
-        b, k, n = cols.shape
-        rows = cols.transpose(1, 2).reshape(b * n, k).clone() if b > 1 else cols[0].t().clone()
-        return self.forward_int_rows(rows, taps).view(b, n, -1).transpose(1, 2)
-
     def forward_int(self, a: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
         """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind.
 
         With ``where`` (bool ``(H, W)``; not for ``upsample``), only those output positions are
-        computed (:meth:`forward_int_cols` over their patches); the others are left at 0.
+        computed (:meth:`forward_int_rows` over their patches); the others are left at 0.
         """
         self._check_frozen()
         a = a.double().cpu()
         b, _, h, w = a.shape
+        a_clamped = a.flatten(2).clamp(-self.in_limit, self.in_limit)
         if where is not None and not self.upsample:
-            out = torch.zeros(b, self.cout, h * w, dtype=torch.float64)
-            cols = gather_patches(a.flatten(2), patch_index((h, w), self.k, where))
-            out[:, :, where.cpu().reshape(-1)] = self.forward_int_cols(cols)
-            return out.view(b, -1, h, w)
+            where = where.cpu()
+            rows = patch_rows(a_clamped, patch_index((h, w), self.k, where))  # (B, n, k * k * cin)
+            n = rows.shape[1]
+            out = torch.zeros(b, h * w, self.cout, dtype=torch.float64)
+            out[:, where.reshape(-1)] = self.forward_int_rows(rows.view(b * n, -1), clamped=True).view(b, n, -1)
+            return out.view(b, h, w, -1).permute(0, 3, 1, 2)
         index = lru_get(self._index, (h, w), lambda: patch_index((h, w), self.k, torch.ones(h, w, dtype=torch.bool)))
-        rows = patch_rows(a.flatten(2).clamp(-self.in_limit, self.in_limit), index)
+        rows = patch_rows(a_clamped, index)
         out = self.forward_int_rows(rows.view(b * h * w, -1), clamped=True).view(b, h, w, -1).permute(0, 3, 1, 2)
         return F.pixel_shuffle(out, 2) if self.upsample else out
 
@@ -302,7 +324,7 @@ def patch_index(shape: tuple[int, int], k: int, where: torch.Tensor, taps: torch
     row-major order, and each kernel tap where ``taps`` (bool ``(k, k)``; all when None) is True,
     the input it reads, as an index among the ``source`` positions (bool ``(H, W)``, row-major;
     all when None), or the number of source positions for one outside the image or not a
-    source (which reads zero). :func:`gather_patches` uses it."""
+    source (which reads zero). :func:`patch_rows` uses it."""
     h, w = shape
     p = k // 2
     src = torch.ones(h, w, dtype=torch.bool) if source is None else source.cpu()
@@ -324,9 +346,3 @@ def patch_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     t, n = index.shape
     return rows.index_select(1, index.t().reshape(-1)).view(b, n, t * c)
 
-
-def gather_patches(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The patches ``(B, T * C, n)`` (rows tap-major) of ``values`` (``(B, C, n_source)``, the
-    inputs at the source positions) that :func:`patch_index` describes, zeros where it says so:
-    :func:`patch_rows`, transposed (a view)."""
-    return patch_rows(values, index).transpose(1, 2)
