@@ -160,13 +160,8 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
             f"{ctx.recognizer.name} gave non-finite embeddings for {int(bad.sum())} images after {label}, "
             f"e.g. {examples}; nothing was cached"
         )
-    result = {
-        "names": np.array(ctx.names),
-        "embeddings": embeddings,
-        "bpp": np.array(bpps),
-        "psnr": np.array(psnrs),
-        "failed": np.array(failed, dtype=str),
-    }
+    result = {"names": np.array(ctx.names), "embeddings": embeddings, "bpp": np.array(bpps), "psnr": np.array(psnrs),
+              "failed": np.array(failed, dtype=str)}
     if ctx.use_cache:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **result)
@@ -185,13 +180,10 @@ def _load_original(ctx: Context, name: str) -> np.ndarray:
 
 
 def _detect(recognizer: Any, image: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, str]:
-    """Detect and align on a decoded image; returns the transform and how it was found.
-
-    The method is the recogniser's (``"hog"`` for dlib's detector; ``"mtcnn"`` or
-    ``"centre"`` are fallbacks and count as detection failures). A recogniser without
-    ``locate`` uses ``find_transform``; an exception there is reported as ``"failed"`` and
-    the original's transform is used, so the pair is still scored.
-    """
+    """Detect and align on a decoded image; returns the transform and how it was found: the recogniser's method
+    (``"hog"`` for dlib's detector; ``"mtcnn"`` or ``"centre"`` are fallbacks and count as detection failures). A
+    recogniser without ``locate`` uses ``find_transform``; an exception there is reported as ``"failed"`` and the
+    original's transform is used, so the pair is still scored."""
     locate = getattr(recognizer, "locate", None)
     try:
         if locate is not None:
@@ -445,16 +437,11 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
 
     By default a codec of the same name is replaced whole; ``by_point=True`` merges its
     points instead (a point of ``new`` replaces one of ``old`` with the same setting,
-    the others are kept), ordered by bpp, so a sweep can be run one setting at a time.
-    Both must come from the same protocol, recogniser and data; otherwise a DataError. A codec's
-    points merged by point must also come from the same weights (:func:`check_one_weights`).
+    the others are kept), ordered by bpp, so a sweep can be run one setting at a time. Both must come from
+    one protocol, recogniser and data (:func:`check_same_run`), a codec's points merged by point from the
+    same weights (:func:`check_one_weights`); otherwise a DataError.
     """
-    for key in ("recognizer", "data_sha256"):
-        if old.get(key) != new.get(key):
-            raise DataError(f"cannot merge results with a different {key}: {old.get(key)} vs {new.get(key)}")
-    keep = ("pairs_file", "n_pairs", "per_fold", "alignment")
-    if any(old["protocol"].get(k) != new["protocol"].get(k) for k in keep):
-        raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
+    check_same_run(old, new)
     old, new = canonical_results(old), canonical_results(new)
     merged = dict(old)
     codecs = dict(old["codecs"])
@@ -471,6 +458,17 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
     merged["runs"] = [r for r in runs if r] + [new["provenance"]]
     merged["provenance"] = new["provenance"]
     return merged
+
+
+def check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """DataError unless two results dicts share their recogniser, data (sha256) and protocol (pairs file, subset,
+    alignment): what makes their points one set of measurements."""
+    for key in ("recognizer", "data_sha256"):
+        if old.get(key) != new.get(key):
+            raise DataError(f"cannot merge results with a different {key}: {old.get(key)} vs {new.get(key)}")
+    keep = ("pairs_file", "n_pairs", "per_fold", "alignment")
+    if any((old.get("protocol") or {}).get(k) != (new.get("protocol") or {}).get(k) for k in keep):
+        raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
 
 
 def check_one_weights(name: str, kept: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:
