@@ -79,6 +79,18 @@ REPRO: dict[str, tuple[Any, ...]] = {
 }
 
 
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def codec_for(name: str, options: dict[str, dict[str, Any]] | None) -> Any:
+    """The codec ``name`` built with its ``options`` (:func:`facekit.evaluate.build_codec`), once a process:
+    listing the jobs, checking ``--out`` and ``--skip-done`` share it (its weights are read once)."""
+    key = (name, repr(sorted((options or {}).get(name, {}).items())))
+    if key not in _BUILT:
+        _BUILT[key] = build_codec(name, options)
+    return _BUILT[key]
+
+
 def jobs_of(codecs: list[str], table: dict[str, tuple[Any, ...]],
             options: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, Any]]:
     """``(codec, setting)`` of the sweep; a codec whose settings are ``()`` uses its own
@@ -88,7 +100,7 @@ def jobs_of(codecs: list[str], table: dict[str, tuple[Any, ...]],
         settings = table.get(name, ())
         if not settings and name != "uncompressed":
             try:
-                settings = tuple(build_codec(name, options).settings)
+                settings = tuple(codec_for(name, options).settings)
             except Exception as e:  # report and go on with the other codecs
                 print(f"{name}: skipped ({type(e).__name__}: {e})", flush=True)
                 continue
@@ -216,7 +228,7 @@ def check_out(out: Path, jobs: list[tuple[str, Any]], options: dict[str, dict[st
         return
     for name in dict.fromkeys(n for n, _ in jobs if n != "uncompressed"):
         try:
-            kept, weights = codec_points(res, name), build_codec(name, options).weights_record()
+            kept, weights = codec_points(res, name), codec_for(name, options).weights_record()
         except Exception:  # no points yet, or the job fails and says why when it runs
             continue
         if weights is not None:
@@ -238,7 +250,7 @@ def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any
     weights = None
     if name != "uncompressed":
         try:
-            codec = build_codec(name, options)
+            codec = codec_for(name, options)
         except Exception:  # the job fails and says why when it runs
             return False
         setting, weights = codec.normalise_setting(setting), codec.weights_record()
