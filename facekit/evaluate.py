@@ -380,7 +380,7 @@ def resolve_sweep(
         settings = settings if settings is not None else DEFAULT_SWEEP.get(key, ())
         if name != "uncompressed":
             codec = build_codec(name, codec_options)  # unknown names fail here, before any work
-            settings = [codec.normalise_setting(s) for s in settings]  # ... and bad settings
+            settings = tuple(codec.normalise_setting(s) for s in settings)  # ... and bad settings
         out[key] = settings
     return out
 
