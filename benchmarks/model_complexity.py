@@ -18,9 +18,9 @@ checked); neither: untrained weights, which cost the same.
     python benchmarks/model_complexity.py --weights runs/hp/rd/checkpoint.pt --rate 0.3
     python benchmarks/model_complexity.py --store hyperprior
     python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
-    python benchmarks/model_complexity.py --malloc-tune              # glibc keeps freed memory
+    python benchmarks/model_complexity.py --keep-freed-memory        # glibc keeps freed memory
 
-``--malloc-tune`` raises glibc's trim and mmap thresholds before timing
+``--keep-freed-memory`` raises glibc's trim and mmap thresholds before timing
 (:func:`facekit.threads.keep_freed_memory`, which the ``facekit`` command line calls): by
 default glibc hands the decoder's freed megabytes back to the system and takes them again
 as fresh pages, a few hundred page faults a decode.
@@ -91,7 +91,7 @@ def median_ms(fn, items, rounds: int) -> tuple[float, float]:  # type: ignore[no
 
 def minor_faults() -> int:
     """Minor page faults of this process so far (``getrusage``): the difference over a timed
-    loop counts the pages glibc handed back and took again (see ``--malloc-tune``)."""
+    loop counts the pages glibc handed back and took again (see ``--keep-freed-memory``)."""
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -122,11 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--store", help="a model in the weights store, by name")
     ap.add_argument("--enc-widths", type=int, nargs=3, help="analysis widths of an untrained variant (default 24 40 56)")
     ap.add_argument("--dec-widths", type=int, nargs=3, help="synthesis widths of an untrained variant (default 56 40 24)")
-    ap.add_argument("--malloc-tune", action="store_true", help="keep freed memory in the process (glibc mallopt)")
+    ap.add_argument("--keep-freed-memory", action="store_true", help="keep freed memory in the process (glibc mallopt)")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    tuned = keep_freed_memory() if args.malloc_tune else False
+    tuned = keep_freed_memory() if args.keep_freed_memory else False
 
     arch = HyperpriorArch()
     if args.enc_widths:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     weights = args.store and f"store:{args.store}" or args.weights or "untrained"
     print(f"one thread, {args.n} {source}, median of {args.rounds} rounds; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load {load_before:.2f} before, {load_after:.2f} after; weights {weights}")
-    print(f"page faults a decode: {faults:,.0f} (glibc malloc {'tuned' if tuned else 'as configured'})")
+    print(f"page faults a decode: {faults:,.0f} (freed memory {'kept' if tuned else 'handed back, as glibc is configured'})")
     print(f"{'codec':20s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}"
           f" {'enc cpu ms':>11s} {'dec cpu ms':>11s}")
     for name, r in rows.items():
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
           " cpu ms: this thread's CPU time, for the codecs that run in this process)")
     result = {"macs_per_pixel": {"encoder": enc_macs, "decoder": dec_macs}, "rows": rows, "images": source,
               "n": args.n, "rounds": args.rounds, "threads": 1, "arch": model.arch.to_dict(),
-              "load": [load_before, load_after], "weights": weights, "malloc_tuned": tuned,
+              "load": [load_before, load_after], "weights": weights, "keep_freed_memory": tuned,
               "page_faults_per_decode": faults}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -40,11 +40,15 @@ from facekit.codecs.names import HYPERPRIOR
 from facekit.errors import DataError
 from facekit.evaluate import (
     DEFAULT_SWEEP,
+    build_codec,
+    check_one_weights,
     codec_points,
+    data_sha256,
     evaluate,
     load_results,
     merge_results,
     save_results,
+    subset_pairs,
 )
 from facekit.goals import TAR_KEY
 from facekit.hyperprior_goals import hyperprior_goals_table
@@ -75,18 +79,28 @@ REPRO: dict[str, tuple[Any, ...]] = {
 }
 
 
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def codec_for(name: str, options: dict[str, dict[str, Any]] | None) -> Any:
+    """The codec ``name`` built with its ``options`` (:func:`facekit.evaluate.build_codec`), once a process:
+    listing the jobs, checking ``--out`` and ``--skip-done`` share it (its weights are read once)."""
+    key = (name, repr(sorted((options or {}).get(name, {}).items())))
+    if key not in _BUILT:
+        _BUILT[key] = build_codec(name, options)
+    return _BUILT[key]
+
+
 def jobs_of(codecs: list[str], table: dict[str, tuple[Any, ...]],
             options: dict[str, dict[str, Any]] | None = None) -> list[tuple[str, Any]]:
     """``(codec, setting)`` of the sweep; a codec whose settings are ``()`` uses its own
     (built with its keyword arguments in ``options``)."""
-    from facekit.codecs import get_codec
-
     jobs: list[tuple[str, Any]] = []
     for name in codecs:
         settings = table.get(name, ())
         if not settings and name != "uncompressed":
             try:
-                settings = tuple(get_codec(name, **(options or {}).get(name, {})).settings)
+                settings = tuple(codec_for(name, options).settings)
             except Exception as e:  # report and go on with the other codecs
                 print(f"{name}: skipped ({type(e).__name__}: {e})", flush=True)
                 continue
@@ -147,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     options = {HYPERPRIOR: {"folder": args.hyperprior_weights}} if args.hyperprior_weights else {}
     jobs = parse_jobs(args.only) if args.only else jobs_of(args.codecs, table, options)
     jobs += parse_jobs(args.also)
+    check_out(args.out, jobs, options, recognizer=args.recognizer, root=args.root, per_fold=args.per_fold,
+              replace=args.replace)
     if args.skip_done:
         jobs = [j for j in jobs if not is_done(args.out, *j, options, args.per_fold)]
     kw = {"root": args.root, "recognizer": args.recognizer, "device": args.device, "codec_options": options,
@@ -179,6 +195,46 @@ def parse_jobs(texts: list[str]) -> list[tuple[str, Any]]:
     return [(c, _parse_setting(s)) for c, _, s in (j.partition(":") for j in texts)]
 
 
+def check_out(out: Path, jobs: list[tuple[str, Any]], options: dict[str, dict[str, Any]], *, recognizer: str,
+              root: str | None, per_fold: int | None, replace: bool = False) -> None:
+    """Before any job runs: a DataError when ``out`` holds results of another recogniser or other data
+    (its ``data_sha256``), which no measured point could be merged into, or (without ``replace``) points
+    of a codec measured with other weights than the ones installed now (:func:`check_one_weights`)."""
+    if not out.exists() or not jobs:
+        return
+    res = load_results(out)
+    held = (res.get("recognizer") or {}).get("name")
+    if ":" in recognizer:  # "package.module:Class": its class's name, without building it
+        import importlib
+
+        module, _, cls = recognizer.partition(":")
+        recognizer = getattr(getattr(importlib.import_module(module), cls, None), "name", recognizer)
+    if held != recognizer:
+        raise DataError(f"{out} holds results of the recogniser {held!r}, not {recognizer!r}: "
+                        "measure into another --out (or pass its --recognizer)")
+    if res["protocol"].get("per_fold") != per_fold:
+        raise DataError(f"{out} holds results of per_fold {res['protocol'].get('per_fold')}, not {per_fold}: "
+                        "measure into another --out")
+    from facekit.data.lfw import open_lfw
+
+    lfw = open_lfw(root)
+    pairs = res["protocol"].get("pairs_file", "pairs.txt")
+    pair_list = subset_pairs(lfw.pairs(pairs), per_fold)
+    data = data_sha256(lfw, pairs, sorted({p.a for p in pair_list} | {p.b for p in pair_list}))
+    if res.get("data_sha256") != data:
+        raise DataError(f"{out} holds results of other data (data_sha256 {res.get('data_sha256')}, the data now "
+                        f"{data}): measure into another --out")
+    if replace:
+        return
+    for name in dict.fromkeys(n for n, _ in jobs if n != "uncompressed"):
+        try:
+            kept, weights = codec_points(res, name), codec_for(name, options).weights_record()
+        except Exception:  # no points yet, or the job fails and says why when it runs
+            continue
+        if weights is not None:
+            check_one_weights(name, kept, [{"weights": weights}])
+
+
 def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any]], per_fold: int | None) -> bool:
     """Whether ``out`` holds the point ``name@setting`` of the same subset of pairs, and, for a codec with
     stored weights, measured with the weights installed now (:meth:`facekit.codecs.base.Codec.weights_record`)."""
@@ -193,10 +249,8 @@ def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any
         return False
     weights = None
     if name != "uncompressed":
-        from facekit.codecs import get_codec
-
         try:
-            codec = get_codec(name, **options.get(name, {}))
+            codec = codec_for(name, options)
         except Exception:  # the job fails and says why when it runs
             return False
         setting, weights = codec.normalise_setting(setting), codec.weights_record()

@@ -33,6 +33,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facekit.errors import TrainingError  # noqa: E402
+from facekit.training.jointrd import JointRDConfig  # noqa: E402
+from facekit.training.rd import RDConfig  # noqa: E402
 from facekit.training.recipe import (  # noqa: E402
     PHASES,
     REPRODUCE_BPP_REL,
@@ -42,6 +45,24 @@ from facekit.training.recipe import (  # noqa: E402
     training_curve,
 )
 from facekit.zoo import read_manifest  # noqa: E402
+
+#: a run's phase folder (:data:`~facekit.training.recipe.PHASES`) by the ``phase`` its manifest record names
+#: (the training configs' ``PHASE``)
+FOLDER_OF_PHASE = {RDConfig.PHASE: "rd", JointRDConfig.PHASE: "joint"}
+assert set(FOLDER_OF_PHASE.values()) == set(PHASES)
+
+
+def shipped_curves(entry: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """``{folder: curve}`` of a manifest entry's phases, each found by its ``phase`` name (not its position)."""
+    return {FOLDER_OF_PHASE[ph["phase"]]: ph["curve"] for ph in entry["phases"] if ph.get("phase") in FOLDER_OF_PHASE}
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def fresh_prefix(recipe_path: Path, preset: str, steps: int, out: Path) -> list[dict[str, Any]]:
@@ -54,8 +75,9 @@ def fresh_prefix(recipe_path: Path, preset: str, steps: int, out: Path) -> list[
 def print_rows(phase: str, rows: list[dict[str, Any]]) -> None:
     print(f"{phase}: step, t, shipped PSNR dB @ bpp, rerun PSNR dB @ bpp, difference dB, bpp %")
     for r in rows:
+        d_bpp = f"{100 * r['d_bpp_rel']:+.2f} %" if r["d_bpp_rel"] is not None else "— (shipped bpp 0)"
         print(f"  {r['step']:>6} t={r['t']:<4} {r['psnr']:7.3f} @ {r['bpp']:.4f}   {r['psnr_rerun']:7.3f} @ "
-              f"{r['bpp_rerun']:.4f}   {r['d_psnr_db']:+.4f} {100 * r['d_bpp_rel']:+.2f} %   {'ok' if r['ok'] else 'OFF'}")
+              f"{r['bpp_rerun']:.4f}   {r['d_psnr_db']:+.4f} {d_bpp}   {'ok' if r['ok'] else 'OFF'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", type=Path, default=REPO / "recipes" / "hyperprior.toml")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--run", type=Path, help="a finished run folder of the recipe")
-    how.add_argument("--steps", type=int, help="train phase one's first STEPS steps afresh and compare them")
+    how.add_argument("--steps", type=positive, help="train phase one's first STEPS steps afresh and compare them")
     p.add_argument("--weights-folder", default=None, help="the weights folder (default: facekit/weights)")
     args = p.parse_args(argv)
 
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     entry = read_manifest(args.weights_folder)["models"].get(recipe.name)
     if entry is None or "phases" not in entry:
         p.error(f"no shipped weights of recipe {recipe.name!r} to compare with: `make weights` installs them")
-    shipped = dict(zip(PHASES, (ph["curve"] for ph in entry["phases"]), strict=False))
+    shipped = shipped_curves(entry)
     print(f"{recipe.name}: shipped weights sha256 {entry['sha256'][:12]}, preset {entry['recipe']['preset']}, "
           f"commits {', '.join(c[:7] for c in entry['commit'])}")
     if args.steps is not None:
@@ -83,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{args.run} holds no held-out curve of the recipe's phases ({', '.join(shipped)})")
     ok = True
     for phase, rerun in reruns.items():
-        rows = compare_curves(shipped[phase], rerun)
+        try:
+            rows = compare_curves(shipped[phase], rerun)
+        except TrainingError as e:
+            if args.steps is None:
+                raise
+            val_every = recipe.config(entry["recipe"]["preset"])[0].val_every
+            p.error(f"{e}: --steps {args.steps} must reach the first held-out step (val_every = {val_every})")
         print_rows(phase, rows)
         ok &= all(r["ok"] for r in rows)
     within = f"within {REPRODUCE_PSNR_DB} dB and {100 * REPRODUCE_BPP_REL:.0f} %"

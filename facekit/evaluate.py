@@ -104,14 +104,9 @@ def _embed_batch(ctx: Context, images: list[np.ndarray], thetas: list[np.ndarray
 
 
 def _cache_path(ctx: Context, codec_id: str, setting: Any) -> Path:
-    """Where the embeddings of one codec setting are cached.
-
-    The key names the recogniser by :meth:`~facekit.recognition.base.Recognizer.cache_id`
-    (name, embedding code version, alignment, weights digest), so embeddings made by an
-    older recogniser code, other weights or another alignment are never served; the codec
-    by its description (library versions, weights fingerprints); and the data by the
-    digest of the pairs file and every image.
-    """
+    """Where the embeddings of one codec setting are cached: the key names the recogniser by
+    :meth:`~facekit.recognition.base.Recognizer.cache_id` (name, code version, alignment, weights digest: stale
+    embeddings are never served), the codec by its description, and the data by the digest of the pairs and images."""
     cache_id = getattr(ctx.recognizer, "cache_id", None)
     rec_id = cache_id() if callable(cache_id) else ctx.recognizer.name
     key = json.dumps([rec_id, codec_id, repr(setting), ctx.data_key, ctx.end_to_end])
@@ -165,13 +160,8 @@ def run_setting(ctx: Context, codec: Codec | None, setting: Any, codec_id: str) 
             f"{ctx.recognizer.name} gave non-finite embeddings for {int(bad.sum())} images after {label}, "
             f"e.g. {examples}; nothing was cached"
         )
-    result = {
-        "names": np.array(ctx.names),
-        "embeddings": embeddings,
-        "bpp": np.array(bpps),
-        "psnr": np.array(psnrs),
-        "failed": np.array(failed, dtype=str),
-    }
+    result = {"names": np.array(ctx.names), "embeddings": embeddings, "bpp": np.array(bpps), "psnr": np.array(psnrs),
+              "failed": np.array(failed, dtype=str)}
     if ctx.use_cache:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **result)
@@ -190,13 +180,10 @@ def _load_original(ctx: Context, name: str) -> np.ndarray:
 
 
 def _detect(recognizer: Any, image: np.ndarray, fallback: np.ndarray) -> tuple[np.ndarray, str]:
-    """Detect and align on a decoded image; returns the transform and how it was found.
-
-    The method is the recogniser's (``"hog"`` for dlib's detector; ``"mtcnn"`` or
-    ``"centre"`` are fallbacks and count as detection failures). A recogniser without
-    ``locate`` uses ``find_transform``; an exception there is reported as ``"failed"`` and
-    the original's transform is used, so the pair is still scored.
-    """
+    """Detect and align on a decoded image; returns the transform and how it was found: the recogniser's method
+    (``"hog"`` for dlib's detector; ``"mtcnn"`` or ``"centre"`` are fallbacks and count as detection failures). A
+    recogniser without ``locate`` uses ``find_transform``; an exception there is reported as ``"failed"`` and the
+    original's transform is used, so the pair is still scored."""
     locate = getattr(recognizer, "locate", None)
     try:
         if locate is not None:
@@ -263,16 +250,19 @@ def make_context(
 
 
 def images_digest(lfw: LFW, names: Sequence[str]) -> str:
-    """sha256 over the sorted names and the sha256 of each image file: the data's identity.
-
-    It keys the embedding cache (an edited image is never served from the cache) and is
-    recorded in the results, so results of different image sets are never merged.
-    """
+    """sha256 over the sorted names and the sha256 of each image file: the data's identity. It keys the embedding
+    cache (an edited image is never served from it) and is recorded in the results (other image sets never merge)."""
     h = hashlib.sha256()
     for n in sorted(names):
         h.update(n.encode())
         h.update(bytes.fromhex(sha256_file(lfw.path(n))))
     return h.hexdigest()
+
+
+def data_sha256(lfw: LFW, pairs: str, names: Sequence[str]) -> dict[str, str]:
+    """The results' ``data_sha256``: the archive's sha256 (if any), the pairs file's, and :func:`images_digest`."""
+    arch = {lfw.archive.name: sha256_file(lfw.archive)} if lfw.archive is not None else {}
+    return {**arch, pairs: sha256_file(lfw.pairs_file(pairs)), "images": images_digest(lfw, names)}
 
 
 def read_pairs_any(lfw: LFW, pairs: str) -> list[Pair]:
@@ -317,7 +307,7 @@ def evaluate(
 
     A codec with a continuous setting stores it as a float, a preset name as its value
     (:meth:`~facekit.codecs.base.Codec.normalise_setting`: ``facekit-hyperprior``'s ``q2``, ``0.25`` and ``"0.25"``
-    are one point), and a codec with stored weights records them in each point
+    are one point; a bad one fails before LFW is read), and a codec with stored weights records them in each point
     (:meth:`~facekit.codecs.base.Codec.weights_record`), so that :func:`merge_results` never mixes two sets of weights.
     """
     import torch
@@ -332,11 +322,9 @@ def evaluate(
     for name, settings in sweep.items():
         points = []
         if name == "uncompressed":
-            run = run_setting(ctx, None, None, "uncompressed")
-            pts, weights = [(None, run)], None
+            pts, weights = [(None, run_setting(ctx, None, None, "uncompressed"))], None
         else:
-            opts = {**({"device": ctx.device} if is_learned(name) else {}), **(codec_options or {}).get(name, {})}
-            codec = get_codec(name, **opts)
+            codec = build_codec(name, codec_options, device=ctx.device if is_learned(name) else None)
             cid = _codec_id(codec)
             wanted = dict.fromkeys(codec.normalise_setting(s) for s in (settings or codec.settings))
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in wanted]
@@ -351,12 +339,7 @@ def evaluate(
             if on_point:
                 on_point(name, p)
         results[name] = points
-    lfw = ctx.lfw
-    data_sha = {}
-    if lfw.archive is not None:
-        data_sha[lfw.archive.name] = sha256_file(lfw.archive)
-    data_sha[pairs] = sha256_file(lfw.pairs_file(pairs))
-    data_sha["images"] = images_digest(lfw, ctx.names)
+    data_sha = data_sha256(ctx.lfw, pairs, ctx.names)
     return {
         "codecs": results,
         "recognizer": {
@@ -383,8 +366,8 @@ def evaluate(
 def resolve_sweep(
     codecs: Sequence[str] | dict[str, Sequence[Any]] | None, codec_options: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Sequence[Any]]:
-    """``{name: settings}`` to sweep, under the names results are stored by (:func:`canonical_name`). Each
-    codec is built here (with its ``codec_options``), so an unknown name or missing weights fail before any work."""
+    """``{name: settings}`` to sweep, under the names results are stored by (:func:`canonical_name`). Each codec is
+    built here and its settings normalised, so an unknown name, missing weights or a bad setting fail before any work."""
     if codecs is None:
         from .codecs.registry import available_codecs
 
@@ -393,11 +376,18 @@ def resolve_sweep(
     pairs = codecs.items() if isinstance(codecs, dict) else ((n, None) for n in codecs)
     out = {}
     for name, settings in pairs:
-        if name != "uncompressed":
-            get_codec(name, **(codec_options or {}).get(name, {}))  # unknown names fail here, before any work
         key = canonical_name(name)
-        out[key] = settings if settings is not None else DEFAULT_SWEEP.get(key, ())
+        settings = settings if settings is not None else DEFAULT_SWEEP.get(key, ())
+        if name != "uncompressed":
+            codec = build_codec(name, codec_options)  # unknown names fail here, before any work
+            settings = tuple(codec.normalise_setting(s) for s in settings)  # ... and bad settings
+        out[key] = settings
     return out
+
+
+def build_codec(name: str, codec_options: dict[str, dict[str, Any]] | None = None, *, device: Any = None) -> Codec:
+    """The codec ``name`` with its keyword arguments from ``codec_options`` (by name), on ``device`` if given."""
+    return get_codec(name, **{**({"device": device} if device is not None else {}), **(codec_options or {}).get(name, {})})
 
 
 def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -447,16 +437,11 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
 
     By default a codec of the same name is replaced whole; ``by_point=True`` merges its
     points instead (a point of ``new`` replaces one of ``old`` with the same setting,
-    the others are kept), ordered by bpp, so a sweep can be run one setting at a time.
-    Both must come from the same protocol, recogniser and data; otherwise a DataError. A codec's
-    points merged by point must also come from the same weights (:func:`check_one_weights`).
+    the others are kept), ordered by bpp, so a sweep can be run one setting at a time. Both must come from
+    one protocol, recogniser and data (:func:`check_same_run`), a codec's points merged by point from the
+    same weights (:func:`check_one_weights`); otherwise a DataError.
     """
-    for key in ("recognizer", "data_sha256"):
-        if old.get(key) != new.get(key):
-            raise DataError(f"cannot merge results with a different {key}: {old.get(key)} vs {new.get(key)}")
-    keep = ("pairs_file", "n_pairs", "per_fold", "alignment")
-    if any(old["protocol"].get(k) != new["protocol"].get(k) for k in keep):
-        raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
+    check_same_run(old, new)
     old, new = canonical_results(old), canonical_results(new)
     merged = dict(old)
     codecs = dict(old["codecs"])
@@ -473,6 +458,17 @@ def merge_results(old: dict[str, Any], new: dict[str, Any], *, by_point: bool = 
     merged["runs"] = [r for r in runs if r] + [new["provenance"]]
     merged["provenance"] = new["provenance"]
     return merged
+
+
+def check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """DataError unless two results dicts share their recogniser, data (sha256) and protocol (pairs file, subset,
+    alignment): what makes their points one set of measurements."""
+    for key in ("recognizer", "data_sha256"):
+        if old.get(key) != new.get(key):
+            raise DataError(f"cannot merge results with a different {key}: {old.get(key)} vs {new.get(key)}")
+    keep = ("pairs_file", "n_pairs", "per_fold", "alignment")
+    if any((old.get("protocol") or {}).get(k) != (new.get("protocol") or {}).get(k) for k in keep):
+        raise DataError("cannot merge results of different protocols (pairs file, subset or alignment)")
 
 
 def check_one_weights(name: str, kept: Sequence[dict[str, Any]], new: Sequence[dict[str, Any]]) -> None:

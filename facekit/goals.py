@@ -191,14 +191,14 @@ def above_goal(results: dict[str, Any], learned: str, other: str, max_bpp: float
     mine = results["codecs"].get(learned, [])
     ref, pooled = pooled_baseline(results, [other])
     if not ref or not mine:
-        return {"goal": goal, "met": None, "detail": f"{other if not ref else learned} not measured"}
+        return {"goal": goal, "kind": "margin", "met": None, "detail": f"{other if not ref else learned} not measured"}
     m = margin_at_equal_rate(mine, ref, max_bpp)
     if m["min_margin"] is None:
-        return {"goal": goal, "met": None, "detail": m["reason"]}
+        return {"goal": goal, "kind": "margin", "met": None, "detail": m["reason"]}
     lo, hi = m["range"]
     above_at = sum(1 for x in m["margins"] if x > 0)
     return {
-        "goal": goal,
+        "goal": goal, "kind": "margin",
         "met": m["min_margin"] > 0,
         "detail": f"above at {above_at} of {len(m['margins'])} rates in {lo:.3f}–{hi:.3f} bpp; "
                   f"smallest margin {100 * m['min_margin']:+.2f} points at {m['at_bpp']:.3f} bpp{pooled}",
@@ -216,11 +216,11 @@ def accuracy_goal(points: Sequence[dict[str, Any]], target: float, goal: str, ra
     below = [(b, a) for b, a in zip(x, y, strict=True) if b <= rate]
     if acc is None and below:
         b, a = max(below, key=lambda p: p[1])
-        return {"goal": goal, "met": True if a >= target else None,
+        return {"goal": goal, "kind": "accuracy", "met": True if a >= target else None,
                 "detail": f"{100 * a:.2f} % at {b:.3f} bpp, under {rate} bpp (its highest measured rate is {max(x):.3f} bpp)"}
     if acc is None:
-        return {"goal": goal, "met": None, "detail": f"{rate} bpp is outside the measured rates"}
-    return {"goal": goal, "met": acc >= target, "detail": f"{100 * acc:.2f} % at {rate} bpp (interpolated)"}
+        return {"goal": goal, "kind": "accuracy", "met": None, "detail": f"{rate} bpp is outside the measured rates"}
+    return {"goal": goal, "kind": "accuracy", "met": acc >= target, "detail": f"{100 * acc:.2f} % at {rate} bpp (interpolated)"}
 
 
 def saving_goal(
@@ -236,12 +236,12 @@ def saving_goal(
     if ref is None:
         ref, pooled = pooled_baseline(results, bases, key)
     if not ref or len(curve(mine, key)[0]) < 2:
-        return {"goal": goal, "met": None, "detail": "not measured"}
+        return {"goal": goal, "kind": "saving", "met": None, "detail": "not measured"}
     r = saving_at_equal_accuracy(mine, ref, key)
     if r["saving"] is None:
-        return {"goal": goal, "met": None, "detail": r.get("reason", "no common accuracy range")}
+        return {"goal": goal, "kind": "saving", "met": None, "detail": r.get("reason", "no common accuracy range")}
     what = "TAR " if key == TAR_KEY else ""
-    return {"goal": goal, "met": r["saving"] >= target if target else r["saving"] > 0,
+    return {"goal": goal, "kind": "saving", "met": r["saving"] >= target if target is not None else r["saving"] > 0,
             "detail": f"{100 * r['saving']:.0f} % over {what}{100 * r['range'][0]:.1f}–{100 * r['range'][1]:.1f} %{pooled}"}
 
 
@@ -252,7 +252,7 @@ def mark_not_judged(results: dict[str, Any], goals: list[dict[str, Any]]) -> lis
     if why is not None:
         for g in goals:  # what was measured stays, but no saving: on a small sample it is noise
             g["met"] = None
-            g["detail"] = why if "saving" in g["goal"] else f"{why}; {g['detail']}"
+            g["detail"] = why if g.get("kind") == "saving" else f"{why}; {g['detail']}"
     return goals
 
 

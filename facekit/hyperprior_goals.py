@@ -22,12 +22,14 @@ from typing import Any
 from .bdrate import bd_quality, curve
 from .codecs.names import HYPERPRIOR
 from .codecs.registry import CLASSIC, RECOMMENDED
+from .evaluate import check_same_run
 from .goals import (
     PSNR_RANGE,
     accuracy_goal,
     goal_cell,
     margin_at_equal_rate,
     mark_not_judged,
+    not_judged,
     saving_goal,
 )
 
@@ -48,12 +50,12 @@ def psnr_goal(results: dict[str, Any], learned: str, ref: str, goal: str, target
     (None: reported, met when positive)."""
     codecs = results["codecs"]
     if ref not in codecs or learned not in codecs:
-        return {"goal": goal, "met": None, "detail": f"{ref if learned in codecs else learned} not measured"}
+        return {"goal": goal, "kind": "psnr", "met": None, "detail": f"{ref if learned in codecs else learned} not measured"}
     d = bd_quality(*curve(codecs[learned], "psnr"), *curve(codecs[ref], "psnr"), *PSNR_RANGE)
     if d["delta"] is None:
-        return {"goal": goal, "met": None, "detail": d["reason"]}
+        return {"goal": goal, "kind": "psnr", "met": None, "detail": d["reason"]}
     met = d["delta"] >= target if target is not None else d["delta"] > 0
-    return {"goal": goal, "met": met, "detail": f"{d['delta']:+.2f} dB over {d['range'][0]:.2f}–{d['range'][1]:.2f} bpp"}
+    return {"goal": goal, "kind": "psnr", "met": met, "detail": f"{d['delta']:+.2f} dB over {d['range'][0]:.2f}–{d['range'][1]:.2f} bpp"}
 
 
 def at_least_as_good_goal(results: dict[str, Any], learned: str, ref: str, goal: str) -> dict[str, Any]:
@@ -61,12 +63,12 @@ def at_least_as_good_goal(results: dict[str, Any], learned: str, ref: str, goal:
     cover (:func:`margin_at_equal_rate`, margin >= 0)."""
     codecs = results["codecs"]
     if ref not in codecs or learned not in codecs:
-        return {"goal": goal, "met": None, "detail": f"{ref if learned in codecs else learned} not measured"}
+        return {"goal": goal, "kind": "margin", "met": None, "detail": f"{ref if learned in codecs else learned} not measured"}
     m = margin_at_equal_rate(codecs[learned], codecs[ref])
     if m["min_margin"] is None:
-        return {"goal": goal, "met": None, "detail": m["reason"]}
+        return {"goal": goal, "kind": "margin", "met": None, "detail": m["reason"]}
     lo, hi = m["range"]
-    return {"goal": goal, "met": m["min_margin"] >= 0,
+    return {"goal": goal, "kind": "margin", "met": m["min_margin"] >= 0,
             "detail": f"smallest margin {100 * m['min_margin']:+.2f} points at {m['at_bpp']:.3f} bpp "
                       f"(over {lo:.3f}–{hi:.3f} bpp)"}
 
@@ -118,20 +120,26 @@ def hyperprior_goals(results: dict[str, Any], sface: dict[str, Any] | None = Non
     (d) against facekit's recommended codec: the saving, and whether its curve is at least as good.
 
     ``distortion_only``: results (dlib, all pairs) of ``learned``'s phase-one weights, before joint
-    training; goal (a) is the distortion-only model's, so it reads them when given.
+    training; goal (a) is the distortion-only model's, so it reads them when given. They must share
+    ``results``' recogniser, data and protocol (:func:`~facekit.evaluate.check_same_run`, a DataError
+    otherwise); fewer than all 6,000 pairs leave goal (a) "not judged" (:func:`not_judged`).
     An empty list when ``learned`` is not in ``results``.
     """
     if learned not in results["codecs"]:
         return []
     out = []
-    fidelity, whose = results, ""
+    fidelity, whose, unjudged = results, "", None
     if distortion_only is not None and learned in distortion_only["codecs"]:
+        unjudged = not_judged(distortion_only)
+        if unjudged is None:
+            check_same_run(results, distortion_only)
         fidelity, whose = with_points(results, learned, distortion_only["codecs"][learned]), "distortion-only model: "
     for ref, label in HYPERPRIOR_PSNR_REFS.items():
         goal = ref.startswith("avif")
         name = (f"PSNR at least {HYPERPRIOR_PSNR:+.0f} dB against {label}" if goal else f"PSNR against {label} (reported)")
-        out.append(psnr_goal(fidelity, learned, ref, f"{whose}{name}, Bjøntegaard over {PSNR_RANGE[0]}–{PSNR_RANGE[1]} bpp",
-                             HYPERPRIOR_PSNR if goal else None))
+        g = psnr_goal(fidelity, learned, ref, f"{whose}{name}, Bjøntegaard over {PSNR_RANGE[0]}–{PSNR_RANGE[1]} bpp",
+                      HYPERPRIOR_PSNR if goal else None)
+        out.append({**g, "met": None, "detail": f"{unjudged} ({g['detail']})"} if unjudged else g)
     out.append(accuracy_goal(results["codecs"][learned], HYPERPRIOR_ACCURACY,
                              f"({recognizer_label(results)}) at least {100 * HYPERPRIOR_ACCURACY:.2f} % at 0.1 bpp"))
     out = mark_not_judged(results, out) + hyperprior_savings(results, learned)

@@ -116,12 +116,63 @@ def test_sweep_measures_the_presets_resumes_and_refuses_other_weights(faces, sto
     assert "2 jobs" in capsys.readouterr().out
     assert len(load_results(out)["codecs"][HYPERPRIOR]) == 6
 
-    # other weights: nothing is done yet for them, and their first point is refused ...
+    # other weights: refused before any job runs (nothing measured is lost) ...
     with pytest.raises(DataError, match="weights sha256"):
         bench.main([*common, "--hyperprior-weights", str(other_store)])
+    assert "jobs in" not in capsys.readouterr().out
+    with pytest.raises(DataError, match="weights sha256"):  # --workers 2 too: no pool is started
+        bench.main([*common, "--hyperprior-weights", str(other_store), "--workers", "2"])
+    assert "jobs in" not in capsys.readouterr().out
     assert {p["weights"]["sha256"] for p in load_results(out)["codecs"][HYPERPRIOR]} == {sha_of(store)}
     # ... unless --replace drops the earlier curve (--only q1, and --also's 0.6)
     bench.main([*common, "--hyperprior-weights", str(other_store), "--replace", "--only", f"{HYPERPRIOR}:q1"])
     pts = load_results(out)["codecs"][HYPERPRIOR]
     assert sorted((p["setting"], p["weights"]["sha256"]) for p in pts) == [(0.0, sha_of(other_store)),
                                                                           (0.6, sha_of(other_store))]
+
+
+def test_out_of_another_recogniser_or_other_data_is_refused_before_any_job(faces, store, tmp_path, capsys):
+    bench = load_benchmark()
+    out = tmp_path / "ra.json"
+    common = ["--root", str(faces), "--recognizer", "tests.fakes:TinyRecognizer", "--out", str(out),
+              "--only", f"{HYPERPRIOR}:q1", "--skip-done", "--no-figure", "--hyperprior-weights", str(store)]
+    bench.main(common)
+    good = json.loads(out.read_text())
+    capsys.readouterr()
+    for key, value, match in (("recognizer", {**good["recognizer"], "name": "dlib-resnet"}, "recogniser 'dlib-resnet'"),
+                              ("data_sha256", {**good["data_sha256"], "images": "0" * 64}, "other data")):
+        out.write_text(json.dumps({**good, key: value}))
+        with pytest.raises(DataError, match=match):
+            bench.main(common)  # --skip-done would otherwise skip the point as done
+        assert "jobs in" not in capsys.readouterr().out
+    out.write_text(json.dumps(good))
+    bench.main(common)
+    assert "0 jobs" in capsys.readouterr().out
+
+
+def test_bad_settings_fail_before_the_data_is_read(store, tmp_path):
+    from facekit.codecs import get_codec
+    from facekit.errors import CodecError
+
+    hp = get_codec(HYPERPRIOR, folder=store)
+    assert hp.normalise_setting("q2") == hp.normalise_setting(0.25) == hp.normalise_setting("0.25") == 0.25
+    for bad in (1.5, -1, "q9", float("nan"), True, [0.5]):
+        with pytest.raises(CodecError):
+            hp.normalise_setting(bad)
+    j2k = get_codec("jpeg2000")
+    assert j2k.normalise_setting("0.5") == 0.5
+    for bad in (10, "abc", float("nan")):
+        with pytest.raises(CodecError):
+            j2k.normalise_setting(bad)
+    with pytest.raises(CodecError):  # not a DataError about the missing data: the setting fails first
+        evaluate(tmp_path / "no-lfw", codecs={HYPERPRIOR: (0.5, 1.5)}, recognizer=TinyRecognizer(), progress=False,
+                 codec_options={HYPERPRIOR: {"folder": store}})
+
+
+def test_weights_record_is_the_hyperprior_codecs_own(store):
+    from facekit.codecs import get_codec
+
+    assert get_codec("jpeg").weights_record() is None and get_codec("jpeg").presets == {}
+    rec = get_codec(HYPERPRIOR, folder=store).weights_record()
+    entry = read_manifest(store)["models"]["hyperprior"]
+    assert rec["sha256"] == entry["sha256"] and rec["fingerprint"] == entry["fingerprint"]

@@ -194,3 +194,20 @@ def test_psnr_difference_table_compares_whole_image_learned_codecs_with_the_clas
     assert len(t) == 3 and t[2].startswith("| paper-mse | ")  # no ROI codec
     assert "(0.10–0.40)" in t[2] and "—" not in t[2]
     assert psnr_difference_table(results(jpeg=[])) == ""
+
+
+def test_a_saving_target_of_zero_is_a_target_and_goals_carry_their_kind():
+    from facekit.goals import mark_not_judged, saving_goal
+
+    res = results(**{"facekit-joint": STRONG}, **CLASSIC)
+    at_zero = saving_goal(res, "facekit-joint", ["jpeg"], "saving of at least 0 %", 0.0)
+    reported = saving_goal(res, "facekit-joint", ["jpeg"], "saving (reported)", None)
+    assert at_zero["kind"] == reported["kind"] == "saving" and at_zero["met"] == (reported["met"] is True)
+    kinds = {g["goal"]: g["kind"] for g in check_goals(res, "facekit-joint")}
+    assert set(kinds.values()) == {"margin", "accuracy", "saving"}
+    # not judged: a saving goal loses its figure whatever its text says; another keeps what was measured
+    goals = [{"goal": "a bitrate gain", "kind": "saving", "met": True, "detail": "70 %"},
+             {"goal": "saving-free margin", "kind": "margin", "met": True, "detail": "smallest margin +1"}]
+    small = mark_not_judged(results(n_pairs=40), goals)
+    assert small[0]["detail"] == "not judged: 40 pairs (a goal needs all 6,000)"
+    assert small[1]["detail"].endswith("; smallest margin +1") and all(g["met"] is None for g in small)

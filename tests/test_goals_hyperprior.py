@@ -128,3 +128,18 @@ def test_the_fidelity_goal_reads_the_distortion_only_weights_when_given():
     psnr = find(g, "distortion-only model", "AVIF (best effort)")
     assert psnr["met"] is False and psnr["detail"].startswith("-2.00 dB")
     assert find(g, "(dlib-resnet)", "60 %", "AVIF")["detail"].startswith("70 %")  # accuracy: the shipped weights
+
+
+def test_distortion_only_results_must_be_the_same_run_and_cover_every_pair():
+    from facekit.errors import DataError
+
+    rd = results(hyper=0.3)
+    with pytest.raises(DataError, match="recognizer"):  # merge_results' check: another recogniser's points
+        hyperprior_goals(results(), distortion_only={**rd, "recognizer": {"name": "sface"}})
+    with pytest.raises(DataError, match="data_sha256"):
+        hyperprior_goals(results(), distortion_only={**rd, "data_sha256": {"images": "0" * 64}})
+    g = by_goal(hyperprior_goals(results(), distortion_only=results(n_pairs=600)))
+    for ref in ("AVIF (best effort)", "WebP"):
+        psnr = find(g, "distortion-only", ref)
+        assert psnr["met"] is None and psnr["detail"].startswith("not judged: 600 pairs (a goal needs all 6,000)")
+    assert find(g, "98.33 %")["met"] is False  # the other goals read the full results as before

@@ -105,11 +105,14 @@ def test_codecs_line_says_the_weights_are_installed(codec):
 
 def test_settings_are_a_number_in_0_1_or_a_preset(codec):
     assert continuous_range(codec) == (0.0, 1.0) and rate_value("q2") == 0.25 and rate_value(np.float32(0.5)) == 0.5
-    for bad in (1.5, -0.1, math.nan, math.inf, True, None, "q9", "0.5", [0.5]):
+    for bad in (1.5, -0.1, math.nan, math.inf, True, None, "q9", "1.5", "nan", "half", [0.5]):
         with pytest.raises(CodecError, match=r"^facekit-hyperprior: .*\[0, 1\]"):
             codec.encode(face_image(), bad)
+        with pytest.raises(CodecError, match=r"^facekit-hyperprior: .*\[0, 1\]"):
+            codec.normalise_setting(bad)  # one home: the results point's setting is checked as encode checks it
     a, b = codec.encode(face_image(), "q3"), codec.encode(face_image(), 0.5)
-    assert a == b and a[:4] == b"FKH1"
+    assert a == b == codec.encode(face_image(), "0.5") and a[:4] == b"FKH1"  # a number as text, as the CLI's --rate
+    assert codec.normalise_setting("q3") == codec.normalise_setting("0.5") == 0.5
 
 
 # --------------------------------------------------------------------------- files

@@ -306,3 +306,47 @@ def test_compare_curves_checks_each_shared_step_and_rate() -> None:
     assert not compare_curves(shipped, [{**rerun[0], "val_bpp_t0": 0.052}])[0]["ok"]  # 4 % more bits
     with pytest.raises(TrainingError, match="share no held-out step"):
         compare_curves(shipped, [{"step": 500, "val_psnr_t0": 1.0, "val_bpp_t0": 1.0}])
+
+
+def test_compare_curves_skips_missing_figures_and_a_zero_shipped_bpp_is_not_ok() -> None:
+    from facekit.training.recipe import compare_curves
+
+    shipped = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.0, "val_psnr_t1": 30.0, "val_bpp_t1": 0.5,
+                "val_psnr_t0.5": 25.0}]  # no bpp at t = 0.5
+    rerun = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.0, "val_psnr_t1": 30.0, "val_psnr_t0.5": 25.0}]
+    with pytest.raises(TrainingError, match="share no held-out step"):  # t1's bpp missing from the rerun too
+        compare_curves(shipped, [{"step": 1000, "val_psnr_t0.5": 25.0}])
+    rows = compare_curves(shipped, rerun)
+    assert [(r["t"], r["ok"], r["d_bpp_rel"]) for r in rows] == [("0", False, None)]
+    rows = compare_curves(shipped, [{**rerun[0], "val_bpp_t1": 0.5}])
+    assert [(r["t"], r["ok"]) for r in rows] == [("0", False), ("1", True)]
+
+
+def _reproduce_bench():  # type: ignore[no-untyped-def]
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe_reproduce.py"
+    spec = importlib.util.spec_from_file_location("recipe_reproduce_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_recipe_reproduce_maps_phases_by_name_and_says_what_steps_must_reach(monkeypatch, capsys) -> None:
+    bench = _reproduce_bench()
+    rd = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.05}]
+    joint = [{"step": 100, "val_psnr_t0": 21.0, "val_bpp_t0": 0.05}]
+    entry = {"phases": [{"phase": "joint-rate-distortion", "curve": joint}, {"phase": "rate-distortion", "curve": rd}],
+             "sha256": "ab" * 32, "recipe": {"preset": "cpu"}, "commit": ["abcdef0"]}
+    assert bench.shipped_curves(entry) == {"rd": rd, "joint": joint}  # by name, whatever the order
+    with pytest.raises(SystemExit):
+        bench.main(["--steps", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+    monkeypatch.setattr(bench, "read_manifest", lambda folder: {"models": {"hyperprior": entry}})
+    monkeypatch.setattr(bench, "fresh_prefix", lambda *a: [{"step": 10, "val_psnr_t0": 5.0, "val_bpp_t0": 1.0}])
+    with pytest.raises(SystemExit):
+        bench.main(["--steps", "10"])
+    err = capsys.readouterr().err
+    assert "--steps 10 must reach the first held-out step (val_every = " in err
+    monkeypatch.setattr(bench, "fresh_prefix", lambda *a: [{"step": 1000, "val_psnr_t0": 20.1, "val_bpp_t0": 0.05}])
+    assert bench.main(["--steps", "1000"]) == 0 and "reproduced within" in capsys.readouterr().out

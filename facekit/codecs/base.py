@@ -11,8 +11,9 @@ Images are RGB ``uint8`` arrays of shape ``(H, W, 3)``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,8 @@ class Codec(ABC):
     setting_range: tuple[float, float] | None = None
     #: whether the setting is an integer
     integer_setting: bool = True
+    #: named settings (``{"q2": 0.25}``) a codec may accept; none by default
+    presets: Mapping[str, Any] = MappingProxyType({})
 
     @abstractmethod
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
@@ -112,39 +115,34 @@ class Codec(ABC):
         return {"name": self.name, "settings": list(self.settings)}
 
     def normalise_setting(self, setting: Any) -> Any:
-        """The setting a results point stores: a preset name (``self.presets``, where the codec has them)
-        as its value, and a number (or a number written as text) as a float where the setting is
-        continuous (``integer_setting`` False with a ``setting_range``); any other setting as it is.
+        """The setting a results point stores, checked: a preset name (:attr:`presets`) as its value, and,
+        where the setting is continuous (``integer_setting`` False with a ``setting_range``), a number (or a
+        number written as text, as the CLI's ``--rate`` takes it) as a float inside ``setting_range``; a
+        CodecError otherwise (NaN included). Any other setting is returned as it is (the codec checks it).
 
-        So ``facekit-hyperprior``'s ``"q2"``, ``0.25`` and ``"0.25"`` are one point (they code the same
-        bytes), and ``jpeg2000``'s ``1`` is ``1.0``. Example: ``get_codec("jpeg").normalise_setting(50)`` -> 50.
+        Example: ``get_codec("jpeg").normalise_setting(50)`` -> 50, ``get_codec("jpeg2000").normalise_setting(1)``
+        -> 1.0; a codec with its own rate parsing overrides this.
         """
-        presets = getattr(self, "presets", None) or {}
-        if isinstance(setting, str) and setting in presets:
-            setting = presets[setting]
-        if self.integer_setting or self.setting_range is None or isinstance(setting, bool):
+        if isinstance(setting, str) and setting in self.presets:
+            setting = self.presets[setting]
+        if self.integer_setting or self.setting_range is None:
             return setting
-        if isinstance(setting, str):
-            try:
-                return float(setting)
-            except ValueError:
-                return setting
-        return float(setting) if isinstance(setting, int | float | np.integer | np.floating) else setting
+        if isinstance(setting, bool) or not isinstance(setting, str | int | float | np.integer | np.floating):
+            raise CodecError(f"{self.name}: the setting is a number in {list(self.setting_range)}, got {setting!r}")
+        try:
+            value = float(setting)
+        except ValueError:
+            raise CodecError(f"{self.name}: the setting is a number in {list(self.setting_range)}, "
+                             f"got {setting!r}") from None
+        lo, hi = self.setting_range
+        if not lo <= value <= hi:  # also refuses NaN
+            raise CodecError(f"{self.name}: setting {setting!r} outside {lo}..{hi}")
+        return value
 
     def weights_record(self) -> dict[str, Any] | None:
-        """What identifies the weights behind a codec with one stored model (``facekit-hyperprior``):
-        ``{"sha256", "fingerprint", "file", "phase"}`` (the last training phase of the weights store's
-        entry, ``rate-distortion`` for phase one or ``joint-rate-distortion``; None when not recorded);
-        None for a codec without one."""
-        d = self.describe()
-        w = d.get("weights")
-        if not isinstance(w, dict) or not isinstance(w.get("sha256"), str):
-            return None
-        entry = getattr(self, "entry", None) or {}
-        phases = [p for p in entry.get("phases") or [] if isinstance(p, dict)]
-        phase = phases[-1].get("phase") if phases else entry.get("phase")
-        fingerprint = entry.get("fingerprint") or d.get("fingerprint")  # the entry's is whole, describe()'s the file tag
-        return {"sha256": w["sha256"], "fingerprint": fingerprint, "file": w.get("file"), "phase": phase}
+        """What identifies the stored weights behind the codec (``{"sha256", "fingerprint", "file", "phase"}``),
+        for a codec with one stored model (it overrides this); None here."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

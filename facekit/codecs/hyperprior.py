@@ -58,15 +58,20 @@ def model_fingerprint(model: FaceHyperprior) -> str:
 def rate_value(setting: Any) -> float:
     """The rate parameter ``t`` of a setting: a number in ``[0, 1]`` or a preset name; CodecError otherwise.
 
-    A plain number or a preset name (not a bool, a string of digits or a list), then
-    :func:`~facekit.models.hyperprior.rate_parameter`'s checks.
+    A plain number, a number written as text (``"0.25"``, as the CLI's ``--rate`` takes it) or a preset
+    name (not a bool or a list), then :func:`~facekit.models.hyperprior.rate_parameter`'s checks.
 
-    Example: ``rate_value("q2")`` -> 0.25, ``rate_value(0.3)`` -> 0.3; ``rate_value(2)`` raises.
+    Example: ``rate_value("q2")`` -> 0.25, ``rate_value("0.3")`` -> 0.3; ``rate_value(2)`` and ``rate_value("q9")`` raise.
     """
     if not isinstance(setting, str) and (
         isinstance(setting, bool) or not isinstance(setting, int | float | np.integer | np.floating)
     ):
         raise CodecError(f"{HYPERPRIOR}: the rate is a number in [0, 1] or one of {', '.join(PRESETS)}, got {setting!r}")
+    if isinstance(setting, str) and setting not in PRESETS:
+        try:
+            setting = float(setting)
+        except ValueError:
+            pass  # rate_parameter names the presets
     try:
         return rate_parameter(setting)
     except CodecError as e:
@@ -141,7 +146,7 @@ class HyperpriorCodec(Codec):
         if h > side or w > side or h * w > self.max_pixels:
             raise CodecError(f"image {w}x{h} exceeds {self.name}'s limit ({self.max_pixels} pixels, {side} a side)")
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255).to(self.device)
-        string = self.model.compress(x, setting if isinstance(setting, str) else t)["strings"][0]
+        string = self.model.compress(x, setting if isinstance(setting, str) and setting in PRESETS else t)["strings"][0]
         return container.pack_hyperprior(self.tag, h, w, string)
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -155,6 +160,23 @@ class HyperpriorCodec(Codec):
                                  f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")
         x_hat = self.model.decompress([f.stream], (f.height, f.width))["x_hat"][0]
         return (x_hat * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def normalise_setting(self, setting: Any) -> float:
+        """The rate ``t`` a results point stores (:func:`rate_value`: ``"q2"``, ``0.25`` and ``"0.25"`` are one
+        point, they code the same bytes); CodecError for ``1.5``, ``-1``, ``"q9"`` or NaN."""
+        return rate_value(setting)
+
+    def weights_record(self) -> dict[str, Any] | None:
+        """``{"sha256", "fingerprint", "file", "phase"}`` of the weights store's entry behind this codec: ``phase``
+        is its last training phase (``rate-distortion`` for phase one or ``joint-rate-distortion``; None when
+        not recorded). None for a model that did not come from the store (no sha256)."""
+        sha = self.entry.get("sha256")
+        if not isinstance(sha, str):
+            return None
+        phases = [p for p in self.entry.get("phases") or [] if isinstance(p, dict)]
+        phase = phases[-1].get("phase") if phases else self.entry.get("phase")
+        fingerprint = self.entry.get("fingerprint") or self.tag.hex()  # the entry's is whole, the tag the file's
+        return {"sha256": sha, "fingerprint": fingerprint, "file": self.entry.get("file"), "phase": phase}
 
     def describe(self) -> dict[str, Any]:
         """Name, settings, torch version, the model's fingerprint and widths, and its weights file."""

@@ -367,7 +367,8 @@ def compare_curves(
 
     Returns:
         one row per step and rate ``t``: the two PSNRs and bpps, their differences and
-        ``ok``. A TrainingError when the curves share no step.
+        ``ok``. A step and ``t`` that either curve lacks a figure of is left out; a shipped bpp of 0
+        gives ``ok`` False and ``d_bpp_rel`` None. A TrainingError when the curves share no step.
 
     Example:
         >>> rows = compare_curves([{"step": 1000, "val_psnr_t1": 24.0, "val_bpp_t1": 0.5}],
@@ -384,11 +385,13 @@ def compare_curves(
         for key in sorted(k for k in ship if k.startswith("val_psnr_t") and k in other):
             t = key.removeprefix("val_psnr_t")
             bpp_key = f"val_bpp_t{t}"
+            if any(r.get(k) is None for r in (ship, other) for k in (key, bpp_key)):
+                continue  # a figure missing from either curve: nothing to compare at this t
             d_psnr = other[key] - ship[key]
-            d_bpp = (other[bpp_key] - ship[bpp_key]) / ship[bpp_key]
+            d_bpp = (other[bpp_key] - ship[bpp_key]) / ship[bpp_key] if ship[bpp_key] else None
             rows.append({"step": ship["step"], "t": t, "psnr": ship[key], "psnr_rerun": other[key],
-                         "bpp": ship[bpp_key], "bpp_rerun": other[bpp_key], "d_psnr_db": d_psnr,
-                         "d_bpp_rel": d_bpp, "ok": abs(d_psnr) <= psnr_db and abs(d_bpp) <= bpp_rel})
+                         "bpp": ship[bpp_key], "bpp_rerun": other[bpp_key], "d_psnr_db": d_psnr, "d_bpp_rel": d_bpp,
+                         "ok": d_bpp is not None and abs(d_psnr) <= psnr_db and abs(d_bpp) <= bpp_rel})
     if not rows:
         raise TrainingError("the two training curves share no held-out step")
     return rows
