@@ -21,7 +21,7 @@ checked); neither: untrained weights, which cost the same.
     python benchmarks/model_complexity.py --keep-freed-memory        # glibc keeps freed memory
 
 ``--keep-freed-memory`` raises glibc's trim and mmap thresholds before timing
-(:func:`facekit.threads.keep_freed_memory`, which the ``facekit`` command line calls): by
+(:func:`facekit.threads.keep_freed_memory`, which ``facekit compress`` and ``decompress`` call): by
 default glibc hands the decoder's freed megabytes back to the system and takes them again
 as fresh pages, a few hundred page faults a decode.
 """
