@@ -38,7 +38,7 @@ from facekit.evaluate import evaluate, load_results, save_results
 from facekit.models.autoencoder import load_weights
 from facekit.recognition.align import FaceLocation
 from facekit.recognition.base import Recognizer
-from facekit.zoo import install_weights, read_manifest, weights_dir
+from facekit.zoo import install_weights, load_hyperprior, read_manifest, weights_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "corpus"
@@ -101,6 +101,11 @@ def test_the_check_itself_catches_unsafe_loads():
     assert flags == [False, False, True]
 
 
+def is_second_generation(entry: dict) -> bool:
+    """A manifest entry of the second-generation codec (a recipe's model), not of a first-generation rate point."""
+    return entry.get("kind") == "hyperprior"
+
+
 def _folders() -> list[Path]:
     """The shipped weights folder when it lists weights, and the corpus' (same layout)."""
     shipped = weights_dir()
@@ -114,6 +119,9 @@ def test_manifest_sha256_matches_every_weights_file(folder):
     for name, entry in manifest["models"].items():
         path = folder / entry["file"]
         assert hashlib.sha256(path.read_bytes()).hexdigest() == entry["sha256"], name
+        if is_second_generation(entry):
+            load_hyperprior(name, folder=folder)  # checks the sha256 and the fingerprint itself
+            continue
         assert load_weights(path, sha256=entry["sha256"]).fingerprint() == entry["fingerprint"], name
         prior = entry.get("prior")
         if prior:
@@ -125,7 +133,7 @@ def test_tampered_weights_are_refused_before_unpickling(folder, tmp_path, monkey
     copy = tmp_path / "weights"
     shutil.copytree(folder, copy)
     manifest = read_manifest(copy)
-    name, entry = sorted(manifest["models"].items())[0]
+    name, entry = next((n, e) for n, e in sorted(manifest["models"].items()) if not is_second_generation(e))
     variant, rate = entry.get("variant", name.split("-")[0]), entry["rate_point"]
     path = copy / entry["file"]
     raw = bytearray(path.read_bytes())
@@ -138,6 +146,14 @@ def test_tampered_weights_are_refused_before_unpickling(folder, tmp_path, monkey
     with pytest.raises(WeightsError, match="sha256.*(modified|damaged)"):
         codec.encode(face_image(), rate)
     assert loads == [], "torch.load saw the tampered file before its sha256 was checked"
+    for name, entry in manifest["models"].items():  # the second generation's file alike
+        if is_second_generation(entry):
+            raw = bytearray((copy / entry["file"]).read_bytes())
+            raw[len(raw) // 2] ^= 0x01
+            (copy / entry["file"]).write_bytes(bytes(raw))
+            with pytest.raises(WeightsError, match="sha256"):
+                load_hyperprior(name, folder=copy)
+            assert loads == []
 
 
 def test_a_malicious_pickle_with_a_matching_manifest_is_refused(tmp_path):
