@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .bdrate import curve, quality_at
-from .codecs.names import canonical_name, is_learned
+from .codecs.names import HYPERPRIOR, canonical_name, is_learned
 from .codecs.registry import CLASSIC, PAPER, PAPER_MSE, RECOGNITION_FIRST, RECOMMENDED
 from .goals import (
     FULL_LFW_PAIRS,
@@ -40,11 +40,11 @@ __all__ = ["HEADLINE", "MAX_SERIES", "ROI_HEADLINE", "STYLE", "is_roi", "style_o
 
 #: the most codecs a panel draws when no list is given (the reference line of the
 #: uncompressed images not counted)
-MAX_SERIES = 6
+MAX_SERIES = 7
 #: the whole-image figure's codecs when the results hold more than fit (a classical codec not measured
 #: at its own preset is drawn at another, ``avif-speed6`` for ``avif``); webp-resized: the strongest
 #: classical codec below 0.15 bpp
-HEADLINE = (RECOMMENDED, RECOGNITION_FIRST, PAPER, "avif", "jpeg2000", "webp-resized")
+HEADLINE = (RECOMMENDED, RECOGNITION_FIRST, HYPERPRIOR, PAPER, "avif", "jpeg2000", "webp-resized")
 #: the region-of-interest figure's codecs when the results hold more than fit
 ROI_HEADLINE = (RECOGNITION_FIRST, RECOMMENDED, "avif-roi", "webp-roi", "jpeg2000-roi")
 #: what a headline codec is, in the legend
@@ -53,6 +53,7 @@ ROLE = {
     RECOGNITION_FIRST: "recognition-first",
     PAPER: "the paper's codec",
     PAPER_MSE: "the paper's, distortion only",
+    HYPERPRIOR: "second generation",
 }
 
 _MUTED = "#8fa8c8"  # learned variants that are neither recommended nor the paper's
@@ -69,6 +70,7 @@ STYLE: dict[str, dict[str, Any]] = {
     RECOMMENDED: dict(color="#d95f02", marker="o", lw=2.8, ms=6, zorder=4),
     PAPER: dict(color="#1f5fb4", marker="D", lw=2.2, zorder=3),
     PAPER_MSE: dict(color="#1f5fb4", marker="D", ls="--", mfc="none"),
+    HYPERPRIOR: dict(color="#1b9e77", marker="*", lw=2.2, ms=8, zorder=3),
     # the other learned variants: one muted colour
     "facekit-mse-entropy": dict(color=_MUTED, marker="P", ls="--"),
     "facekit-joint-entropy": dict(color=_MUTED, marker="P"),
