@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from facekit.codecs.names import HYPERPRIOR
-from facekit.errors import DataError
+from facekit.errors import DataError, FacekitError
 from facekit.evaluate import (
     DEFAULT_SWEEP,
     build_codec,
@@ -163,8 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     jobs += parse_jobs(args.also)
     check_out(args.out, jobs, options, recognizer=args.recognizer, root=args.root, per_fold=args.per_fold,
               replace=args.replace)
-    if args.skip_done:
-        jobs = [j for j in jobs if not is_done(args.out, *j, options, args.per_fold)]
+    if args.skip_done and args.out.exists():
+        held = load_results(args.out)  # read once; check_out has checked its recogniser, data and per_fold
+        jobs = [j for j in jobs if not is_done(held, *j, options)]
     kw = {"root": args.root, "recognizer": args.recognizer, "device": args.device, "codec_options": options,
           "per_fold": args.per_fold, "batch_size": args.batch_size}
     print(f"{len(jobs)} jobs in {args.workers} process(es)", flush=True)
@@ -229,20 +230,16 @@ def check_out(out: Path, jobs: list[tuple[str, Any]], options: dict[str, dict[st
     for name in dict.fromkeys(n for n, _ in jobs if n != "uncompressed"):
         try:
             kept, weights = codec_points(res, name), codec_for(name, options).weights_record()
-        except Exception:  # no points yet, or the job fails and says why when it runs
+        except FacekitError:  # no points yet, or the job fails and says why when it runs
             continue
         if weights is not None:
             check_one_weights(name, kept, [{"weights": weights}])
 
 
-def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any]], per_fold: int | None) -> bool:
-    """Whether ``out`` holds the point ``name@setting`` of the same subset of pairs, and, for a codec with
-    stored weights, measured with the weights installed now (:meth:`facekit.codecs.base.Codec.weights_record`)."""
-    if not out.exists():
-        return False
-    res = load_results(out)
-    if res["protocol"].get("per_fold") != per_fold:
-        return False
+def is_done(res: dict[str, Any], name: str, setting: Any, options: dict[str, dict[str, Any]]) -> bool:
+    """Whether the results ``res`` (``--out``, already checked by :func:`check_out`) hold the point
+    ``name@setting``, and, for a codec with stored weights, measured with the weights installed now
+    (:meth:`facekit.codecs.base.Codec.weights_record`)."""
     try:
         points = codec_points(res, name)
     except DataError:
@@ -251,7 +248,7 @@ def is_done(out: Path, name: str, setting: Any, options: dict[str, dict[str, Any
     if name != "uncompressed":
         try:
             codec = codec_for(name, options)
-        except Exception:  # the job fails and says why when it runs
+        except FacekitError:  # the job fails and says why when it runs
             return False
         setting, weights = codec.normalise_setting(setting), codec.weights_record()
     same = [p for p in points if repr(p["setting"]) == repr(setting)]
