@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{recipe.name}: shipped weights sha256 {entry['sha256'][:12]}, preset {entry['recipe']['preset']}, "
           f"commits {', '.join(c[:7] for c in entry['commit'])}")
     if args.steps is not None:
+        val_every = recipe.config(entry["recipe"]["preset"])[0].val_every
+        if args.steps < val_every:  # said before training, not after
+            p.error(f"--steps {args.steps} must reach the first held-out step (val_every = {val_every})")
         with tempfile.TemporaryDirectory() as tmp:
             reruns = {"rd": fresh_prefix(args.recipe, entry["recipe"]["preset"], args.steps, Path(tmp) / "run")}
     else:
@@ -108,10 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             rows = compare_curves(shipped[phase], rerun)
         except TrainingError as e:
-            if args.steps is None:
-                raise
-            val_every = recipe.config(entry["recipe"]["preset"])[0].val_every
-            p.error(f"{e}: --steps {args.steps} must reach the first held-out step (val_every = {val_every})")
+            p.error(f"{phase}: {e}")
         print_rows(phase, rows)
         ok &= all(r["ok"] for r in rows)
     within = f"within {REPRODUCE_PSNR_DB} dB and {100 * REPRODUCE_BPP_REL:.0f} %"
