@@ -36,13 +36,19 @@ from .cache import lru_get
 
 class GDN(nn.Module):
     """Generalised divisive normalisation (Ballé et al. 2016): ``x / sqrt(beta + gamma x^2)``,
-    or ``x * sqrt(...)`` when ``inverse``; ``beta`` and ``gamma`` kept non-negative by squaring."""
+    or ``x * sqrt(...)`` when ``inverse``; ``beta`` and ``gamma`` kept non-negative by squaring.
 
-    def __init__(self, ch: int, inverse: bool = False) -> None:
+    ``gamma`` starts at ``0.1 I``. Its off-diagonal square roots start at ``offdiag_init``: at 0
+    their gradient (``2 g dL/dgamma``) is zero, so ``gamma`` stays diagonal for good; a small
+    value (CompressAI's pedestal plays this part) lets training couple the channels, as the
+    paper's GDN does."""
+
+    def __init__(self, ch: int, inverse: bool = False, offdiag_init: float = 0.0) -> None:
         super().__init__()
         self.inverse = inverse
         self.beta = nn.Parameter(torch.ones(ch))
-        self.gamma = nn.Parameter(math.sqrt(0.1) * torch.eye(ch)[:, :, None, None])
+        eye = torch.eye(ch)[:, :, None, None]
+        self.gamma = nn.Parameter(math.sqrt(0.1) * eye + offdiag_init * (1 - eye))
 
     def fused(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The 1x1 convolution ``(weight, bias)`` that gives the norm from ``x * x``."""

@@ -117,6 +117,12 @@ class HyperpriorArch:
     context: int = 64
     params_hidden: int = 96
     gain_levels: int = 5
+    #: how training starts (no effect on a trained model): GDN's off-diagonal ``sqrt(gamma)``
+    #: (0: ``gamma`` stays diagonal, :class:`~facekit.models.coding_transforms.GDN`), and the
+    #: factor on ``h_a``'s last weights (not 1: every ``h_a`` bias starts at zero), so that
+    #: ``z`` is large enough at the start to survive rounding
+    gdn_offdiag_init: float = 0.0
+    z_init_gain: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,12 +183,18 @@ class FaceHyperprior(nn.Module):
         a = arch or HyperpriorArch()
         self.arch = a
         m, e, d = a.latent, a.enc_widths, a.dec_widths
-        self.g_a = nn.Sequential(conv(3, e[0]), GDN(e[0]), conv(e[0], e[1]), GDN(e[1]),
-                                 conv(e[1], e[2]), GDN(e[2]), conv(e[2], m))
-        self.g_s = nn.Sequential(tconv(m, d[0]), GDN(d[0], True), tconv(d[0], d[1]), GDN(d[1], True),
-                                 tconv(d[1], d[2]), GDN(d[2], True), nn.Conv2d(d[2], 12, 3, 1, 1), nn.PixelShuffle(2))
+        g = a.gdn_offdiag_init
+        self.g_a = nn.Sequential(conv(3, e[0]), GDN(e[0], False, g), conv(e[0], e[1]), GDN(e[1], False, g),
+                                 conv(e[1], e[2]), GDN(e[2], False, g), conv(e[2], m))
+        self.g_s = nn.Sequential(tconv(m, d[0]), GDN(d[0], True, g), tconv(d[0], d[1]), GDN(d[1], True, g),
+                                 tconv(d[1], d[2]), GDN(d[2], True, g), nn.Conv2d(d[2], 12, 3, 1, 1), nn.PixelShuffle(2))
         self.h_a = nn.Sequential(conv(m, a.hyper, 3, 1), nn.LeakyReLU(), conv(a.hyper, a.hyper),
                                  nn.LeakyReLU(), conv(a.hyper, a.hyper_latent))
+        if a.z_init_gain != 1.0:
+            with torch.no_grad():
+                self.h_a[-1].weight.mul_(a.z_init_gain)
+                for layer in self.h_a[::2]:
+                    layer.bias.zero_()
         self.h_s = nn.ModuleList([IntConv(a.hyper_latent, a.hyper, 3, upsample=True, in_max=Z_MAX),
                                   IntConv(a.hyper, a.hyper, 3, upsample=True)])
         self.ctx = IntConv(m, a.context, 5, in_max=Y_MAX)
@@ -194,9 +206,9 @@ class FaceHyperprior(nn.Module):
         #: the factorized prior: one scale index per channel of z (rounded when coding)
         self.z_index = nn.Parameter(torch.full((a.hyper_latent,), 30.0 / INDEX_GAIN))
         self.register_buffer("z_index_int", torch.zeros(0, dtype=torch.int64), persistent=False)
-        g = torch.linspace(math.log(0.5), math.log(4.0), a.gain_levels)
-        self.log_gain = nn.Parameter(g[:, None].repeat(1, m))
-        self.log_inv_gain = nn.Parameter(-g[:, None].repeat(1, m))
+        levels = torch.linspace(math.log(0.5), math.log(4.0), a.gain_levels)
+        self.log_gain = nn.Parameter(levels[:, None].repeat(1, m))
+        self.log_inv_gain = nn.Parameter(-levels[:, None].repeat(1, m))
         self._inference: dict[str, Inference] = {}
         #: the synthesis' input scale at the last few rates (:meth:`_synthesis_scale`)
         self._scales: OrderedDict[tuple[int, str], torch.Tensor] = OrderedDict()
