@@ -84,7 +84,7 @@ def main() -> None:
     from facekit.codecs import get_codec
     from facekit.codecs.names import writes_container
     from facekit.data.lfw import open_lfw
-    from facekit.evaluate import load_results, read_pairs_any, save_results
+    from facekit.evaluate import load_results, save_results
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("results", nargs="+", help="results JSON files to carry over (rewritten in place)")
@@ -97,7 +97,7 @@ def main() -> None:
     saved_by: dict[tuple[str, str], int] = {}
     for path in a.results:
         res = load_results(path)
-        names = lfw.pair_images(read_pairs_any(lfw, res["protocol"].get("pairs_file", "pairs.txt")))
+        names = lfw.pair_images(lfw.pairs(res["protocol"].get("pairs_file", "pairs.txt")))
         sizes = _sizes(lfw, names)
         if len(sizes) != 1:
             raise SystemExit(f"{path}: the pairs file names images of {len(sizes)} sizes; re-measure instead")

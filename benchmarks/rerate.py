@@ -39,10 +39,9 @@ import numpy as np
 def _names(root: str | None, pairs: str) -> tuple[Any, list[str]]:
     """The data set and the images its pairs file names, in the sweep's order."""
     from facekit.data.lfw import open_lfw
-    from facekit.evaluate import read_pairs_any
 
     lfw = open_lfw(root)
-    return lfw, lfw.pair_images(read_pairs_any(lfw, pairs))
+    return lfw, lfw.pair_images(lfw.pairs(pairs))
 
 
 def _point(res: dict[str, Any], name: str, setting: str) -> dict[str, Any] | None:

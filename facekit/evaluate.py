@@ -235,7 +235,7 @@ def make_context(
     from .recognition import find_alignments, get_recognizer
 
     lfw = open_lfw(root)
-    pair_list = subset_pairs(read_pairs_any(lfw, pairs), per_fold)
+    pair_list = subset_pairs(lfw.pairs(pairs), per_fold)
     names = sorted({p.a for p in pair_list} | {p.b for p in pair_list})
     missing = [n for n in names if not lfw.path(n).exists()]
     if missing:
@@ -263,10 +263,6 @@ def data_sha256(lfw: LFW, pairs: str, names: Sequence[str]) -> dict[str, str]:
     """The results' ``data_sha256``: the archive's sha256 (if any), the pairs file's, and :func:`images_digest`."""
     arch = {lfw.archive.name: sha256_file(lfw.archive)} if lfw.archive is not None else {}
     return {**arch, pairs: sha256_file(lfw.pairs_file(pairs)), "images": images_digest(lfw, names)}
-
-
-def read_pairs_any(lfw: LFW, pairs: str) -> list[Pair]:
-    return lfw.pairs(pairs)
 
 
 def _codec_id(codec: Codec) -> str:
@@ -315,7 +311,8 @@ def evaluate(
     code_commit()  # the commit this process started with, whatever the checkout holds at the end
     torch.manual_seed(seed)
     np.random.seed(seed)
-    sweep = resolve_sweep(codecs, codec_options)
+    built: dict[str, Codec] = {}
+    sweep = resolve_sweep(codecs, codec_options, built=built)
     t0 = time.time()
     ctx = make_context(root, pairs, recognizer, device, per_fold, batch_size, progress, end_to_end, use_cache)
     results: dict[str, list[dict]] = {}
@@ -324,7 +321,9 @@ def evaluate(
         if name == "uncompressed":
             pts, weights = [(None, run_setting(ctx, None, None, "uncompressed"))], None
         else:
-            codec = build_codec(name, codec_options, device=ctx.device if is_learned(name) else None)
+            codec = built[name]
+            if is_learned(name) and ctx.device.type != "cpu":  # built on the CPU: again on the recogniser's device
+                codec = build_codec(name, codec_options, device=ctx.device)
             cid = _codec_id(codec)
             wanted = dict.fromkeys(codec.normalise_setting(s) for s in (settings or codec.settings))
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in wanted]
@@ -364,10 +363,12 @@ def evaluate(
 
 
 def resolve_sweep(
-    codecs: Sequence[str] | dict[str, Sequence[Any]] | None, codec_options: dict[str, dict[str, Any]] | None = None
+    codecs: Sequence[str] | dict[str, Sequence[Any]] | None, codec_options: dict[str, dict[str, Any]] | None = None,
+    *, built: dict[str, Codec] | None = None,
 ) -> dict[str, Sequence[Any]]:
     """``{name: settings}`` to sweep, under the names results are stored by (:func:`canonical_name`). Each codec is
-    built here and its settings normalised, so an unknown name, missing weights or a bad setting fail before any work."""
+    built here (a learned one on the CPU) and its settings normalised, so an unknown name, missing weights or a bad
+    setting fail before any work; ``built``, if given, receives the codecs by those names."""
     if codecs is None:
         from .codecs.registry import available_codecs
 
@@ -379,8 +380,10 @@ def resolve_sweep(
         key = canonical_name(name)
         settings = settings if settings is not None else DEFAULT_SWEEP.get(key, ())
         if name != "uncompressed":
-            codec = build_codec(name, codec_options)  # unknown names fail here, before any work
+            codec = build_codec(name, codec_options, device="cpu" if is_learned(name) else None)  # unknown names fail here
             settings = tuple(codec.normalise_setting(s) for s in settings)  # ... and bad settings
+            if built is not None:
+                built[key] = codec
         out[key] = settings
     return out
 
