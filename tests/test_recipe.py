@@ -36,7 +36,7 @@ from .test_hyperprior import TINY, face_like
 pytest.importorskip("constriction")
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((REPO / "recipes").glob("*.toml"))
+RECIPES = sorted((REPO / "recipes").glob("*.toml")) + sorted((REPO / "recipes" / "candidates").glob("*.toml"))
 
 TINY_RECIPE = """
 [model]
@@ -106,8 +106,8 @@ def tiny_recipe(tmp: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_recipes_load_and_read_alike_everywhere(path: Path) -> None:
+@pytest.mark.parametrize("path", RECIPES, ids=[f"{p.parent.name}/{p.stem}" for p in RECIPES])
+def test_recipes_load_and_read_alike_everywhere(path: Path) -> None:
     recipe = load_recipe(path)
     text = path.read_text()
     assert parse_toml_subset(text) == parse_toml(text)  # what Python 3.10 without tomli reads
