@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -274,9 +275,9 @@ def test_old_torch_off_x86_is_not_trusted_with_float32() -> None:
 
 @pytest.mark.parametrize("inverse", [False, True])
 def test_gdn_coding_form_is_element_wise_while_gamma_is_diagonal(inverse: bool) -> None:
-    """GDN's gamma starts diagonal, and training keeps it so (the gradient of an off-diagonal g
-    in g**2 is zero at zero): the coding form is then element-wise, with the matrix product's
-    floats (up to the last bit where a BLAS fuses the bias); any off-diagonal entry: the matrix product."""
+    """With a diagonal gamma (GDN's default start, which training keeps: the gradient of an
+    off-diagonal g in g**2 is zero at zero) the coding form is element-wise, with the matrix
+    product's floats (up to the last bit where a BLAS fuses the bias); any off-diagonal entry: the matrix product."""
     torch.manual_seed(4)
     gdn = GDN(12, inverse)
     with torch.no_grad():
@@ -449,6 +450,28 @@ def test_damaged_streams_give_one_clear_error() -> None:
         m.decompress([s], (0, 64))
     with pytest.raises(BitstreamError, match="size"):
         m.decompress([s], (64, 128))
+
+
+def test_training_start_fields_change_the_start_not_the_fingerprint() -> None:
+    """``gdn_offdiag_init`` lets GDN's gamma leave the diagonal (a gradient reaches it) and
+    ``z_init_gain`` scales the hyper-latents' start; a trained model's fingerprint leaves both out."""
+    from facekit.codecs.hyperprior import model_fingerprint
+
+    torch.manual_seed(0)
+    plain = FaceHyperprior(TINY)
+    torch.manual_seed(0)
+    started = FaceHyperprior(dataclasses.replace(TINY, gdn_offdiag_init=0.01, z_init_gain=8.0))
+    eye = torch.eye(TINY.enc_widths[0], dtype=torch.bool)
+    g, g0 = started.g_a[1].gamma[:, :, 0, 0], plain.g_a[1].gamma[:, :, 0, 0]
+    assert torch.equal(g[eye], g0[eye]) and bool((g[~eye] == 0.01).all()) and bool((g0[~eye] == 0).all())
+    assert torch.equal(started.h_a[-1].weight, plain.h_a[-1].weight * 8)
+    assert all(not layer.bias.any() for layer in started.h_a[::2])
+    for model in (plain, started):
+        model(face_like(), 0.5)["x_hat"].square().mean().backward()
+    assert bool(started.g_a[1].gamma.grad[:, :, 0, 0][~eye].ne(0).any())
+    assert not plain.g_a[1].gamma.grad[:, :, 0, 0][~eye].any()
+    started.load_state_dict(plain.state_dict())
+    assert model_fingerprint(started) == model_fingerprint(plain)
 
 
 def test_default_decoder_fits_the_complexity_budget() -> None:

@@ -44,11 +44,12 @@ MAX_PIXELS = container.HYPERPRIOR_MAX_SIDE**2
 
 
 def model_fingerprint(model: FaceHyperprior) -> str:
-    """sha256 of the architecture and the float weights (what decoding depends on).
+    """sha256 of the architecture (:meth:`~facekit.models.hyperprior.HyperpriorArch.decoding_dict`)
+    and the float weights: what decoding depends on.
 
     Example: ``model_fingerprint(FaceHyperprior())[:8]`` is the tag a file records.
     """
-    h = hashlib.sha256(repr(sorted(model.arch.to_dict().items())).encode())
+    h = hashlib.sha256(repr(sorted(model.arch.decoding_dict().items())).encode())
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())

@@ -72,7 +72,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -106,7 +106,8 @@ Y_MAX, Z_MAX = 2048.0, float(gaussian.support(gaussian.N_SCALES - 1))
 
 @dataclass(frozen=True)
 class HyperpriorArch:
-    """Widths of the networks. ``name`` and :meth:`to_dict` are what the training loop records."""
+    """Widths of the networks, and how training starts them. ``name`` and :meth:`to_dict` are what
+    the training loop records; :meth:`decoding_dict` leaves out :data:`TRAINING_START`."""
 
     name: str = "hyperprior"
     latent: int = 64
@@ -124,8 +125,15 @@ class HyperpriorArch:
     gdn_offdiag_init: float = 0.0
     z_init_gain: float = 1.0
 
+    #: the fields that only set the starting weights: a trained model computes the same without them
+    TRAINING_START: ClassVar[tuple[str, ...]] = ("gdn_offdiag_init", "z_init_gain")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def decoding_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without :data:`TRAINING_START`: what a trained model's outputs depend on."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.TRAINING_START}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> HyperpriorArch:
