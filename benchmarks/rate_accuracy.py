@@ -6,7 +6,7 @@
 
     # facekit-hyperprior (issue 28): its five presets and two more rates, one thread, under dlib's ResNet
     # (then the same with --recognizer sface-opencv --out results/rate_accuracy_sface.json)
-    OMP_NUM_THREADS=1 python benchmarks/rate_accuracy.py --codecs facekit-hyperprior --also facekit-hyperprior:0.1 \
+    OMP_NUM_THREADS=1 python benchmarks/rate_accuracy.py --codecs facekit-hyperprior --also facekit-hyperprior:0.1 \\
         facekit-hyperprior:0.35 --skip-done --no-figure --out results/rate_accuracy.json
 
 The sweep is cut into jobs of one (codec, setting) each, in the order given (the
