@@ -5,7 +5,7 @@ transforms (Ballé, Laparra & Simoncelli 2016). :class:`Inference` is what
 :meth:`facekit.models.hyperprior.FaceHyperprior.freeze` derives from ``g_a``, ``h_a`` and
 ``g_s`` for coding: the same function, computed channels-last (oneDNN's fastest layout on
 one CPU thread) without autograd, GDN element-wise while its ``gamma`` is diagonal (as
-training keeps it: :func:`gdn_op`, :func:`diagonal_gdn`) or else as one matrix product over
+training keeps one that starts so: :func:`gdn_op`, :func:`diagonal_gdn`) or else as one matrix product over
 the pixels, and each pixel shuffle folded into the convolution before it
 (:func:`shuffled_conv`, :func:`shuffle_channels_last`). Nothing here is saved: a coding form
 is a pure function of the module's float weights, and its outputs agree with the module's
