@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many steps in total (with --recipe: phase one's steps, then the joint phase's; "
                         "with --phase joint: the joint phase's alone)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="with --recipe: end each phase's training after this many seconds (checkpoint, held-out "
+                        "figures, model.pt), instead of the preset's time_limit_s")
     p.add_argument("--init", default=None, help="start from these weights (model.pt or a shipped .pt)")
     p.add_argument("--arch", nargs="*", metavar="KEY=VALUE", help="override rate-point fields")
     p.set_defaults(func=run)
@@ -82,13 +85,15 @@ def run_recipe_command(args: argparse.Namespace) -> int:
 
     if args.images:
         raise TrainingError("--images does not apply with --recipe: the recipe's [data] says what to train on")
+    if args.time_limit is not None and not args.time_limit > 0:
+        raise TrainingError(f"--time-limit {args.time_limit}: give a number of seconds > 0")
     recipe = load_recipe(args.recipe)
     preset = args.preset
     run_file = Path(args.out) / "run.json"
     if preset is None:
         preset = json.loads(run_file.read_text())["preset"] if args.resume and run_file.exists() else "cpu"
     summary = run_recipe(recipe, args.out, preset=preset, resume=args.resume, stop_after=args.stop_after,
-                         device=args.device, root=args.root, phase=args.phase)
+                         device=args.device, root=args.root, phase=args.phase, time_limit_s=args.time_limit)
     print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "val_images")}, indent=2))
     if args.install:
         if not summary.get("finished"):
@@ -103,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.recipe:
         return run_recipe_command(args)
-    if args.install or args.preset or args.phase:
-        raise TrainingError("--install, --preset and --phase go with --recipe")
+    if args.install or args.preset or args.phase or args.time_limit is not None:
+        raise TrainingError("--install, --preset, --phase and --time-limit go with --recipe")
 
     cfg = TrainConfig(rate=args.rate, steps=args.steps, seed=args.seed, loss=args.loss, amp=not args.no_amp)
     for attr in ("batch_size", "crop", "lr", "checkpoint_every", "log_every", "val_every", "val_images"):

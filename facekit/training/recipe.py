@@ -261,10 +261,13 @@ def run_recipe(
     device: str | None = None,
     root: PathLike | None = None,
     phase: str | None = None,
+    time_limit_s: float | None = None,
     verbose: bool = True,
 ) -> dict[str, Any]:
     """Run (or continue, ``resume``) a recipe's training into ``out_dir``; returns the summary of
     the last phase run (phase one's while it is unfinished or when the recipe has no joint phase).
+    ``time_limit_s`` replaces the preset's training-time limit of each phase run (e.g. to fit a
+    machine lent for less time than the preset assumes).
 
     Phase one trains in ``out_dir/rd``; once it has finished, phase two starts from its
     ``model.pt`` in ``out_dir/joint`` (continuing a checkpoint there, which must have started
@@ -321,7 +324,7 @@ def run_recipe(
     else:
         summary = train_rd(cfg, out / "rd", images=images, names=names, root=root, resume=resume, stop_after=stop_after,
                            device=device or options["device"], threads=options["threads"],
-                           time_limit_s=options["time_limit_s"], verbose=verbose)
+                           time_limit_s=time_limit_s or options["time_limit_s"], verbose=verbose)
     left = stop_after if phase == "joint" or stop_after is None else stop_after - summary["steps_done"]
     if phase != "rd" and left is not None and (left < 0 or (left == 0 and joint_begun)):
         raise TrainingError(f"cannot stop after step {stop_after} of the whole run: phase one alone has "
@@ -333,7 +336,7 @@ def run_recipe(
     return train_joint_rd(jcfg, out / "joint", out / "rd" / "model.pt", images=images, names=names, root=root,
                           resume=joint_begun, stop_after=left,
                           device=device or joptions["device"], threads=joptions["threads"],
-                          time_limit_s=joptions["time_limit_s"], verbose=verbose)
+                          time_limit_s=time_limit_s or joptions["time_limit_s"], verbose=verbose)
 
 
 def training_curve(run_dir: PathLike) -> list[dict[str, Any]]:

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Phase one (rate and distortion) of recipes/candidates/hyperprior.toml's GPU preset on a lent
+# machine that has PyTorch but neither LFW nor a network.
+#
+#   scripts/gpu_hyperprior.sh pack [DIR]        # here, with FACEKIT_LFW set: write DIR (default gpu/)
+#   scripts/gpu_hyperprior.sh pack-data [DIR]   # only DIR/lfw (no download)
+#   scripts/gpu_hyperprior.sh run OUT [ARGS...] # there, from the checkout's root, with DIR beside it
+#
+# pack writes DIR/lfw, the identity-disjoint split of LFW (people in no pair of pairs.txt: 1,549
+# JPEGs byte for byte, pairs.txt, SHA256SUMS; `python -m facekit.data.lfw_subset`), whose split and
+# held-out images are the full LFW's, and DIR/wheels: constriction (the held-out check codes for
+# real) for CPython 3.10-3.13 on manylinux x86-64, and tqdm; it fails when DIR is over 19 MB (what
+# the 64 MiB working tree leaves beside the tracked files) or the whole tree would be over 64 MiB.
+# git ignores gpu/; a lent machine gets it by carrying it.
+#
+# run installs a missing constriction or tqdm from DIR/wheels (into a temporary folder, offline),
+# prints torch, CUDA and the GPU, checks DIR/lfw's SHA256SUMS and runs
+#   facekit train --recipe recipes/candidates/hyperprior.toml --preset gpu --phase rd \
+#     --root DIR/lfw --out OUT/hp2gpu --time-limit $TIME_LIMIT ARGS...
+# with facekit from this checkout (PYTHONPATH), FACEKIT_LFW=DIR/lfw, FACEKIT_CACHE=OUT/.cache.
+# TIME_LIMIT (default 450 s of training) replaces the preset's 780 s, which does not fit a
+# command of 10 minutes; HARD_LIMIT (default 560 s) stops facekit whatever it does, so that the
+# packing below still happens. ARGS come last (e.g. --device cpu --stop-after 3 for a test).
+# At the end OUT holds seven files:
+#   hp2gpu.log          everything run printed
+#   hp2gpu.tar.gz       the run folder hp2gpu/ (run.json, recipe.toml, chunks.jsonl, rd/) without
+#                       rd/checkpoint.pt
+#   hp2gpu/checkpoint.pt, model.pt, summary.json, history.csv, config.json   (phase one's, from rd/)
+# Back here: tar -xzf OUT/hp2gpu.tar.gz -C runs && cp OUT/hp2gpu/checkpoint.pt runs/hp2gpu/rd/
+# gives a run folder that `facekit train --recipe ... --out runs/hp2gpu --resume` continues.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+RECIPE=recipes/candidates/hyperprior.toml
+MAX_PACK_BYTES=19000000 MAX_TREE_BYTES=$((64 * 1024 * 1024))
+
+die() { echo "gpu_hyperprior.sh: $*" >&2; exit 1; }
+
+pack_data() {  # DIR
+  [ -n "${FACEKIT_LFW:-}" ] || die "set FACEKIT_LFW to the full LFW (lfw-deepfunneled.tgz and pairs.txt)"
+  PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m facekit.data.lfw_subset "$1/lfw" --root "$FACEKIT_LFW" \
+    || die "could not write $1/lfw"
+}
+
+pack_wheels() {  # DIR: the versions installed here, else the newest
+  local dir=$1/wheels name version spec v
+  rm -rf "$dir" && mkdir -p "$dir" || die "cannot write $dir"
+  for name in constriction tqdm; do
+    version=$("$PY" -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null) || version=
+    spec=$name${version:+==$version}
+    if [ "$name" = tqdm ]; then  # pure Python: one wheel for every version
+      "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$dir" "$spec" || die "pip download $spec failed"
+      continue
+    fi
+    for v in 3.10 3.11 3.12 3.13; do
+      "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version "$v" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$dir" "$spec" || die "pip download $spec for CPython $v failed"
+    done
+  done
+  ls -l "$dir"
+}
+
+check_size() {  # DIR
+  local bytes tree
+  bytes=$(find "$1" -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}')  # the files' bytes
+  # what travels: tracked files and untracked ones git does not ignore, plus DIR
+  tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  echo "$1: $(find "$1" -type f | wc -l) files, $bytes bytes; with the working tree ($tree bytes): $((tree + bytes)) of $MAX_TREE_BYTES"
+  [ "$bytes" -le "$MAX_PACK_BYTES" ] || die "$1 is $bytes bytes, over the $MAX_PACK_BYTES that fit beside the working tree"
+  [ $((tree + bytes)) -le "$MAX_TREE_BYTES" ] || die "the working tree and $1 are over 64 MiB together"
+}
+
+run_phase_one() {  # OUT ARGS...
+  local out=$1 pack=${FACEKIT_GPU_PACK:-gpu} site status args
+  shift
+  [ -f "$pack/lfw/split.json" ] || die "no $pack/lfw here: run '$0 pack' where LFW is and bring $pack along"
+  pack=$(cd "$pack" && pwd)
+  mkdir -p "$out" && out=$(cd "$out" && pwd) || die "cannot write $out"
+  [ -e "$out/hp2gpu" ] && die "$out/hp2gpu exists: choose another OUT"
+  site=$(mktemp -d)
+  {
+    echo "== $(date -u +%FT%TZ) $RECIPE, preset gpu, phase rd; pack $pack ($(tr -d '\n ' <"$pack/lfw/split.json"))"
+    for mod in constriction tqdm; do
+      "$PY" -c "import $mod" 2>/dev/null && continue
+      echo "installing $mod from $pack/wheels"
+      PIP_ROOT_USER_ACTION=ignore "$PY" -m pip install -q --no-index --no-deps --no-compile --find-links "$pack/wheels" --target "$site" "$mod" \
+        || { echo "gpu_hyperprior.sh: cannot install $mod from $pack/wheels"; exit 1; }
+    done
+    export PYTHONPATH="$PWD:$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    export FACEKIT_LFW="$pack/lfw" FACEKIT_CACHE="$out/.cache"
+    "$PY" - <<'EOF' || exit 1
+import sys
+from importlib.metadata import version
+
+import constriction  # noqa: F401
+import torch
+
+print("python", sys.version.split()[0], *(f"{m} {version(m)}" for m in ("torch", "numpy", "constriction", "tqdm")),
+      "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+EOF
+    (cd "$pack/lfw" && sha256sum -c --quiet SHA256SUMS) || { echo "gpu_hyperprior.sh: $pack/lfw is damaged"; exit 1; }
+    echo "$pack/lfw: $(grep -c . "$pack/lfw/SHA256SUMS") files match SHA256SUMS"
+    args=(train --recipe "$RECIPE" --preset gpu --phase rd --root "$FACEKIT_LFW" --out "$out/hp2gpu"
+          --time-limit "${TIME_LIMIT:-450}" "$@")
+    echo "facekit ${args[*]}   (stopped after ${HARD_LIMIT:-560} s at the latest)"
+    timeout -k 20 "${HARD_LIMIT:-560}" "$PY" -m facekit.cli "${args[@]}"
+    status=$?
+    echo "== $(date -u +%FT%TZ) facekit train exited with $status"
+    exit $status
+  } 2>&1 | tee "$out/hp2gpu.log"
+  status=${PIPESTATUS[0]}
+  rm -rf "$site" "$out/.cache"
+  pack_run "$out" || status=1
+  ls -lR "$out" | tee -a "$out/hp2gpu.log"
+  return "$status"
+}
+
+pack_run() {  # OUT: the run folder as seven files at most two folders down
+  local out=$1 rd=$1/hp2gpu/rd f keep
+  [ -d "$out/hp2gpu" ] || return 1
+  [ -f "$rd/checkpoint.pt" ] && mv "$rd/checkpoint.pt" "$out/checkpoint.pt.tmp"
+  tar -czf "$out/hp2gpu.tar.gz" -C "$out" hp2gpu || return 1
+  keep=$(mktemp -d)
+  for f in model.pt summary.json history.csv config.json; do [ -f "$rd/$f" ] && cp "$rd/$f" "$keep/"; done
+  rm -rf "$out/hp2gpu" && mv "$keep" "$out/hp2gpu" && chmod 755 "$out/hp2gpu"
+  [ -f "$out/checkpoint.pt.tmp" ] && mv "$out/checkpoint.pt.tmp" "$out/hp2gpu/checkpoint.pt"
+  for f in "$out"/hp2gpu.tar.gz "$out"/hp2gpu/*; do  # what comes back: 16 MiB a file at most
+    [ "$(stat -c %s "$f")" -le $((16 * 1024 * 1024)) ] || echo "gpu_hyperprior.sh: warning: $f is over 16 MiB"
+  done
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+  pack) dir=${1:-gpu}; pack_data "$dir"; pack_wheels "$dir"; check_size "$dir" ;;
+  pack-data) dir=${1:-gpu}; pack_data "$dir"; check_size "$dir" ;;
+  run) [ $# -ge 1 ] || die "usage: $0 run OUT [ARGS...]"; run_phase_one "$@" ;;
+  *) die "usage: $0 pack [DIR] | pack-data [DIR] | run OUT [ARGS...]" ;;
+esac
