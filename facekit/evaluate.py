@@ -321,9 +321,9 @@ def evaluate(
         if name == "uncompressed":
             pts, weights = [(None, run_setting(ctx, None, None, "uncompressed"))], None
         else:
-            codec = built[name]
-            if is_learned(name) and ctx.device.type != "cpu":  # built on the CPU: again on the recogniser's device
-                codec = build_codec(name, codec_options, device=ctx.device)
+            codec = built.get(name)  # the default sweep builds none early; a learned one goes on the recogniser's device
+            if codec is None or (is_learned(name) and ctx.device.type != "cpu"):
+                codec = build_codec(name, codec_options, device=ctx.device if is_learned(name) else None)
             cid = _codec_id(codec)
             wanted = dict.fromkeys(codec.normalise_setting(s) for s in (settings or codec.settings))
             pts = [(s, run_setting(ctx, codec, s, cid)) for s in wanted]

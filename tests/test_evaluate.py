@@ -460,6 +460,16 @@ def test_sweep_names_are_stored_by_their_catalogue_names():
     assert list(sweep) == ["jpeg", "facekit"] and sweep["facekit"] == DEFAULT_SWEEP["facekit"]
 
 
+def test_the_default_sweep_runs_every_codec_of_its_table(faces, monkeypatch):
+    """``codecs=None`` sweeps ``DEFAULT_SWEEP`` (its available codecs), which ``resolve_sweep`` does not
+    build early: ``evaluate`` builds them itself."""
+    import facekit.evaluate as ev
+
+    monkeypatch.setattr(ev, "DEFAULT_SWEEP", {"uncompressed": (None,), "jpeg": (10,), "no-such-codec": (1,)})
+    res = evaluate(faces, codecs=None, recognizer=TinyRecognizer(), progress=False, use_cache=False)
+    assert list(res["codecs"]) == ["uncompressed", "jpeg"] and res["codecs"]["jpeg"][0]["setting"] == 10
+
+
 def test_cli_merge_keeps_the_points_of_earlier_calls(faces, tmp_path, monkeypatch):
     """``facekit evaluate --merge`` merges point by point: a sweep in two calls keeps both calls' points."""
     import facekit.evaluate as ev
