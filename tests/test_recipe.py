@@ -140,6 +140,7 @@ BAD = {  # case: (text of the good recipe, what replaces it, what the error says
     "bad arch": ("[model.arch]", "[model.arch]\nwidth = 3", "[model.arch]"),
     "bad source": ('source = "folder"', 'source = "faces"', "source 'faces'"),
     "bad threads": ("threads = 1", "threads = 0", "threads = 0 should be a positive number"),
+    "bad val rates": ("val_every = 3", "val_every = 3\nval_rates = [0, 1.5]", "val_rates = [0, 1.5] should be a non-empty list"),
 }
 
 
@@ -225,6 +226,21 @@ def test_one_phase_at_a_time(tmp_path: Path, capsys: pytest.CaptureFixture[str])
                  "--weights-folder", str(store)]) == 0
     _, entry = zoo.load_hyperprior("tinyhp", folder=store)
     assert [p["steps"] for p in entry["phases"]] == [5, 4] and entry["phases"][1]["curve"]
+
+
+def test_validation_rates_are_the_recipes_and_may_change_on_resume(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path)
+    text = recipe.read_text()
+    recipe.write_text(text.replace("val_every = 3", "val_every = 3\nval_rates = [0, 0.25, 1]"))
+    run, store = tmp_path / "run", tmp_path / "weights"
+    train = ["train", "--recipe", str(recipe), "--out", str(run), "--phase", "rd"]
+    assert main([*train, "--stop-after", "3"]) == 0
+    assert {"val_psnr_t0.25", "val_bpp_t0.25"} <= set((run / "rd" / "history.csv").read_text().splitlines()[0].split(","))
+    recipe.write_text(text)  # validation at the default rates from here on: the run resumes and installs
+    assert main([*train, "--resume", "--install", "--weights-folder", str(store)]) == 0
+    rd = zoo.load_hyperprior("tinyhp", folder=store)[1]["phases"][0]
+    assert [sorted(k for k in r if k.startswith("val_psnr")) for r in rd["curve"]] == [
+        ["val_psnr_t0", "val_psnr_t0.25", "val_psnr_t1"], ["val_psnr_t0", "val_psnr_t0.5", "val_psnr_t1"]]
 
 
 def test_a_resumed_joint_phase_counts_its_own_steps_and_keeps_its_start(

@@ -165,7 +165,7 @@ def train_joint_rd(
         cfg, model, out_dir,  # type: ignore[arg-type]
         batches=lambda step, rank, world: train_data.batch(step, cfg.batch_size, cfg.seed, cfg.jitter, rank, world),
         objective=joint_objective(cfg, ident),  # type: ignore[arg-type]
-        validate=lambda m: evaluate_rd(m, val_images, embed=embed),  # type: ignore[arg-type]
+        validate=lambda m: evaluate_rd(m, val_images, cfg.val_rates, embed=embed),  # type: ignore[arg-type]
         device=dev, record={"train_images": len(train_data), "val_images": val.names, "init_sha256": init_sha,
                             "alignment": str(getattr(recognizer, "alignment_id", ""))},
         origin={"init_sha256": init_sha}, resume=resume, stop_after=stop_after, time_limit_s=time_limit_s, verbose=verbose,

@@ -8,7 +8,7 @@ model draws a rate parameter ``t`` uniformly in ``[0, 1]`` and the loss is
 log-linearly from ``lambda_min`` (``t = 0``, fewest bits) to ``lambda_max`` (CompressAI's
 convention, ``lambda * 255**2 * MSE + bpp``). The bits are the model's likelihoods of
 ``y`` and ``z``. Validation codes held-out images for real (``compress``/``decompress``)
-at ``t`` = 0, 0.5 and 1. Example::
+at each rate of ``val_rates`` (default ``t`` = 0, 0.5 and 1). Example::
 
     from facekit.training.rd import RDConfig, train_rd
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,8 +52,12 @@ class RDConfig(TrainConfig):
     #: lambda at t = 0 and t = 1 (``lambda * 255**2 * MSE + bpp``)
     lambda_min: float = 0.0015
     lambda_max: float = 0.08
+    #: the rates ``t`` at which validation codes the held-out images (``history.csv``'s curve)
+    val_rates: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
 
     PHASE: ClassVar[str] = "rate-distortion"
+    #: validation settings, too, may change when a run is resumed (they do not touch training)
+    RESUMABLE_CHANGES: ClassVar[tuple[str, ...]] = (*TrainConfig.RESUMABLE_CHANGES, "val_rates")
 
     def rate_point(self) -> HyperpriorArch:  # type: ignore[override]
         """The architecture, with ``arch``'s overrides."""
@@ -161,7 +165,7 @@ def train_rd(
         cfg, model, out_dir,  # type: ignore[arg-type]
         batches=lambda step, rank, world: (data.batch(step, cfg.batch_size, cfg.seed, cfg.crop, cfg.jitter, rank, world), None),
         objective=RateDistortionObjective(cfg),  # type: ignore[arg-type]
-        validate=lambda m: evaluate_rd(m, val_imgs),  # type: ignore[arg-type]
+        validate=lambda m: evaluate_rd(m, val_imgs, cfg.val_rates),  # type: ignore[arg-type]
         device=dev, record={"train_images": len(data), "val_images": val_names},
         resume=resume, stop_after=stop_after, time_limit_s=time_limit_s, verbose=verbose,
     )

@@ -159,6 +159,9 @@ def _check_presets(path: Path, where: str, presets: Any, fields: set[str], cls: 
 def _check_run_config(path: Path, where: str, cfg: RDConfig) -> None:
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.crop < 16 or cfg.checkpoint_every < 1:
         raise RecipeError(f"recipe {path}: {where} needs steps, batch_size, checkpoint_every >= 1 and crop >= 16")
+    rates = cfg.val_rates
+    if not rates or not all(isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1 for t in rates):
+        raise RecipeError(f"recipe {path}: {where} val_rates = {rates!r} should be a non-empty list of rates in [0, 1]")
 
 
 def load_recipe(path: PathLike) -> Recipe:
