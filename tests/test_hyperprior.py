@@ -376,6 +376,24 @@ def test_roundtrip_agrees_with_training_twin() -> None:
     assert len(m.compress(x, 1.0)["strings"][0]) > len(m.compress(x, 0.0)["strings"][0])
 
 
+def test_unquantised_is_the_transforms_alone_and_the_ceiling_benchmark_prints_it(tmp_path: Path) -> None:
+    m = tiny_model()
+    x = face_like()
+    t = torch.full((1,), 0.7)
+    with torch.no_grad():
+        y = m.g_a(torch.nn.functional.pad(x, (0, (-x.shape[-1]) % 64, 0, (-x.shape[-2]) % 64), mode="replicate") - 0.5)
+        want = (m.g_s(y * m.gains(t) * m.gains(t, inverse=True)) + 0.5)[..., : x.shape[-2], : x.shape[-1]]
+    assert torch.allclose(m.unquantised(x, 0.7), want, atol=1e-6)
+    out = tmp_path / "ceiling.json"
+    env = {k: v for k, v in os.environ.items() if k != "FACEKIT_LFW"} | {"OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "transform_ceiling.py"), "--n", "2", "--rates", "0", "1",
+                        "--json", str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [row["t"] for row in rows] == [0, 1] and rows[1]["bpp"] > rows[0]["bpp"] > 0
+    assert "ceiling dB" in r.stdout and all(math.isfinite(row["ceiling_psnr"]) for row in rows)
+
+
 def test_freeze_is_forgotten_in_training_mode_and_on_load() -> None:
     m = tiny_model().freeze()
     assert m.frozen and m.ctx.frozen

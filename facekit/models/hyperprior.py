@@ -296,6 +296,14 @@ class FaceHyperprior(nn.Module):
         x_hat = x_hat[..., : x.shape[-2], : x.shape[-1]]
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}, "rate": t}
 
+    @torch.no_grad()
+    def unquantised(self, x: torch.Tensor, rate: float) -> torch.Tensor:
+        """``g_s(g_a(x))`` at rate ``rate`` with the latents left unrounded (unclamped): the
+        transforms' ceiling, which no number of bits decodes better."""
+        t = torch.full((x.shape[0],), float(rate), dtype=x.dtype, device=x.device)
+        y = self.g_a(self._pad(x) - 0.5) * self.gains(t)
+        return (self.g_s(y * self.gains(t, inverse=True)) + 0.5)[..., : x.shape[-2], : x.shape[-1]]
+
     # --- exact coding ----------------------------------------------------------------
     def freeze(self) -> FaceHyperprior:
         """Round the integer networks' weights and the prior's indices: a pure function of the
