@@ -33,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facekit.cli import positive_int  # noqa: E402
 from facekit.errors import TrainingError  # noqa: E402
 from facekit.training.jointrd import JointRDConfig  # noqa: E402
 from facekit.training.rd import RDConfig  # noqa: E402
@@ -57,14 +58,6 @@ def shipped_curves(entry: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return {FOLDER_OF_PHASE[ph["phase"]]: ph["curve"] for ph in entry["phases"] if ph.get("phase") in FOLDER_OF_PHASE}
 
 
-def positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
 def fresh_prefix(recipe_path: Path, preset: str, steps: int, out: Path) -> list[dict[str, Any]]:
     """Phase one's first ``steps`` steps of the recipe, trained into ``out``; their held-out curve."""
     subprocess.run([sys.executable, "-m", "facekit.cli", "train", "--recipe", str(recipe_path), "--preset", preset,
@@ -85,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", type=Path, default=REPO / "recipes" / "hyperprior.toml")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--run", type=Path, help="a finished run folder of the recipe")
-    how.add_argument("--steps", type=positive, help="train phase one's first STEPS steps afresh and compare them")
+    how.add_argument("--steps", type=positive_int, help="train phase one's first STEPS steps afresh and compare them")
     p.add_argument("--weights-folder", default=None, help="the weights folder (default: facekit/weights)")
     args = p.parse_args(argv)
 

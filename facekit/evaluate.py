@@ -31,9 +31,9 @@ from .codecs.base import Codec, bits_per_pixel
 from .codecs.names import LearnedSpec, canonical_name, is_learned, writes_container
 from .config import cache_dir
 from .container import VERSION as CONTAINER_FORMAT
-from .data.lfw import LFW, Pair, open_lfw, sha256_file
+from .data.lfw import LFW, Pair, open_lfw
 from .errors import DataError, RecognizerError
-from .fileio import atomic_path, atomic_write
+from .fileio import atomic_path, atomic_write, sha256_file
 from .metrics import psnr
 from .protocol import evaluate_pairs, pair_distances
 from .provenance import code_commit, peak_memory_mib, provenance

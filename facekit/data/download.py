@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 
 from ..config import cache_dir, lfw_mirrors
 from ..errors import DataError, DownloadError
-from ..fileio import atomic_write
-from .lfw import PROTOCOL_FILES, sha256_file
+from ..fileio import atomic_write, sha256_file
+from .lfw import PROTOCOL_FILES
 from .locate import LFW_HELP
 
 __all__ = ["LFW_SHA256", "LFW_FILES", "download_file", "download_lfw"]

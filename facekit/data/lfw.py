@@ -12,7 +12,6 @@ Sec. 4): 10 folds of 300 matched and 300 mismatched pairs.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -25,6 +24,7 @@ import numpy as np
 
 from ..config import cache_dir
 from ..errors import ChecksumError, DataError
+from ..fileio import sha256_file
 from ..imageio import open_image
 from .locate import LFW_HELP, find_lfw
 
@@ -52,15 +52,6 @@ class Pair:
 def image_name(person: str, number: int) -> str:
     """``Person/Person_NNNN.jpg`` for LFW's 1-based image numbers."""
     return f"{person}/{person}_{int(number):04d}.jpg"
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_sha256sums(path: str | os.PathLike[str]) -> dict[str, str]:
