@@ -366,9 +366,18 @@ def install(
     return install_run(run_dir, variant or "mse", folder=folder, root=root)
 
 
+def retired_name(name: str, fingerprint: str) -> str:
+    """The manifest name of weights ``name`` once others replace them: ``<name>@<first 8 hex digits of the fingerprint>``."""
+    return f"{name}@{fingerprint[:8]}"
+
+
 def install_hyperprior(model: Any, name: str, *, folder: PathLike | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Save a :class:`~facekit.models.hyperprior.FaceHyperprior` as ``<name>.pt`` (float32: its integer
-    networks are rounded from these weights) and list it in the manifest with ``info``. Returns the entry."""
+    networks are rounded from these weights) and list it in the manifest with ``info``. Returns the entry.
+
+    Weights of another fingerprint already installed as ``name`` are kept, as :func:`retired_name`
+    (``"retired": true``), so that the files they made still decode
+    (:meth:`~facekit.codecs.hyperprior.HyperpriorCodec.decode` finds them by fingerprint)."""
     from .codecs.hyperprior import model_fingerprint
 
     folder = Path(folder or weights_dir())
@@ -378,14 +387,28 @@ def install_hyperprior(model: Any, name: str, *, folder: PathLike | None = None,
                 "state_dict": {k: v.detach().cpu().float() for k, v in model.state_dict().items()}}, buf)
     raw = buf.getvalue()
     with manifest_lock(folder):
-        atomic_write(folder / f"{name}.pt", raw)
         manifest = read_manifest(folder)
         manifest.setdefault("format", 1)
         entry = {"file": f"{name}.pt", "variant": name, "rate_point": None, "sha256": hashlib.sha256(raw).hexdigest(),
                  "fingerprint": model_fingerprint(model), "bytes": len(raw), "dtype": "float32", **(info or {})}
+        old = manifest["models"].get(name)
+        if old and old.get("fingerprint") not in (None, entry["fingerprint"]) and (folder / old["file"]).exists():
+            keep = retired_name(name, old["fingerprint"])
+            atomic_write(folder / f"{keep}.pt", (folder / old["file"]).read_bytes())
+            manifest["models"][keep] = {**old, "file": f"{keep}.pt", "retired": True}
+        atomic_write(folder / f"{name}.pt", raw)
         manifest["models"][name] = entry
         _write_manifest(folder, manifest)
     return entry
+
+
+def hyperprior_by_tag(variant: str, tag: bytes, *, folder: PathLike | None = None) -> tuple[Any, dict[str, Any]] | None:
+    """The stored model of ``variant`` (its current or a retired entry) whose fingerprint starts with
+    ``tag`` (the bytes a file records), with its entry; None when the folder holds none."""
+    for name, e in read_manifest(folder)["models"].items():
+        if e.get("variant") == variant and str(e.get("fingerprint", "")).startswith(tag.hex()):
+            return load_hyperprior(name, folder=folder)
+    return None
 
 
 def load_hyperprior(name: str, *, folder: PathLike | None = None, hint: str | None = None) -> tuple[Any, dict[str, Any]]:

@@ -20,11 +20,14 @@ from PIL import Image
 
 pytest.importorskip("constriction")
 
-from facekit import container  # noqa: E402
+from facekit import (
+    container,  # noqa: E402
+    zoo,  # noqa: E402
+)
 from facekit.cli import main  # noqa: E402
 from facekit.codecs import bits_per_pixel, get_codec  # noqa: E402
 from facekit.codecs.hyperprior import HyperpriorCodec, rate_value  # noqa: E402
-from facekit.codecs.names import HYPERPRIOR  # noqa: E402
+from facekit.codecs.names import HYPERPRIOR, HYPERPRIOR_WEIGHTS  # noqa: E402
 from facekit.codecs.rate import continuous_range, setting_for_budget  # noqa: E402
 from facekit.errors import BitstreamError, CodecError, FacekitError, WeightsError  # noqa: E402
 
@@ -178,6 +181,26 @@ def test_decompress_refuses_another_models_truncated_and_flipped_files(store, co
     code, err = cli("decompress", str(tmp_path / "good.fkc"), "-o", str(tmp_path / "g.png"), "--weights",
                     str(tmp_path / "none"), "--quiet")
     one_error(code, err, "good.fkc", "not installed", "make weights")
+
+
+def test_files_of_replaced_weights_still_decode(tmp_path):
+    folder = install_tiny(tmp_path / "w", seed=1)
+    first = HyperpriorCodec.from_store(folder=folder)
+    old = first.encode(face_image(), 0.6)
+    install_tiny(folder, seed=2)  # new weights under the same name: the old ones are kept, retired
+    install_tiny(folder, seed=2)  # the same weights again: nothing more is kept
+    manifest = zoo.read_manifest(folder)["models"]
+    keep = zoo.retired_name(HYPERPRIOR_WEIGHTS, first.entry["fingerprint"])
+    assert sorted(manifest) == sorted([HYPERPRIOR_WEIGHTS, keep]) and manifest[keep]["retired"]
+    assert manifest[keep]["sha256"] == first.entry["sha256"] and not zoo.verify(folder)
+    codec = HyperpriorCodec.from_store(folder=folder)
+    assert codec.tag != first.tag
+    assert np.array_equal(codec.decode(old), first.decode(old))  # by the retired weights, bit for bit
+    unknown = HyperpriorCodec.from_store(folder=install_tiny(tmp_path / "x", seed=3)).encode(face_image(), 0.6)
+    with pytest.raises(BitstreamError, match="another model"):
+        codec.decode(unknown)
+    with pytest.raises(BitstreamError, match="another model"):  # a model from no store knows no earlier weights
+        HyperpriorCodec(tiny_hyperprior(2)).decode(old)
 
 
 def test_every_truncation_and_bit_flip_is_refused(codec):

@@ -34,7 +34,7 @@ import torch
 from .. import container
 from ..errors import BitstreamError, CodecError
 from ..models.hyperprior import PRESETS, FaceHyperprior, rate_parameter
-from ..zoo import load_hyperprior
+from ..zoo import hyperprior_by_tag, load_hyperprior
 from .base import Codec, check_image
 from .names import HYPERPRIOR, HYPERPRIOR_WEIGHTS, MAKE_HYPERPRIOR
 
@@ -87,6 +87,8 @@ class HyperpriorCodec(Codec):
         device: where the networks run (default CPU; the entropy coding runs on the CPU).
         max_pixels: the largest image encoded, or declared by a file, that is decoded.
         entry: the model's manifest entry, when it came from the weights store.
+        folder: that store's folder (None: the shipped ``facekit/weights``), where files made by the
+            entry's earlier, retired weights find them.
 
     Example: ``HyperpriorCodec(model).decode(HyperpriorCodec(model).encode(image, "q3"))``.
     """
@@ -106,6 +108,7 @@ class HyperpriorCodec(Codec):
         device: str | torch.device | None = None,
         max_pixels: int = MAX_PIXELS,
         entry: dict[str, Any] | None = None,
+        folder: str | os.PathLike[str] | None = None,
     ) -> None:
         fingerprint = model_fingerprint(model)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -113,6 +116,9 @@ class HyperpriorCodec(Codec):
         self.tag = bytes.fromhex(fingerprint[: 2 * container.HASH_BYTES])
         self.max_pixels = int(max_pixels)
         self.entry = dict(entry or {})
+        self.folder = folder
+        #: models of the files made by earlier weights of the same store entry (found by fingerprint)
+        self.earlier: dict[bytes, FaceHyperprior] = {}
 
     @classmethod
     def from_store(
@@ -136,7 +142,7 @@ class HyperpriorCodec(Codec):
         """
         model, entry = load_hyperprior(name, folder=folder,
                                        hint=f"{HYPERPRIOR}'s weights are not installed; make them with {MAKE_HYPERPRIOR}")
-        return cls(model, device=device, max_pixels=max_pixels, entry=entry)
+        return cls(model, device=device, max_pixels=max_pixels, entry=entry, folder=folder)
 
     def encode(self, image: np.ndarray, setting: Any) -> bytes:
         """Compress an RGB uint8 image at rate ``setting`` (``t`` in ``[0, 1]`` or ``q1``..``q5``)."""
@@ -156,11 +162,22 @@ class HyperpriorCodec(Codec):
         if f.height * f.width > self.max_pixels:
             raise BitstreamError(f"declared image size {f.width}x{f.height} exceeds this decoder's limit of "
                                  f"{self.max_pixels} pixels (too large: a decompression bomb?)")
-        if f.model_hash != self.tag:
-            raise BitstreamError(f"file made by another model: fingerprint {f.model_hash.hex()}, the installed "
-                                 f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")
-        x_hat = self.model.decompress([f.stream], (f.height, f.width))["x_hat"][0]
+        x_hat = self.model_of(f.model_hash).decompress([f.stream], (f.height, f.width))["x_hat"][0]
         return (x_hat * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+    def model_of(self, tag: bytes) -> FaceHyperprior:
+        """The model whose fingerprint a file records: this codec's, or earlier weights of its store entry
+        (retired by :func:`~facekit.zoo.install_hyperprior`); BitstreamError when neither."""
+        if tag == self.tag:
+            return self.model
+        if tag not in self.earlier and "variant" in self.entry:
+            found = hyperprior_by_tag(self.entry["variant"], tag, folder=self.folder)
+            if found is not None:
+                self.earlier[tag] = found[0].to(self.device).eval().freeze()
+        if tag not in self.earlier:
+            raise BitstreamError(f"file made by another model: fingerprint {tag.hex()}, the installed "
+                                 f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")
+        return self.earlier[tag]
 
     def normalise_setting(self, setting: Any) -> float:
         """The rate ``t`` a results point stores (:func:`rate_value`: ``"q2"``, ``0.25`` and ``"0.25"`` are one
