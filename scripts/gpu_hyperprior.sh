@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phase one (rate and distortion) of recipes/candidates/hyperprior.toml's GPU preset on a lent
+# Phase one (rate and distortion) of recipes/hyperprior.toml's GPU preset on a lent
 # machine that has PyTorch but neither LFW nor a network.
 #
 #   scripts/gpu_hyperprior.sh pack [DIR]        # here, with FACEKIT_LFW set: write DIR (default gpu/)
@@ -15,7 +15,7 @@
 #
 # run installs a missing constriction or tqdm from DIR/wheels (into a temporary folder, offline),
 # prints torch, CUDA and the GPU, checks DIR/lfw's SHA256SUMS and runs
-#   facekit train --recipe recipes/candidates/hyperprior.toml --preset gpu --phase rd \
+#   facekit train --recipe recipes/hyperprior.toml --preset gpu --phase rd \
 #     --root DIR/lfw --out OUT/hp2gpu --time-limit $TIME_LIMIT ARGS...
 # with facekit from this checkout (PYTHONPATH), FACEKIT_LFW=DIR/lfw, FACEKIT_CACHE=OUT/.cache.
 # TIME_LIMIT (default 450 s of training) replaces the preset's 780 s, which does not fit a
@@ -31,7 +31,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-RECIPE=recipes/candidates/hyperprior.toml
+RECIPE=recipes/hyperprior.toml
 MAX_PACK_BYTES=19000000 MAX_TREE_BYTES=$((64 * 1024 * 1024))
 
 die() { echo "gpu_hyperprior.sh: $*" >&2; exit 1; }

@@ -78,6 +78,6 @@ def test_time_limit_goes_with_a_recipe(tmp_path, capsys):
 
     assert main(["train", "--out", str(tmp_path / "run"), "--time-limit", "5"]) == 2
     assert "--time-limit go with --recipe" in capsys.readouterr().err
-    recipe = str(ROOT / "recipes" / "candidates" / "hyperprior.toml")
+    recipe = str(ROOT / "recipes" / "hyperprior.toml")
     assert main(["train", "--recipe", recipe, "--out", str(tmp_path / "run"), "--time-limit", "0"]) == 2
     assert "seconds > 0" in capsys.readouterr().err
