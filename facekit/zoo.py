@@ -366,17 +366,12 @@ def install(
     return install_run(run_dir, variant or "mse", folder=folder, root=root)
 
 
-def retired_name(name: str, fingerprint: str) -> str:
-    """The manifest name of weights ``name`` once others replace them: ``<name>@<first 8 hex digits of the fingerprint>``."""
-    return f"{name}@{fingerprint[:8]}"
-
-
 def install_hyperprior(model: Any, name: str, *, folder: PathLike | None = None, info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Save a :class:`~facekit.models.hyperprior.FaceHyperprior` as ``<name>.pt`` (float32: its integer
     networks are rounded from these weights) and list it in the manifest with ``info``. Returns the entry.
 
-    Weights of another fingerprint already installed as ``name`` are kept, as :func:`retired_name`
-    (``"retired": true``), so that the files they made still decode
+    Weights of another fingerprint already installed as ``name`` are kept as ``<name>@<the first 8
+    hex digits of their fingerprint>`` (``"retired": true``), so that the files they made still decode
     (:meth:`~facekit.codecs.hyperprior.HyperpriorCodec.decode` finds them by fingerprint)."""
     from .codecs.hyperprior import model_fingerprint
 
@@ -393,22 +388,13 @@ def install_hyperprior(model: Any, name: str, *, folder: PathLike | None = None,
                  "fingerprint": model_fingerprint(model), "bytes": len(raw), "dtype": "float32", **(info or {})}
         old = manifest["models"].get(name)
         if old and old.get("fingerprint") not in (None, entry["fingerprint"]) and (folder / old["file"]).exists():
-            keep = retired_name(name, old["fingerprint"])
+            keep = f"{name}@{old['fingerprint'][:8]}"
             atomic_write(folder / f"{keep}.pt", (folder / old["file"]).read_bytes())
             manifest["models"][keep] = {**old, "file": f"{keep}.pt", "retired": True}
         atomic_write(folder / f"{name}.pt", raw)
         manifest["models"][name] = entry
         _write_manifest(folder, manifest)
     return entry
-
-
-def hyperprior_by_tag(variant: str, tag: bytes, *, folder: PathLike | None = None) -> tuple[Any, dict[str, Any]] | None:
-    """The stored model of ``variant`` (its current or a retired entry) whose fingerprint starts with
-    ``tag`` (the bytes a file records), with its entry; None when the folder holds none."""
-    for name, e in read_manifest(folder)["models"].items():
-        if e.get("variant") == variant and str(e.get("fingerprint", "")).startswith(tag.hex()):
-            return load_hyperprior(name, folder=folder)
-    return None
 
 
 def load_hyperprior(name: str, *, folder: PathLike | None = None, hint: str | None = None) -> tuple[Any, dict[str, Any]]:

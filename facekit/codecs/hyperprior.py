@@ -34,7 +34,7 @@ import torch
 from .. import container
 from ..errors import BitstreamError, CodecError
 from ..models.hyperprior import PRESETS, FaceHyperprior, rate_parameter
-from ..zoo import hyperprior_by_tag, load_hyperprior
+from ..zoo import load_hyperprior, read_manifest
 from .base import Codec, check_image
 from .names import HYPERPRIOR, HYPERPRIOR_WEIGHTS, MAKE_HYPERPRIOR
 
@@ -171,9 +171,9 @@ class HyperpriorCodec(Codec):
         if tag == self.tag:
             return self.model
         if tag not in self.earlier and "variant" in self.entry:
-            found = hyperprior_by_tag(self.entry["variant"], tag, folder=self.folder)
-            if found is not None:
-                self.earlier[tag] = found[0].to(self.device).eval().freeze()
+            for name, e in read_manifest(self.folder)["models"].items():
+                if e.get("variant") == self.entry["variant"] and str(e.get("fingerprint", "")).startswith(tag.hex()):
+                    self.earlier[tag] = load_hyperprior(name, folder=self.folder)[0].to(self.device).eval().freeze()
         if tag not in self.earlier:
             raise BitstreamError(f"file made by another model: fingerprint {tag.hex()}, the installed "
                                  f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")
