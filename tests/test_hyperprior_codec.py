@@ -20,10 +20,7 @@ from PIL import Image
 
 pytest.importorskip("constriction")
 
-from facekit import (
-    container,  # noqa: E402
-    zoo,  # noqa: E402
-)
+from facekit import container, zoo  # noqa: E402
 from facekit.cli import main  # noqa: E402
 from facekit.codecs import bits_per_pixel, get_codec  # noqa: E402
 from facekit.codecs.hyperprior import HyperpriorCodec, rate_value  # noqa: E402
