@@ -26,6 +26,7 @@ from model_complexity import load_images, load_weights, to_tensor
 
 from facekit.metrics import psnr  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
+from facekit.training.rd import evaluate_rd  # noqa: E402
 
 
 def to_image(x: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
@@ -35,15 +36,10 @@ def to_image(x: torch.Tensor, shape: tuple[int, ...]) -> np.ndarray:
 
 @torch.no_grad()
 def ceiling_row(model: FaceHyperprior, images: list[np.ndarray], t: float) -> dict[str, float]:
-    """Mean unquantised PSNR, coded PSNR and coded bpp of ``images`` at rate ``t``."""
-    ceiling, coded, bpp = [], [], []
-    for im in images:
-        x = to_tensor(im)
-        ceiling.append(psnr(im, to_image(model.unquantised(x, t), im.shape)))
-        enc = model.compress(x, t)
-        coded.append(psnr(im, to_image(model.decompress(enc["strings"], enc["shape"])["x_hat"], im.shape)))
-        bpp.append(8 * len(enc["strings"][0]) / (im.shape[0] * im.shape[1]))
-    return {"t": t, "ceiling_psnr": float(np.mean(ceiling)), "psnr": float(np.mean(coded)), "bpp": float(np.mean(bpp))}
+    """Mean unquantised PSNR, and coded PSNR and bpp (:func:`~facekit.training.rd.evaluate_rd`), of ``images`` at rate ``t``."""
+    ceiling = [psnr(im, to_image(model.unquantised(to_tensor(im), t), im.shape)) for im in images]
+    coded = evaluate_rd(model, images, [t])
+    return {"t": t, "ceiling_psnr": float(np.mean(ceiling)), "psnr": coded[f"val_psnr_t{t:g}"], "bpp": coded[f"val_bpp_t{t:g}"]}
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
