@@ -16,7 +16,7 @@ checked); neither: untrained weights, which cost the same.
 
     python benchmarks/model_complexity.py --n 8 --rounds 3
     python benchmarks/model_complexity.py --weights runs/hp/rd/checkpoint.pt --rate 0.3
-    python benchmarks/model_complexity.py --store hyperprior
+    python benchmarks/model_complexity.py --store hyperprior    # and the refining encoder, 10 steps
     python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
     python benchmarks/model_complexity.py --keep-freed-memory        # glibc keeps freed memory
 
@@ -49,8 +49,12 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from facekit.codecs import get_codec  # noqa: E402
+from facekit.codecs.hyperprior import training_lambdas  # noqa: E402
+from facekit.codecs.names import HYPERPRIOR_REFINED  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
+from facekit.models.refine import STEPS, rate_lambda, refine_latent  # noqa: E402
 from facekit.threads import keep_freed_memory  # noqa: E402
+from facekit.zoo import load_hyperprior  # noqa: E402
 
 
 def load_images(n: int) -> tuple[list[np.ndarray], str]:
@@ -100,8 +104,6 @@ def minor_faults() -> int:
 def load_weights(path: str | None, store: str | None, arch: HyperpriorArch) -> FaceHyperprior:
     """A model from a run's ``model.pt`` or ``checkpoint.pt``, a store file or a store name; else untrained."""
     if store:
-        from facekit.zoo import load_hyperprior
-
         return load_hyperprior(store)[0]
     if not path:
         return FaceHyperprior(arch)
@@ -123,6 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--enc-widths", type=int, nargs=3, help="analysis widths of an untrained variant (default 24 40 56)")
     ap.add_argument("--dec-widths", type=int, nargs=3, help="synthesis widths of an untrained variant (default 56 40 24)")
     ap.add_argument("--keep-freed-memory", action="store_true", help="keep freed memory in the process (glibc mallopt)")
+    ap.add_argument("--refine-steps", type=int, default=STEPS,
+                    help=f"with --store: also time the refining encoder ({HYPERPRIOR_REFINED}) at this many steps; 0: not")
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -150,6 +154,21 @@ def main(argv: list[str] | None = None) -> dict:
     faults = (minor_faults() - faults) / (args.rounds * len(encoded))
     rows = {"facekit-hyperprior": {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
                                    "decode_cpu_ms": dec_ms[1], "bpp": bpp, "setting": args.rate}}
+    if args.store and args.refine_steps:  # the refining encoder: its lambda range is the weights' manifest entry's
+        lambdas = training_lambdas(load_hyperprior(args.store)[1])
+        if lambdas is None:
+            raise SystemExit(f"--refine-steps: the manifest entry of {args.store} records no lambda range")
+
+        def refined(x: torch.Tensor) -> dict:
+            return model.compress(x, args.rate, refine_latent(model, x, args.rate, rate_lambda(args.rate, *lambdas),
+                                                              args.refine_steps))
+
+        encoded = [refined(x) for x in xs]
+        enc_ms = median_ms(refined, xs, args.rounds)
+        dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"]), encoded, args.rounds)
+        rows[HYPERPRIOR_REFINED] = {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
+                                    "decode_cpu_ms": dec_ms[1], "setting": args.rate, "refine_steps": args.refine_steps,
+                                    "bpp": float(np.mean([8 * len(e["strings"][0]) / pixels for e in encoded]))}
     for name in ("jpeg2000", "avif"):
         codec = get_codec(name)
         probe = {s: float(np.mean([8 * len(codec.encode(im, s)) / pixels for im in images[:4]])) for s in codec.settings}

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from facekit.codecs.names import HYPERPRIOR
+from facekit.codecs.names import HYPERPRIOR, HYPERPRIOR_REFINED
 from facekit.errors import DataError, FacekitError
 from facekit.evaluate import (
     DEFAULT_SWEEP,
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
                          "(e.g. after new weights); later points merge by point")
     args = ap.parse_args(argv)
     table = REPRO if args.preset == "repro" else DEFAULT_SWEEP
-    options = {HYPERPRIOR: {"folder": args.hyperprior_weights}} if args.hyperprior_weights else {}
+    options = {name: {"folder": args.hyperprior_weights} for name in (HYPERPRIOR, HYPERPRIOR_REFINED)} if args.hyperprior_weights else {}
     jobs = parse_jobs(args.only) if args.only else jobs_of(args.codecs, table, options)
     jobs += parse_jobs(args.also)
     check_out(args.out, jobs, options, recognizer=args.recognizer, root=args.root, per_fold=args.per_fold,

@@ -16,7 +16,8 @@ Two kinds of name meet here.
 
 The second-generation codec is one name, :data:`HYPERPRIOR` (``facekit-hyperprior``): one model
 for every rate, stored in the weights store as :data:`HYPERPRIOR_WEIGHTS` (the name of its
-recipe, ``recipes/hyperprior.toml``).
+recipe, ``recipes/hyperprior.toml``). :data:`HYPERPRIOR_REFINED` is its slower encoder, which
+refines each latent before coding; it writes the same files.
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ def canonical_name(name: str) -> str:
 
 #: the second-generation codec's name (:mod:`facekit.codecs.hyperprior`), and its model's name in the weights store
 HYPERPRIOR, HYPERPRIOR_WEIGHTS = "facekit-hyperprior", "hyperprior"
+#: the same codec with an encoder that refines each latent (:mod:`facekit.models.refine`): the same files and decoder
+HYPERPRIOR_REFINED = f"{HYPERPRIOR}-refined"
 #: how its weights are made
 MAKE_HYPERPRIOR = "`make weights` (or `facekit train --recipe recipes/hyperprior.toml --out runs/hp --install`)"
 
@@ -179,7 +182,7 @@ def is_learned(name: str) -> bool:
     Example: ``is_learned("facekit")`` and ``is_learned("facekit-hyperprior")`` -> True;
     ``is_learned("jpeg")`` -> False.
     """
-    return name == HYPERPRIOR or LearnedSpec.parse(name) is not None
+    return name in (HYPERPRIOR, HYPERPRIOR_REFINED) or LearnedSpec.parse(name) is not None
 
 
 def writes_container(name: str) -> bool:

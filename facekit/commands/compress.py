@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from ..codecs.base import Codec
-from ..codecs.names import HYPERPRIOR, VARIANTS, LearnedSpec, ModelId
+from ..codecs.names import HYPERPRIOR, HYPERPRIOR_REFINED, VARIANTS, LearnedSpec, ModelId
 from ..codecs.rate import continuous_range
 from ..codecs.registry import CODECS, RECOMMENDED, codec_names, get_codec
 from ..errors import CodecError, FacekitError, ImageError, WeightsError
@@ -40,7 +40,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp", ".ti
 #: the listed learned codecs (one model per rate point)
 LEARNED = tuple(n for n in codec_names() if LearnedSpec.parse(n) is not None)
 #: the listed codecs compress can write: the learned ones and the second generation (decompress reads any)
-WRITABLE = (*LEARNED, HYPERPRIOR)
+WRITABLE = (*LEARNED, HYPERPRIOR, HYPERPRIOR_REFINED)
 #: the rate when neither --rate nor --target-bpp is given
 DEFAULT_RATE = "q3"
 
@@ -174,10 +174,10 @@ def compress_codec(args: argparse.Namespace) -> Codec:
 
     Example: ``compress_codec(build_parser().parse_args(["compress", "a.png", "-o", "o", "--codec", "paper"]))``.
     """
-    if args.codec == HYPERPRIOR:
+    if args.codec in (HYPERPRIOR, HYPERPRIOR_REFINED):
         if _old_flags(args):
-            raise CodecError(f"{' '.join(_old_flags(args))} cannot be combined with --codec {HYPERPRIOR}")
-        return get_codec(HYPERPRIOR, folder=args.weights, device=args.device)
+            raise CodecError(f"{' '.join(_old_flags(args))} cannot be combined with --codec {args.codec}")
+        return get_codec(args.codec, folder=args.weights, device=args.device)
     from ..codecs.learned import LearnedCodec
 
     spec = compress_spec(args)

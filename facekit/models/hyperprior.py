@@ -39,28 +39,22 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
     synthesis g_s     y_hat * inverse_gain(t), tconv5x5/2 M->56, IGDN, ->40, IGDN, ->24, IGDN,
                       conv3x3 ->12 + pixel shuffle: x_hat (crop to H x W)
 
-Coding runs on a frozen model: :meth:`~FaceHyperprior.freeze` (which ``compress`` and
-``decompress`` call when needed) rounds the integer networks' weights and the prior's indices
-and derives coding forms of ``g_a``, ``h_a`` and ``g_s``
-(:class:`~facekit.models.coding_transforms.Inference`): none of it is saved, all of it a
-pure function of the float weights; ``train()``, ``unfreeze()`` and ``load_state_dict``
-forget it. The training graph (``forward``) never uses it. The integer
-networks run only where their outputs are read (each pass's positions; 12 of the context's
-25 taps; for the anchors, without the context's zero inputs), in float32 where every sum is
-bound to be exact there (:class:`~facekit.models.integer.WeightMatrix`), so the bytes are
-those of the whole-grid float64 computation.
-
-``benchmarks/model_complexity.py`` counts the MACs per pixel and times encode and decode
-beside OpenJPEG and AVIF; the model card in ``results/README.md`` keeps the figures.
+Coding runs on a frozen model: :meth:`~FaceHyperprior.freeze` (called when needed) rounds the
+integer networks' weights and the prior's indices and derives coding forms of ``g_a``, ``h_a``
+and ``g_s`` (:class:`~facekit.models.coding_transforms.Inference`), never saved, a pure function
+of the float weights that ``train()``, ``unfreeze()`` and ``load_state_dict`` forget. The integer
+networks run only where their outputs are read (each pass's positions; 12 of the context's 25
+taps; no context for the anchors), in float32 where every sum is bound to be exact
+(:class:`~facekit.models.integer.WeightMatrix`): the bytes of the whole-grid float64 computation.
+``benchmarks/model_complexity.py`` counts MACs and times coding (figures: ``results/README.md``).
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
-{"y", "z"}, "rate"}`` (in training, ``rate=None`` draws one ``t`` per batch, uniformly);
-``compress(x, rate)`` returns ``{"strings": [bytes per image], "shape": (H, W)}``;
-``decompress(strings, shape)`` returns ``{"x_hat"}``. A string is ``CRC32 (4 bytes) |
-t (uint16) | range-coded words``: the passes ``z``, anchors, non-anchors in one queue
-coder. The CRC covers the image size as well, so a damaged or truncated string, or one
-given the wrong size, fails it (:class:`~facekit.errors.BitstreamError`);
-a rate outside ``[0, 1]`` is a :class:`~facekit.errors.CodecError`.
+{"y", "z"}, "rate"}`` (``rate=None`` draws one ``t`` per batch); ``compress(x, rate)`` returns
+``{"strings": [bytes per image], "shape": (H, W)}``; ``decompress(strings, shape)`` returns
+``{"x_hat"}``. A string is ``CRC32 (4 bytes) | t (uint16) | range-coded words`` (``z``, anchors,
+non-anchors in one queue coder); the CRC covers the image size too, so a damaged, truncated or
+mis-sized string fails it (:class:`~facekit.errors.BitstreamError`); a rate outside ``[0, 1]``
+is a :class:`~facekit.errors.CodecError`. :mod:`facekit.models.refine` refines a latent for ``compress``.
 """
 
 from __future__ import annotations
@@ -276,11 +270,23 @@ class FaceHyperprior(nn.Module):
             t = torch.rand((), device=x.device).expand(b)  # one rate per batch
         else:
             t = torch.as_tensor(rate, dtype=x.dtype, device=x.device).reshape(-1).expand(b)
-        y = self.g_a(self._pad(x) - 0.5) * self.gains(t)
+        return self.from_latent(self.analysis(x, t), t, x.shape[-2:])
+
+    def analysis(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The gain-scaled latent ``g_a(x) * gains(t)`` (``t``: ``(B,)``) in the training form (differentiable)."""
+        return self.g_a(self._pad(x) - 0.5) * self.gains(t)
+
+    def from_latent(self, y: torch.Tensor, t: torch.Tensor, shape: Sequence[int],
+                    generator: torch.Generator | None = None) -> dict[str, Any]:
+        """:meth:`forward` from the gain-scaled latent ``y`` on, ``x_hat`` cropped to ``shape``; noise from ``generator``."""
+
+        def noise(v: torch.Tensor) -> torch.Tensor:
+            return torch.empty_like(v).uniform_(-0.5, 0.5, generator=generator)
+
         z = self.h_a(y)
         z_hat = round_ste(z).clamp(-Z_MAX, Z_MAX)
         z_scale = gaussian.index_to_scale(bound(floor_ste(self.z_index * INDEX_GAIN + 0.5), 0, gaussian.N_SCALES - 1))
-        z_lik = gaussian.gaussian_likelihood(z + torch.empty_like(z).uniform_(-0.5, 0.5), z_scale[None, :, None, None])
+        z_lik = gaussian.gaussian_likelihood(z + noise(z), z_scale[None, :, None, None])
         h = z_hat
         for layer in self.h_s:
             h = layer(h)
@@ -291,18 +297,15 @@ class FaceHyperprior(nn.Module):
         mean = torch.where(anchor, mean_a, mean_n)
         index = torch.where(anchor, index_a, index_n)
         y_hat = round_ste(y - mean) + mean
-        y_lik = gaussian.gaussian_likelihood(y - mean + torch.empty_like(y).uniform_(-0.5, 0.5), gaussian.index_to_scale(index))
-        x_hat = self.g_s(y_hat * self.gains(t, inverse=True)) + 0.5
-        x_hat = x_hat[..., : x.shape[-2], : x.shape[-1]]
+        y_lik = gaussian.gaussian_likelihood(y - mean + noise(y), gaussian.index_to_scale(index))
+        x_hat = (self.g_s(y_hat * self.gains(t, inverse=True)) + 0.5)[..., : shape[0], : shape[1]]
         return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}, "rate": t}
 
     @torch.no_grad()
     def unquantised(self, x: torch.Tensor, rate: float) -> torch.Tensor:
-        """``g_s(g_a(x))`` at rate ``rate`` with the latents left unrounded (unclamped): the
-        transforms' ceiling, which no number of bits decodes better."""
+        """``g_s(g_a(x))`` at rate ``rate``, the latents unrounded (unclamped): the transforms' ceiling."""
         t = torch.full((x.shape[0],), float(rate), dtype=x.dtype, device=x.device)
-        y = self.g_a(self._pad(x) - 0.5) * self.gains(t)
-        return (self.g_s(y * self.gains(t, inverse=True)) + 0.5)[..., : x.shape[-2], : x.shape[-1]]
+        return (self.g_s(self.analysis(x, t) * self.gains(t, inverse=True)) + 0.5)[..., : x.shape[-2], : x.shape[-1]]
 
     # --- exact coding ----------------------------------------------------------------
     def freeze(self) -> FaceHyperprior:
@@ -414,14 +417,18 @@ class FaceHyperprior(nn.Module):
         return torch.cat([y16_a, y16_n], 2).index_select(2, board.order).view(b, m, *board.anchor.shape)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, rate: float | str = 0.5) -> dict[str, Any]:
-        """Code ``x`` (``(B, 3, H, W)`` in [0, 1]) at rate ``rate``; one string per image."""
+    def compress(self, x: torch.Tensor, rate: float | str = 0.5, latent: torch.Tensor | None = None) -> dict[str, Any]:
+        """Code ``x`` (``(B, 3, H, W)`` in [0, 1]) at rate ``rate``; one string per image. ``latent``: the
+        gain-scaled latent to code instead of ``g_a(x) * gains(t)`` at ``t = quantise_rate(rate) / RATE_STEPS``
+        (:func:`~facekit.models.refine.refine_latent` makes one)."""
         if not self.frozen:
             self.freeze()
         t16 = quantise_rate(rate)
         b, hh, ww = x.shape[0], x.shape[-2], x.shape[-1]
+        if latent is not None and tuple(latent.shape) != (b, self.arch.latent, -(-hh // 64) * 4, -(-ww // 64) * 4):
+            raise CodecError(f"a latent of shape {tuple(latent.shape)} does not code {b} image(s) of {hh}x{ww}")
         t = torch.full((b,), t16 / RATE_STEPS, dtype=x.dtype, device=x.device)
-        y_f = self._transform("g_a", self._centred_padded(x)) * self.gains(t)
+        y_f = self._transform("g_a", self._centred_padded(x)) * self.gains(t) if latent is None else latent
         z_sym = torch.round(self._transform("h_a", y_f).double().cpu()).long()
         y = y_f.double().cpu().flatten(2)
         z_idx = self.z_index_int.cpu()[None, :, None, None].expand_as(z_sym)

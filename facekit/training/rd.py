@@ -17,7 +17,6 @@ at each rate of ``val_rates`` (default ``t`` = 0, 0.5 and 1). Example::
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ import torch
 
 from ..metrics import psnr_torch
 from ..models.hyperprior import FaceHyperprior, HyperpriorArch
+from ..models.refine import rate_lambda
 from ..threads import set_threads
 from .config import TrainConfig
 from .data import training_sets
@@ -65,7 +65,7 @@ class RDConfig(TrainConfig):
 
     def lmbda(self, t: float) -> float:
         """``lambda(t)``: log-linear from ``lambda_min`` to ``lambda_max``."""
-        return math.exp(math.log(self.lambda_min) + t * (math.log(self.lambda_max) - math.log(self.lambda_min)))
+        return rate_lambda(t, self.lambda_min, self.lambda_max)
 
 
 class RateDistortionObjective:
