@@ -22,7 +22,7 @@ Its weights come from the weights store (:func:`facekit.zoo.load_hyperprior`, th
     image2 = codec.decode(data)
 
 ``facekit-hyperprior-refined`` is the same codec with ``refine_steps=10``: its encoder refines each
-latent on the training objective before coding (:mod:`facekit.models.refine`), about 40 times
+latent on the training objective before coding (:mod:`facekit.models.refine`), about 35 times
 slower, for fewer bits at the same quality; its files are ordinary FKH1 files.
 """
 
@@ -104,7 +104,7 @@ class HyperpriorCodec(Codec):
         folder: that store's folder (None: the shipped ``facekit/weights``), where files made by the
             entry's earlier, retired weights find them.
         refine_steps: 0 (default) codes ``g_a``'s latent; more refines it with that many steps before
-            coding (:func:`~facekit.models.refine.refine_latent`: better rate-distortion, about 50 ms a
+            coding (:func:`~facekit.models.refine.refine_latent`: better rate-distortion, about 40 ms a
             step on one CPU thread, the same decoder).
         lambda_range: the training's ``(lambda_min, lambda_max)``, which refinement optimises for; taken
             from ``entry``'s recipe when not given.

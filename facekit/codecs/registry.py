@@ -173,7 +173,7 @@ _HIDDEN_ABOUT = {
     "png": "PNG: the uncompressed image, lossless (a reference, not a rate point)",
     "avif-speed6": "AVIF at Pillow's default speed 6 (the AVIF of results measured before the best-effort preset)",
     "avif-speed6-roi": "avif-speed6 of the image with everything outside the face flattened",
-    HYPERPRIOR_REFINED: f"{HYPERPRIOR} with an encoder that refines each latent (10 Adam steps, about 0.5 s a face "
+    HYPERPRIOR_REFINED: f"{HYPERPRIOR} with an encoder that refines each latent (10 Adam steps, about 0.4 s a face "
                         "on one thread): fewer bits for the same quality, the same files and decoder",
     **{f"{base}-resized": f"{base} of the image shrunk by a factor, enlarged back after decoding "
        "(resize-then-code; the setting is SCALE:INNER)" for base in RESIZABLE},
