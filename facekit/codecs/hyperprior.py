@@ -61,9 +61,14 @@ def model_fingerprint(model: FaceHyperprior) -> str:
     return h.hexdigest()
 
 
+def training_phases(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training phases a manifest entry records (``"phases"``), first first; empty when none."""
+    return [p for p in entry.get("phases") or [] if isinstance(p, dict)]
+
+
 def training_lambdas(entry: dict[str, Any]) -> tuple[float, float] | None:
     """``(lambda_min, lambda_max)`` of the first training phase a manifest entry records; None when it records none."""
-    phases = [p for p in entry.get("phases") or [] if isinstance(p, dict)]
+    phases = training_phases(entry)
     config = phases[0].get("config") if phases else None
     if not isinstance(config, dict) or "lambda_min" not in config or "lambda_max" not in config:
         return None
@@ -226,7 +231,7 @@ class HyperpriorCodec(Codec):
         sha = self.entry.get("sha256")
         if not isinstance(sha, str):
             return None
-        phases = [p for p in self.entry.get("phases") or [] if isinstance(p, dict)]
+        phases = training_phases(self.entry)
         phase = phases[-1].get("phase") if phases else self.entry.get("phase")
         fingerprint = self.entry.get("fingerprint") or self.tag.hex()  # the entry's is whole, the tag the file's
         return {"sha256": sha, "fingerprint": fingerprint, "file": self.entry.get("file"), "phase": phase}
