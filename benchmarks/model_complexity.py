@@ -49,10 +49,10 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from facekit.codecs import get_codec  # noqa: E402
-from facekit.codecs.hyperprior import training_lambdas  # noqa: E402
+from facekit.codecs.hyperprior import HyperpriorCodec  # noqa: E402
 from facekit.codecs.names import HYPERPRIOR_REFINED  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
-from facekit.models.refine import STEPS, rate_lambda, refine_latent  # noqa: E402
+from facekit.models.refine import STEPS  # noqa: E402
 from facekit.threads import keep_freed_memory  # noqa: E402
 from facekit.zoo import load_hyperprior  # noqa: E402
 
@@ -154,21 +154,14 @@ def main(argv: list[str] | None = None) -> dict:
     faults = (minor_faults() - faults) / (args.rounds * len(encoded))
     rows = {"facekit-hyperprior": {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
                                    "decode_cpu_ms": dec_ms[1], "bpp": bpp, "setting": args.rate}}
-    if args.store and args.refine_steps:  # the refining encoder: its lambda range is the weights' manifest entry's
-        lambdas = training_lambdas(load_hyperprior(args.store)[1])
-        if lambdas is None:
-            raise SystemExit(f"--refine-steps: the manifest entry of {args.store} records no lambda range")
-
-        def refined(x: torch.Tensor) -> dict:
-            return model.compress(x, args.rate, refine_latent(model, x, args.rate, rate_lambda(args.rate, *lambdas),
-                                                              args.refine_steps))
-
-        encoded = [refined(x) for x in xs]
-        enc_ms = median_ms(refined, xs, args.rounds)
-        dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"]), encoded, args.rounds)
+    if args.store and args.refine_steps:  # the refining encoder, as facekit-hyperprior-refined runs it (whole files)
+        refined = HyperpriorCodec.from_store(name=args.store, refine_steps=args.refine_steps)
+        datas = [refined.encode(im, args.rate) for im in images]
+        enc_ms = median_ms(lambda im: refined.encode(im, args.rate), images, args.rounds)
+        dec_ms = median_ms(refined.decode, datas, args.rounds)
         rows[HYPERPRIOR_REFINED] = {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
                                     "decode_cpu_ms": dec_ms[1], "setting": args.rate, "refine_steps": args.refine_steps,
-                                    "bpp": float(np.mean([8 * len(e["strings"][0]) / pixels for e in encoded]))}
+                                    "bpp": float(np.mean([8 * len(d) / pixels for d in datas]))}
     for name in ("jpeg2000", "avif"):
         codec = get_codec(name)
         probe = {s: float(np.mean([8 * len(codec.encode(im, s)) / pixels for im in images[:4]])) for s in codec.settings}
