@@ -214,6 +214,7 @@ class HyperpriorCodec(Codec):
             for name, e in read_manifest(self.folder)["models"].items():
                 if e.get("variant") == self.entry["variant"] and str(e.get("fingerprint", "")).startswith(tag.hex()):
                     self.earlier[tag] = load_hyperprior(name, folder=self.folder)[0].to(self.device).eval().freeze()
+                    break
         if tag not in self.earlier:
             raise BitstreamError(f"file made by another model: fingerprint {tag.hex()}, the installed "
                                  f"{self.name} weights are {self.tag.hex()}; decode it with the weights that encoded it")
