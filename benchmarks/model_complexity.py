@@ -6,7 +6,9 @@ matrix products, the integer networks' float64 convolutions included; element-wi
 such as GDN's square roots is not counted), then times encode and decode on one thread,
 face by face (median of ``--rounds`` rounds over ``--n`` images), beside OpenJPEG
 (``jpeg2000``) and AVIF (``avif``) in the same run, each at the setting of its default
-sweep whose bpp is nearest the learned codec's. Times are wall clock and, beside them, the
+sweep whose bpp is nearest the learned codec's; the decoder also with bfloat16 convolutions
+in its synthesis (``facekit-hyperprior+bf16``: ``decompress --synthesis bfloat16``, the same
+files), saying whether this CPU has bfloat16 dot products. Times are wall clock and, beside them, the
 CPU time of the timing thread (which a loaded machine inflates less); the load average is
 printed before and after. Prints what it measures; ``--json`` writes it.
 
@@ -93,6 +95,17 @@ def median_ms(fn, items, rounds: int) -> tuple[float, float]:  # type: ignore[no
     return statistics.median(wall), statistics.median(cpu)
 
 
+#: the row of the decoder with bfloat16 convolutions in its synthesis (the encoder is the same)
+BF16_ROW = "facekit-hyperprior+bf16"
+
+
+def bfloat16_dot_products() -> bool:
+    """Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX), where the bfloat16 synthesis is fast;
+    False when torch cannot say."""
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(p()) for p in probes if p is not None)
+
+
 def minor_faults() -> int:
     """Minor page faults of this process so far (``getrusage``): the difference over a timed
     loop counts the pages glibc handed back and took again (see ``--keep-freed-memory``)."""
@@ -139,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         arch = HyperpriorArch.from_dict({**arch.to_dict(), "dec_widths": args.dec_widths})
     model = load_weights(args.weights, args.store, arch).eval().freeze()
     load_before = os.getloadavg()[0]
+    native_bf16 = bfloat16_dot_products()
     images, source = load_images(args.n)
     xs = [to_tensor(im) for im in images]
     pixels = 250 * 250
@@ -154,6 +168,11 @@ def main(argv: list[str] | None = None) -> dict:
     faults = (minor_faults() - faults) / (args.rounds * len(encoded))
     rows = {"facekit-hyperprior": {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
                                    "decode_cpu_ms": dec_ms[1], "bpp": bpp, "setting": args.rate}}
+    # the same files decoded with bfloat16 convolutions in the synthesis (facekit decompress --synthesis bfloat16)
+    model.decompress(encoded[0]["strings"], encoded[0]["shape"], "bfloat16")  # makes its coding form
+    dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"], "bfloat16"), encoded, args.rounds)
+    rows[BF16_ROW] = {**rows["facekit-hyperprior"], "decode_ms": dec_ms[0], "decode_cpu_ms": dec_ms[1],
+                      "synthesis": "bfloat16"}
     if args.store and args.refine_steps:  # the refining encoder, as facekit-hyperprior-refined runs it (whole files)
         refined = HyperpriorCodec.from_store(name=args.store, refine_steps=args.refine_steps)
         datas = [refined.encode(im, args.rate) for im in images]
@@ -181,18 +200,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"one thread, {args.n} {source}, median of {args.rounds} rounds; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, load {load_before:.2f} before, {load_after:.2f} after; weights {weights}")
     print(f"page faults a decode: {faults:,.0f} (freed memory {'kept' if tuned else 'handed back, as glibc is configured'})")
-    print(f"{'codec':20s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}"
+    print(f"bfloat16 dot products on this CPU: {'yes' if native_bf16 else 'no (the bfloat16 synthesis is emulated)'}")
+    print(f"{'codec':24s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}"
           f" {'enc cpu ms':>11s} {'dec cpu ms':>11s}")
     for name, r in rows.items():
-        print(f"{name:20s} {r['setting']!s:>8s} {r['bpp']:7.3f} {r['encode_ms']:10.2f} {r['decode_ms']:10.2f} "
+        print(f"{name:24s} {r['setting']!s:>8s} {r['bpp']:7.3f} {r['encode_ms']:10.2f} {r['decode_ms']:10.2f} "
               f"{ours['encode_ms'] / r['encode_ms']:10.2f} {ours['decode_ms'] / r['decode_ms']:10.2f}"
               f" {r['encode_cpu_ms']:11.2f} {r['decode_cpu_ms']:11.2f}")
-    print("(ratio: facekit-hyperprior's wall time over that codec's; targets: decode <= 10 ms, encode <= 20 ms;\n"
+    print(f"(ratio: facekit-hyperprior's wall time over that codec's; {BF16_ROW}: the same files decoded with\n"
+          " bfloat16 convolutions in the synthesis; targets: decode <= 10 ms, encode <= 20 ms;\n"
           " cpu ms: this thread's CPU time, for the codecs that run in this process)")
     result = {"macs_per_pixel": {"encoder": enc_macs, "decoder": dec_macs}, "rows": rows, "images": source,
               "n": args.n, "rounds": args.rounds, "threads": 1, "arch": model.arch.to_dict(),
               "load": [load_before, load_after], "weights": weights, "keep_freed_memory": tuned,
-              "page_faults_per_decode": faults}
+              "page_faults_per_decode": faults, "bfloat16_dot_products": native_bf16}
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

@@ -423,28 +423,29 @@ d = json.load(open(sys.argv[1] + "/meta.json"))
 m = FaceHyperprior(HyperpriorArch.from_dict(d["arch"]))
 m.load_state_dict(torch.load(sys.argv[1] + "/model.pt", weights_only=True))
 m.eval()
-x_hat = m.decompress([open(sys.argv[1] + "/stream.bin", "rb").read()], d["shape"])["x_hat"]
+x_hat = m.decompress([open(sys.argv[1] + "/stream.bin", "rb").read()], d["shape"], d["synthesis"])["x_hat"]
 open(sys.argv[1] + "/pixels.bin", "wb").write((x_hat * 255).round().to(torch.uint8).numpy().tobytes())
 x = torch.load(sys.argv[1] + "/x.pt", weights_only=True)
 open(sys.argv[1] + "/again.bin", "wb").write(m.compress(x, d["rate"])["strings"][0])
 """
 
 
-@pytest.mark.parametrize("arch", [TINY, HyperpriorArch()], ids=["tiny", "default"])
-def test_bit_exact_across_thread_counts_and_processes(tmp_path: Path, arch: HyperpriorArch) -> None:
+@pytest.mark.parametrize("arch,synthesis", [(TINY, "float32"), (HyperpriorArch(), "float32"), (HyperpriorArch(), "bfloat16")],
+                         ids=["tiny", "default", "default-bfloat16"])
+def test_bit_exact_across_thread_counts_and_processes(tmp_path: Path, arch: HyperpriorArch, synthesis: str) -> None:
     m = tiny_model(3, arch)
     x = face_like(250, 250, seed=3)
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         enc = m.compress(x, 0.7)
-        x_hat = m.decompress(enc["strings"], enc["shape"])["x_hat"]
+        x_hat = m.decompress(enc["strings"], enc["shape"], synthesis)["x_hat"]
     finally:
         torch.set_num_threads(old)
     torch.save(m.state_dict(), tmp_path / "model.pt")
     torch.save(x, tmp_path / "x.pt")
     (tmp_path / "stream.bin").write_bytes(enc["strings"][0])
-    (tmp_path / "meta.json").write_text(json.dumps({"arch": arch.to_dict(), "shape": enc["shape"], "rate": 0.7}))
+    (tmp_path / "meta.json").write_text(json.dumps({"arch": arch.to_dict(), "shape": enc["shape"], "rate": 0.7, "synthesis": synthesis}))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "2"}
     subprocess.run([sys.executable, "-c", DECODE_SCRIPT, str(tmp_path), "2"], check=True, env=env, timeout=300)
     pixels = (x_hat * 255).round().to(torch.uint8).numpy().tobytes()

@@ -146,6 +146,26 @@ def test_compress_and_decompress_round_trip(store, codec, face_png, tmp_path):
     assert np.array_equal(np.asarray(Image.open(tmp_path / "d.png")), codec.decode(outs["0.3"]))
 
 
+def test_bfloat16_synthesis_decodes_the_same_files_in_the_codec_and_the_cli(store, codec, tmp_path):
+    """The synthesis arithmetic (tests/test_hyperprior_synthesis.py) through the codec and ``--synthesis``."""
+    plain, fast = codec, get_codec(HYPERPRIOR, folder=store, synthesis="bfloat16")
+    assert (plain.describe()["synthesis"], fast.describe()["synthesis"]) == ("float32", "bfloat16")
+    data = plain.encode(face_image(), 0.5)
+    assert fast.encode(face_image(), 0.5) == data  # the encoder does not depend on it
+    assert np.abs(fast.decode(data).astype(int) - plain.decode(data).astype(int)).max() <= 8
+    with pytest.raises(CodecError, match="unknown synthesis arithmetic"):
+        HyperpriorCodec(tiny_hyperprior(), synthesis="half")
+    (tmp_path / "f.fkc").write_bytes(data)
+    for arithmetic, codec in (("bfloat16", fast), ("float32", plain)):
+        code, err = cli("decompress", str(tmp_path / "f.fkc"), "-o", str(tmp_path / f"{arithmetic}.png"),
+                        "--weights", str(store), "--synthesis", arithmetic, "--quiet")
+        assert code == 0, err
+        assert np.array_equal(np.asarray(Image.open(tmp_path / f"{arithmetic}.png")), codec.decode(data))
+    one_error(*cli("decompress", str(tmp_path / "f.fkc"), "-o", str(tmp_path / "x.png"), "--weights", str(store),
+                   "--synthesis", "int8"), "unknown synthesis arithmetic", "int8")
+    assert not (tmp_path / "x.png").exists()
+
+
 @pytest.mark.parametrize("rate", ["1.5", "-0.1", "nan", "inf", "fast", "q6", ""])
 def test_rate_out_of_range_or_unparsable_is_one_error(store, face_png, tmp_path, rate):
     dest = tmp_path / "o.fkc"

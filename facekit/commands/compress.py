@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (or .png file for one input)")
     d.add_argument("--device", default=None, help="torch device (default cpu)")
     d.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: the shipped weights)")
+    d.add_argument("--synthesis", default="float32", metavar="ARITHMETIC",
+                   help=f"{HYPERPRIOR} files: the synthesis' arithmetic, float32 (default) or bfloat16 (the same "
+                        "PSNR, pixels a few levels apart, about twice as fast where the CPU has bfloat16 dot products)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=run_decompress)
 
@@ -316,7 +319,9 @@ def run_decompress(args: argparse.Namespace) -> int:
 
     from .. import container
     from ..codecs.learned import LearnedCodec
+    from ..models.coding_transforms import synthesis_dtype
 
+    synthesis_dtype(args.synthesis)  # an unknown arithmetic: one error before any file is read
     jobs = _targets(collect(args.inputs, (SUFFIX,)), args.output, ".png")
     codecs: dict[tuple[str, bool], Codec] = {}
 
@@ -326,7 +331,7 @@ def run_decompress(args: argparse.Namespace) -> int:
             if container.file_kind(data) == "hyperprior":  # FKH1: the second generation
                 key = (HYPERPRIOR, False)
                 if key not in codecs:
-                    codecs[key] = get_codec(HYPERPRIOR, folder=args.weights, device=args.device)
+                    codecs[key] = get_codec(HYPERPRIOR, folder=args.weights, device=args.device, synthesis=args.synthesis)
             else:
                 ident: ModelId = container.parse(data).model_key()
                 key = (ident.variant, ident.entropy)

@@ -77,7 +77,7 @@ from ..container import HYPERPRIOR_MAX_SIDE
 from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
 from .cache import lru_get
-from .coding_transforms import GDN, Inference
+from .coding_transforms import GDN, Inference, synthesis_dtype
 from .integer import (
     ACT_BITS,
     IntConv,
@@ -345,11 +345,15 @@ class FaceHyperprior(nn.Module):
         if isinstance(module, FaceHyperprior):
             module.unfreeze()
 
-    def _transform(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """``g_a``, ``h_a`` or ``g_s`` in its frozen coding form (made again if the model moved)."""
+    def _transform(self, name: str, x: torch.Tensor, arithmetic: str = "float32") -> torch.Tensor:
+        """``g_a``, ``h_a`` or ``g_s`` in its frozen coding form (made again if the model moved), its
+        convolutions in ``arithmetic`` (:data:`~facekit.models.coding_transforms.SYNTHESIS`)."""
         if name not in self._inference or self._inference[name].device != self.log_gain.device:
             self.freeze()
-        return self._inference[name](x)
+        key = name if arithmetic == "float32" else f"{name}/{arithmetic}"
+        if key not in self._inference:
+            self._inference[key] = Inference(getattr(self, name), synthesis_dtype(arithmetic))
+        return self._inference[key](x)
 
     def _synthesis_scale(self, t16: int) -> torch.Tensor:
         """``gains(t, inverse=True) / 16`` (``(1, M, 1, 1)``) at the stored rate ``t16``: from latents in
@@ -380,15 +384,11 @@ class FaceHyperprior(nn.Module):
         index = torch.floor((p[..., m:] + one // (2 * INDEX_GAIN)) / (one // INDEX_GAIN))
         return mean16, index.clamp_(0, gaussian.N_SCALES - 1).long().transpose(1, 2)
 
-    def _hyper_int(self, z_sym: torch.Tensor) -> torch.Tensor:
+    def _hyper_rows(self, z_sym: torch.Tensor) -> torch.Tensor:
+        """The hyper-synthesis of the symbols ``z_sym`` as rows ``(B, H * W, channels)`` (row-major positions)."""
         h = z_sym.double() * 2**ACT_BITS
         for layer in self.h_s:
             h = layer.forward_int(h)
-        return h
-
-    def _hyper_rows(self, z_sym: torch.Tensor) -> torch.Tensor:
-        """The hyper-synthesis of the symbols ``z_sym`` as rows ``(B, H * W, channels)`` (row-major positions)."""
-        h = self._hyper_int(z_sym)
         return h.permute(0, 2, 3, 1).reshape(h.shape[0], -1, h.shape[1])
 
     def _checkerboard(self, hy: int, wy: int) -> Checkerboard:
@@ -444,7 +444,6 @@ class FaceHyperprior(nn.Module):
         sym_n = torch.round(y.index_select(2, board.others_at) - mean16_n.double() / 16).long()
         sym_n = torch.from_numpy(gaussian.clip_symbols(sym_n.numpy(), idx_n.numpy()))
         import constriction
-
         strings = []
         for i in range(b):
             enc = constriction.stream.queue.RangeEncoder()
@@ -456,8 +455,10 @@ class FaceHyperprior(nn.Module):
         return {"strings": strings, "shape": (int(hh), int(ww))}
 
     @torch.no_grad()
-    def decompress(self, strings: Sequence[bytes], shape: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Images ``(B, 3, H, W)`` in [0, 1] (channels-last in memory) from :meth:`compress`'s strings and shape."""
+    def decompress(self, strings: Sequence[bytes], shape: Sequence[int], synthesis: str = "float32") -> dict[str, torch.Tensor]:
+        """Images ``(B, 3, H, W)`` in [0, 1] (channels-last in memory) from :meth:`compress`'s strings and shape;
+        ``synthesis``: ``g_s``'s arithmetic, ``"float32"`` or ``"bfloat16"`` (:data:`~facekit.models.coding_transforms.SYNTHESIS`)."""
+        synthesis_dtype(synthesis)  # an unknown name fails before any decoding
         if not self.frozen:
             self.freeze()
         hh, ww = int(shape[0]), int(shape[1])
@@ -467,11 +468,10 @@ class FaceHyperprior(nn.Module):
         hy, wy = ph // 16, pw // 16
         board = self._checkerboard(hy, wy)
         z_idx = self.z_index_int.cpu()[:, None, None].expand(-1, hy // 4, wy // 4).numpy()
+        import constriction
         outs = []
         for data in strings:
             t16, words = self._parse(bytes(data), (hh, ww))
-            import constriction
-
             dec = constriction.stream.queue.RangeDecoder(words)
             z_sym = torch.from_numpy(gaussian.decode_symbols(dec, z_idx))[None]
             h = self._hyper_rows(z_sym)
@@ -481,7 +481,7 @@ class FaceHyperprior(nn.Module):
             mean16_n, idx_n = self._params_at(h.index_select(1, board.others_at), context)
             y16_n = torch.from_numpy(gaussian.decode_symbols(dec, idx_n[0].numpy()))[None] * 16 + mean16_n
             y_hat = self._latent_grid(y16_a, y16_n, board).float().to(self.log_gain.device)
-            x_hat = self._transform("g_s", y_hat.mul_(self._synthesis_scale(t16)))
+            x_hat = self._transform("g_s", y_hat.mul_(self._synthesis_scale(t16)), synthesis)
             outs.append(x_hat[..., :hh, :ww].add(0.5).clamp_(0, 1))
         return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
 
