@@ -10,20 +10,19 @@ the two, and the share of pixels that differ. ``benchmarks/model_complexity.py``
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
 import torch
 
 # this folder's benchmarks; importing them puts the repository on sys.path
-from model_complexity import load_images, load_weights, to_tensor
-from transform_ceiling import to_image
+from model_complexity import to_tensor
+from transform_ceiling import model_and_images, rate_sweep_parser, to_image
 
 # isort: split
 
 from facekit.metrics import psnr  # noqa: E402
-from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
+from facekit.models.hyperprior import FaceHyperprior  # noqa: E402
 
 
 @torch.no_grad()
@@ -43,16 +42,8 @@ def arithmetic_row(model: FaceHyperprior, images: list[np.ndarray], t: float) ->
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=100, help="images (default 100)")
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0], help="rates t in [0, 1]")
-    ap.add_argument("--weights", help="a run's model.pt or checkpoint.pt, or a store file (default: untrained)")
-    ap.add_argument("--store", help="a model in the weights store, by name")
-    ap.add_argument("--json", help="write the rows here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    model = load_weights(args.weights, args.store, HyperpriorArch()).eval().freeze()
-    images, source = load_images(args.n)
+    args = rate_sweep_parser(__doc__, 100, [0.0, 0.25, 0.5, 0.75, 1.0]).parse_args(argv)
+    model, images, source = model_and_images(args)
     print(f"{args.n} {source}; weights {args.store or args.weights or 'untrained'}")
     print(f"{'t':>5s} {'bpp':>7s} {'float32 dB':>11s} {'bfloat16 dB':>12s} {'diff dB':>8s} {'max px diff':>12s} {'px differ':>10s}")
     rows = []

@@ -42,17 +42,27 @@ def ceiling_row(model: FaceHyperprior, images: list[np.ndarray], t: float) -> di
     return {"t": t, "ceiling_psnr": float(np.mean(ceiling)), "psnr": coded[f"val_psnr_t{t:g}"], "bpp": coded[f"val_bpp_t{t:g}"]}
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, float]]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=50, help="images (default 50)")
-    ap.add_argument("--rates", type=float, nargs="+", default=[0.5, 0.75, 1.0], help="rates t in [0, 1]")
+def rate_sweep_parser(doc: str | None, n: int, rates: list[float]) -> argparse.ArgumentParser:
+    """The options of a benchmark that codes ``--n`` images at ``--rates`` with one model (``n``, ``rates``: defaults)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=n, help=f"images (default {n})")
+    ap.add_argument("--rates", type=float, nargs="+", default=rates, help="rates t in [0, 1]")
     ap.add_argument("--weights", help="a run's model.pt or checkpoint.pt, or a store file (default: untrained)")
     ap.add_argument("--store", help="a model in the weights store, by name")
     ap.add_argument("--json", help="write the rows here")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def model_and_images(args: argparse.Namespace) -> tuple[FaceHyperprior, list[np.ndarray], str]:
+    """One thread; the frozen model of ``--weights`` or ``--store``, and ``--n`` images with their source."""
     torch.set_num_threads(1)
     model = load_weights(args.weights, args.store, HyperpriorArch()).eval().freeze()
-    images, source = load_images(args.n)
+    return (model, *load_images(args.n))
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    args = rate_sweep_parser(__doc__, 50, [0.5, 0.75, 1.0]).parse_args(argv)
+    model, images, source = model_and_images(args)
     print(f"{args.n} {source}; latent {model.arch.latent}, synthesis widths {model.arch.dec_widths}")
     print(f"{'t':>5s} {'bpp':>7s} {'coded dB':>9s} {'ceiling dB':>11s}")
     rows = []
