@@ -13,8 +13,8 @@ to float32 rounding.
 
 The transposed convolutions stay transposed convolutions (their sub-pixel forms do more
 work). With ``dtype=torch.bfloat16`` the convolutions multiply in bfloat16 (weights and inputs
-rounded to 8 significant bits, products summed in float32 by oneDNN, outputs back to float32
-for GDN): about twice as fast on a CPU with bfloat16 dot products (AVX512-BF16, AMX), where
+rounded to 8 significant bits, products summed in float32 by oneDNN, outputs rounded to
+bfloat16, then float32 again for GDN): about twice as fast on a CPU with bfloat16 dot products (AVX512-BF16, AMX), where
 the convolutions already run near float32's peak; the decoder's synthesis offers it
 (:data:`SYNTHESIS`). ``benchmarks/model_complexity.py`` measures
 these forms, and the model card in ``results/README.md`` keeps the figures.
@@ -87,7 +87,7 @@ class Inference:
     shuffles as one copy, no autograd.
     Derived from the module's weights, never saved; the same sums as the module, in another
     order, so outputs agree to float32 rounding. ``dtype``: the convolutions' arithmetic
-    (``torch.bfloat16``: inputs and weights rounded to it, outputs float32 again)."""
+    (``torch.bfloat16``: inputs, weights and outputs rounded to it; GDN and the output in float32)."""
 
     def __init__(self, seq: nn.Sequential, dtype: torch.dtype = torch.float32) -> None:
         cl = torch.channels_last
