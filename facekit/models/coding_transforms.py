@@ -41,7 +41,7 @@ from .cache import lru_get
 
 #: the arithmetic of a decoder's synthesis (:class:`Inference`'s ``dtype`` for ``g_s``), by name:
 #: float32 (the default), or bfloat16 convolutions (the same PSNR to 0.01 dB on LFW faces, pixels
-#: that differ from float32's by a few levels; about twice as fast with bfloat16 dot products)
+#: that differ from float32's by a few levels; convolutions twice as fast with bfloat16 dot products)
 SYNTHESIS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
