@@ -18,12 +18,14 @@ bpp (real coding of the recipe's held-out faces) at ``t`` = 0, 0.5 and 1 every
     make weights WEIGHTS_FOLDER=/tmp/rerun-weights
     OMP_NUM_THREADS=1 python benchmarks/recipe_reproduce.py --recipe recipes/hyperprior.toml --run runs/weights/hyperprior
 
-It prints one row per step and ``t`` and exits 1 when a row is off by more than the tolerance.
+It prints one row per step and ``t`` (``--json`` writes them too) and exits 1 when a row is off by
+more than the tolerance.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--run", type=Path, help="a finished run folder of the recipe")
     how.add_argument("--steps", type=positive_int, help="train phase one's first STEPS steps afresh and compare them")
     p.add_argument("--weights-folder", default=None, help="the weights folder (default: facekit/weights)")
+    p.add_argument("--json", type=Path, help="also write the rows of each phase and the verdict here")
     args = p.parse_args(argv)
 
     recipe = load_recipe(args.recipe)
@@ -99,16 +102,21 @@ def main(argv: list[str] | None = None) -> int:
         reruns = {phase: curve for phase in shipped if (curve := training_curve(args.run / phase))}
         if not reruns:
             p.error(f"{args.run} holds no held-out curve of the recipe's phases ({', '.join(shipped)})")
-    ok = True
+    ok, table = True, {}
     for phase, rerun in reruns.items():
         try:
-            rows = compare_curves(shipped[phase], rerun)
+            table[phase] = rows = compare_curves(shipped[phase], rerun)
         except TrainingError as e:
             p.error(f"{phase}: {e}")
         print_rows(phase, rows)
         ok &= all(r["ok"] for r in rows)
     within = f"within {REPRODUCE_PSNR_DB} dB and {100 * REPRODUCE_BPP_REL:.0f} %"
     print(f"reproduced {within}" if ok else f"NOT reproduced {within}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "recipe": recipe.name, "shipped_sha256": entry["sha256"], "preset": entry["recipe"]["preset"],
+            "rerun": str(args.run) if args.run else f"first {args.steps} steps", "psnr_db": REPRODUCE_PSNR_DB,
+            "bpp_rel": REPRODUCE_BPP_REL, "reproduced": ok, "phases": table}, indent=1))
     return 0 if ok else 1
 
 

@@ -332,7 +332,7 @@ def _reproduce_bench():  # type: ignore[no-untyped-def]
     return mod
 
 
-def test_recipe_reproduce_maps_phases_by_name_and_says_what_steps_must_reach(monkeypatch, capsys) -> None:
+def test_recipe_reproduce_maps_phases_by_name_and_says_what_steps_must_reach(monkeypatch, capsys, tmp_path) -> None:
     bench = _reproduce_bench()
     rd = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.05}]
     joint = [{"step": 100, "val_psnr_t0": 21.0, "val_bpp_t0": 0.05}]
@@ -350,3 +350,8 @@ def test_recipe_reproduce_maps_phases_by_name_and_says_what_steps_must_reach(mon
     assert "--steps 10 must reach the first held-out step (val_every = " in err
     monkeypatch.setattr(bench, "fresh_prefix", lambda *a: [{"step": 1000, "val_psnr_t0": 20.1, "val_bpp_t0": 0.05}])
     assert bench.main(["--steps", "1000"]) == 0 and "reproduced within" in capsys.readouterr().out
+    out = tmp_path / "reproduce.json"
+    assert bench.main(["--steps", "1000", "--json", str(out)]) == 0
+    written = json.loads(out.read_text())
+    assert written["reproduced"] and written["rerun"] == "first 1000 steps" and written["shipped_sha256"] == "ab" * 32
+    assert [(r["step"], r["t"], r["ok"]) for r in written["phases"]["rd"]] == [(1000, "0", True)]
