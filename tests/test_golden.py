@@ -4,8 +4,9 @@ For two LFW faces, each learned codec below must write exactly the bytes recorde
 ``tests/golden/bitstreams.json`` (sha256 and length), and decode them to exactly the
 recorded pixels. The kinds covered: the paper's PNG payload (with and without a face
 region), the context prior's range-coded payload (count tables and integer networks), the
-PNG-inside-entropy fallback, the range-coded face region, and the face region with its
-q1 background. Only hashes are stored, never LFW pixels.
+PNG-inside-entropy fallback, the range-coded face region, the face region with its
+q1 background, and the second generation's FKH1 stream (hyperprior, checkerboard, integer
+networks) at three rates. Only hashes are stored, never LFW pixels.
 """
 
 from __future__ import annotations
