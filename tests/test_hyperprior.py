@@ -162,7 +162,7 @@ def test_integer_conv_is_exact_against_int64_reference() -> None:
         ref = torch.from_numpy(acc >> WEIGHT_BITS)
         if upsample:
             ref = torch.nn.functional.pixel_shuffle(ref.double(), 2).long()
-        hi = (2.0**20 if upsample else 64.0) * 2**ACT_BITS
+        hi = (2.0**15 if upsample else 64.0) * 2**ACT_BITS
         ref = ref.clamp(-hi if upsample else 0, hi)
         assert torch.equal(got.long(), ref.long())
         if not upsample:  # only some positions, by one matrix product over their patches
@@ -186,10 +186,29 @@ def test_patches_of_some_taps_and_sources_give_the_same_integers() -> None:
     full = layer.forward_int(a, where=~anchor)  # every tap, on the grid
     taps = ~FaceHyperprior.anchors(5, 5)  # from a non-anchor, only these reach an anchor
     index = patch_index((7, 9), 5, ~anchor, taps, source=anchor)
-    rows = patch_rows(a.flatten(2)[:, :, anchor.reshape(-1)], index)  # (2, n, 12 * 6)
+    rows = patch_rows(a.flatten(2)[:, :, anchor.reshape(-1)].transpose(1, 2), index)  # (2, n, 12 * 6)
     n = int((~anchor).sum())
     part = layer.forward_int_rows(rows.view(2 * n, -1), taps).view(2, n, -1).transpose(1, 2)
-    assert index.shape == (12, n) and torch.equal(part, full[:, :, ~anchor])
+    assert index.shape == (n, 12) and torch.equal(part, full[:, :, ~anchor])
+
+
+def test_inputs_on_a_coarser_grid_give_the_same_integers_with_fewer_bits() -> None:
+    """``in_bits=4`` (the context's latents in 1/16 steps) computes the integers of ``in_bits=8`` on
+    inputs 16 times as large, from the same weights: the bias folded to the products' scale."""
+    torch.manual_seed(2)
+    coarse, fine = IntConv(6, 5, 5, in_max=300.0, in_bits=4), IntConv(6, 5, 5, in_max=300.0)
+    with torch.no_grad():
+        coarse.weight.mul_(20)
+        coarse.bias.uniform_(-3, 3)
+    fine.load_state_dict(coarse.state_dict())
+    coarse.freeze()
+    fine.freeze()
+    a16 = torch.randint(-300 * 16, 300 * 16 + 1, (2, 6, 7, 9)).double()
+    assert torch.equal(coarse.forward_int(a16), fine.forward_int(a16 * 16))
+    assert coarse.in_limit == 300 * 16 and "in_bits=4" in repr(coarse)
+    for bad in ({"in_bits": 9}, {"in_bits": -1}, {"in_max": 2.0**16}, {"relu": False, "out_max": 2.0**16}):
+        with pytest.raises(ValueError, match="in_bits|2\\*\\*24"):
+            IntConv(6, 5, 3, **bad)
 
 
 def test_float32_products_are_the_int64_products_and_only_within_the_bound() -> None:
@@ -207,8 +226,17 @@ def test_float32_products_are_the_int64_products_and_only_within_the_bound() -> 
         rows = torch.randint(-limit, limit + 1, (50, 300), generator=g)
         rows[0] = limit * w[:, worst].sign()  # this output's sum is max |rows| * abs_sum
         assert torch.equal(mat.product(rows.double()).long(), rows @ w)
-    zeros = torch.zeros(5, 300, dtype=torch.float64)  # no product at all
-    assert torch.equal(mat.product(zeros), torch.zeros(5, 40, dtype=torch.float64))
+    zeros = torch.zeros(5, 300, dtype=torch.float64)
+    assert torch.equal(mat.product(zeros), torch.zeros(5, 40))
+    # the bias counts in the bound: within it, float32; one past it, float64; the same integers
+    rows = torch.randint(-a_max, a_max + 1, (50, 300), generator=g)
+    rows[0] = a_max * w[:, worst].sign()
+    room = FLOAT32_EXACT - a_max * mat.abs_sum
+    for bias_max, dtype in ((room - 1, torch.float32), (room, torch.float64)):
+        bias = torch.full((40,), -bias_max)
+        with_bias = WeightMatrix.of(w.double(), bias)
+        got = with_bias.product(rows.double())
+        assert got.dtype == dtype and torch.equal(got.long(), rows @ w + bias.long())
     before = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")  # torch may now multiply float32 in bfloat16
@@ -327,7 +355,7 @@ def reference_strings(m: FaceHyperprior, x: torch.Tensor, rate: float) -> list[b
     anchor = m.anchors(*y.shape[-2:])
     mean_a, idx_a = params(torch.zeros_like(h[:, : m.arch.context]))
     sym_a = torch.from_numpy(gaussian.clip_symbols(torch.round(y - mean_a.double() / 16).long().numpy(), idx_a.numpy()))
-    ctx_in = torch.where(anchor, (sym_a * 16 + mean_a).double() * 2 ** (ACT_BITS - 4), torch.zeros((), dtype=torch.float64))
+    ctx_in = torch.where(anchor, (sym_a * 16 + mean_a).double(), torch.zeros((), dtype=torch.float64))  # 1/16 steps
     mean_n, idx_n = params(m.ctx.forward_int(ctx_in, where=~anchor))
     sym_n = torch.from_numpy(gaussian.clip_symbols(torch.round(y - mean_n.double() / 16).long().numpy(), idx_n.numpy()))
     out = []

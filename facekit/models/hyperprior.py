@@ -44,8 +44,8 @@ integer networks' weights and the prior's indices and derives coding forms of ``
 and ``g_s`` (:class:`~facekit.models.coding_transforms.Inference`), never saved, a pure function
 of the float weights that ``train()``, ``unfreeze()`` and ``load_state_dict`` forget. The integer
 networks run only where their outputs are read (each pass's positions; 12 of the context's 25
-taps; no context for the anchors), in float32 where every sum is bound to be exact
-(:class:`~facekit.models.integer.WeightMatrix`): the bytes of the whole-grid float64 computation.
+taps; no context for the anchors), channels last, on float32 integers, the context on latents in
+1/16 steps (:mod:`facekit.models.integer`): the bytes of the whole-grid int64 computation.
 ``benchmarks/model_complexity.py`` counts MACs and times coding (figures: ``results/README.md``).
 
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
@@ -78,15 +78,7 @@ from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
 from .cache import lru_get
 from .coding_transforms import GDN, Inference, synthesis_dtype
-from .integer import (
-    ACT_BITS,
-    IntConv,
-    bound,
-    floor_ste,
-    patch_index,
-    patch_rows,
-    round_ste,
-)
+from .integer import ACT_BITS, IntConv, bound, floor_ste, patch_index, patch_rows, round_ste
 
 #: the q-names as points of the continuous rate parameter
 PRESETS = {"q1": 0.0, "q2": 0.25, "q3": 0.5, "q4": 0.75, "q5": 1.0}
@@ -199,7 +191,7 @@ class FaceHyperprior(nn.Module):
                     layer.bias.zero_()
         self.h_s = nn.ModuleList([IntConv(a.hyper_latent, a.hyper, 3, upsample=True, in_max=Z_MAX),
                                   IntConv(a.hyper, a.hyper, 3, upsample=True)])
-        self.ctx = IntConv(m, a.context, 5, in_max=Y_MAX)
+        self.ctx = IntConv(m, a.context, 5, in_max=Y_MAX, in_bits=4)  # it reads latents in 1/16 steps
         self.ep = nn.ModuleList([IntConv(a.hyper + a.context, a.params_hidden, 1),
                                  IntConv(a.params_hidden, 2 * m, 1, relu=False, out_max=4096.0)])
         with torch.no_grad():  # start near sigma = 2.4 (index 25) and mean 0
@@ -385,11 +377,11 @@ class FaceHyperprior(nn.Module):
         return mean16, index.clamp_(0, gaussian.N_SCALES - 1).long().transpose(1, 2)
 
     def _hyper_rows(self, z_sym: torch.Tensor) -> torch.Tensor:
-        """The hyper-synthesis of the symbols ``z_sym`` as rows ``(B, H * W, channels)`` (row-major positions)."""
-        h = z_sym.double() * 2**ACT_BITS
+        """The hyper-synthesis of ``z_sym`` (``(B, C, H, W)``) as float32 integer rows ``(B, H * W, channels)``."""
+        h = z_sym.permute(0, 2, 3, 1).float().clamp_(-Z_MAX, Z_MAX).mul_(2**ACT_BITS)
         for layer in self.h_s:
-            h = layer.forward_int(h)
-        return h.permute(0, 2, 3, 1).reshape(h.shape[0], -1, h.shape[1])
+            h = layer.forward_int_nhwc(h)
+        return h.view(h.shape[0], -1, h.shape[3])
 
     def _checkerboard(self, hy: int, wy: int) -> Checkerboard:
         """The :class:`Checkerboard` of a ``hy x wy`` latent grid (kept for the last few sizes)."""
@@ -404,17 +396,17 @@ class FaceHyperprior(nn.Module):
 
     def _context_at(self, y16_a: torch.Tensor, hy: int, wy: int) -> torch.Tensor:
         """Integer context rows ``(B, n, C)`` at the non-anchors from the anchors' latents ``y16_a``
-        (1/16 steps, ``(B, M, n_anchors)``); the non-anchors read as zero."""
+        (1/16 steps, the context's input scale; ``(B, M, n_anchors)``); the non-anchors read as zero."""
         lim = self.ctx.in_limit
-        rows = patch_rows((y16_a.double() * 2 ** (ACT_BITS - 4)).clamp_(-lim, lim), self._checkerboard(hy, wy).context)
+        rows = patch_rows(y16_a.transpose(1, 2).float().clamp_(-lim, lim), self._checkerboard(hy, wy).context)
         b, n = rows.shape[:2]
         return self.ctx.forward_int_rows(rows.view(b * n, -1), self._ctx_taps, clamped=True).view(b, n, -1)
 
     @staticmethod
     def _latent_grid(y16_a: torch.Tensor, y16_n: torch.Tensor, board: Checkerboard) -> torch.Tensor:
-        """``(B, M, H, W)`` int64 latents (1/16 steps) from the anchors' and the non-anchors'."""
-        b, m = y16_a.shape[:2]
-        return torch.cat([y16_a, y16_n], 2).index_select(2, board.order).view(b, m, *board.anchor.shape)
+        """``(B, M, H, W)`` float32 latents (1/16 steps, channels-last) from the anchors' and the non-anchors'."""
+        nhwc = torch.cat([y16_a, y16_n], 2).transpose(1, 2).index_select(1, board.order).float()
+        return nhwc.view(y16_a.shape[0], *board.anchor.shape, y16_a.shape[1]).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, rate: float | str = 0.5, latent: torch.Tensor | None = None) -> dict[str, Any]:
@@ -480,7 +472,7 @@ class FaceHyperprior(nn.Module):
             context = self._context_at(y16_a, hy, wy)
             mean16_n, idx_n = self._params_at(h.index_select(1, board.others_at), context)
             y16_n = torch.from_numpy(gaussian.decode_symbols(dec, idx_n[0].numpy()))[None] * 16 + mean16_n
-            y_hat = self._latent_grid(y16_a, y16_n, board).float().to(self.log_gain.device)
+            y_hat = self._latent_grid(y16_a, y16_n, board).to(self.log_gain.device)
             x_hat = self._transform("g_s", y_hat.mul_(self._synthesis_scale(t16)), synthesis)
             outs.append(x_hat[..., :hh, :ww].add(0.5).clamp_(0, 1))
         return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}

@@ -10,20 +10,24 @@ that. :class:`IntConv` is such a layer, in two forms that compute the same funct
   gradients, and outputs floored to multiples of ``2**-ACT_BITS`` (straight-through too),
   then (``relu``) clamped to ``[0, ACT_MAX]``;
 * the *integer form* (``forward_int``, for coding, after :meth:`IntConv.freeze`): inputs are
-  integers at scale ``2**ACT_BITS``, ``acc = conv(a, W_int) + b_int`` holds integers at scale
-  ``2**(ACT_BITS + WEIGHT_BITS)``, and the output is ``floor(acc / 2**WEIGHT_BITS)``, clamped.
+  integers at scale ``2**in_bits`` (``ACT_BITS``, or fewer where the inputs lie on a coarser
+  grid, as the context's latents in 1/16 steps do), ``acc = conv(a, W_int) + b_q`` with
+  ``b_q = floor(b_int / 2**(ACT_BITS - in_bits))``, and the output is
+  ``floor(acc / 2**(WEIGHT_BITS - ACT_BITS + in_bits))``, clamped: the integers
+  ``floor((conv(a, W_int) * 2**(ACT_BITS - in_bits) + b_int) / 2**WEIGHT_BITS)``, at scale ``2**ACT_BITS``.
 
-The integer form runs on the CPU (a GPU library may pick FFT or Winograd algorithms, which
-are not exact) as one float64 matrix product of integer-valued weights and input patches
-(gathered by :func:`patch_index` and :func:`patch_rows`), bias added after. Every product
-and partial sum is an integer below ``2**52`` (:meth:`IntConv.freeze` checks the bound
-from the weights and the clamped input range), so float64 adds them exactly in any order:
-the result does not depend on BLAS's blocking, the thread count, the machine or the
-device. Division by a power of two and ``floor`` are exact too. Where the inputs at hand
-are small enough that every partial sum stays below ``2**24`` (``max |input| * sum |w|``,
-checked on each call), the product runs in float32 instead, exact for the same reason,
-twice as fast and from half the memory (:meth:`WeightMatrix.product`); not when torch may
-multiply float32 in bfloat16 or TF32 (:func:`ieee_float32_matmul`).
+The integer form's activations are float32 tensors of integers, all below ``2**24`` in
+magnitude (the constructor checks ``in_max`` and ``out_max``), so float32 holds them exactly.
+A layer runs on the CPU (a GPU library may pick FFT or Winograd algorithms, which are not
+exact) as one matrix product of integer weights and input patches (gathered by
+:func:`patch_index` and :func:`patch_rows`), bias included (:meth:`WeightMatrix.product`):
+in float32 where every partial sum is bound to stay below ``2**24`` (``max |input| * sum |w| +
+max |b_q|``, checked on each call), else in float64, below ``2**52`` (:meth:`IntConv.freeze`
+checks it from the weights and the clamped input range). Every product and partial sum is
+then an exactly represented integer, so the result does not depend on the order of the sums:
+not on BLAS's blocking, the thread count, the machine or the device. Division by a power of
+two and ``floor`` are exact too. float64 always where torch may multiply float32 in bfloat16
+or TF32 (:func:`ieee_float32_matmul`).
 
 Where only some output positions are needed, or some kernel taps or input channels only
 ever read zeros (the checkerboard context reads the anchors alone; the anchors' entropy
@@ -95,7 +99,13 @@ def ieee_float32_matmul() -> bool:
         return False
     if any(os.environ.get(name, "STRICT").upper() != "STRICT" for name in FPMATH_ENV):
         return False
-    return not old_non_x86_torch(torch.__version__, platform.machine()) and float32_probe()
+    return trusted_build() and float32_probe()
+
+
+@functools.cache
+def trusted_build() -> bool:
+    """Not :func:`old_non_x86_torch` for this process's torch and machine (asked once)."""
+    return not old_non_x86_torch(torch.__version__, platform.machine())
 
 
 def old_non_x86_torch(version: str, machine: str) -> bool:
@@ -123,33 +133,37 @@ def float32_probe() -> bool:
 
 @dataclass(frozen=True)
 class WeightMatrix:
-    """Integer weights ``(K, cout)`` as float64 and float32, and the largest absolute row sum
-    of a column (an output's ``sum |w|``), for :meth:`product`."""
+    """Integer weights ``(K, cout)`` and bias ``(cout,)`` as float64 and float32, with the largest
+    absolute column sum (an output's ``sum |w|``) and the largest ``|bias|``, for :meth:`product`."""
 
     w64: torch.Tensor
     w32: torch.Tensor
+    b64: torch.Tensor
+    b32: torch.Tensor
     abs_sum: float
+    bias_max: float
 
     @classmethod
-    def of(cls, w: torch.Tensor) -> WeightMatrix:
+    def of(cls, w: torch.Tensor, bias: torch.Tensor | None = None) -> WeightMatrix:
         w = w.double().contiguous()
-        return cls(w, w.float(), float(w.abs().sum(0).max()) if w.numel() else 0.0)
+        b = torch.zeros(w.shape[1], dtype=torch.float64) if bias is None else bias.double().contiguous()
+        abs_sum = float(w.abs().sum(0).max()) if w.numel() else 0.0
+        return cls(w, w.float(), b, b.float(), abs_sum, float(b.abs().max()) if b.numel() else 0.0)
 
     def product(self, rows: torch.Tensor) -> torch.Tensor:
-        """``rows @ w`` (float64 integers ``(n, K)``; float64 ``(n, cout)``), exactly. In float32
-        (twice as fast, half the memory) when every partial sum is bound to stay below
-        :data:`FLOAT32_EXACT` (``max |rows| * abs_sum``) and torch multiplies in IEEE float32
-        (:func:`ieee_float32_matmul`): then every product and sum is an exactly represented
-        integer, as in float64, whatever the order; otherwise in float64 (:data:`EXACT_BOUND`).
-        Rows all zero (a hyper-latent of zeros, as at low rates) give zeros without a product."""
+        """``rows @ w + bias`` (``rows``: float integers ``(n, K)``) exactly: float32 ``(n, cout)`` when
+        every partial sum is bound to stay below :data:`FLOAT32_EXACT` (``max |rows| * abs_sum +
+        bias_max``) and torch multiplies in IEEE float32 (:func:`ieee_float32_matmul`), for then
+        every product and sum is an exactly represented integer whatever the order; otherwise
+        float64 (exact below :data:`EXACT_BOUND`, which :meth:`IntConv.check_bound` ensures)."""
         if rows.numel() and self.abs_sum:
             lo, hi = torch.aminmax(rows)
             a_max = max(-float(lo), float(hi))
-            if a_max == 0:
-                return rows.new_zeros(rows.shape[0], self.w64.shape[1])
-            if a_max * self.abs_sum < FLOAT32_EXACT and ieee_float32_matmul():
-                return torch.mm(rows.float(), self.w32).double()
-        return torch.mm(rows, self.w64)
+        else:
+            a_max = 0.0
+        if a_max * self.abs_sum + self.bias_max < FLOAT32_EXACT and ieee_float32_matmul():
+            return torch.addmm(self.b32, rows.float(), self.w32)
+        return torch.addmm(self.b64, rows.double(), self.w64)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -188,14 +202,20 @@ class IntConv(nn.Module):
 
     ``in_max`` is the largest absolute input value (real units) the layer will see; the
     caller clamps to it. ``relu`` clamps the output to ``[0, ACT_MAX]``; otherwise it is
-    clamped to ``[-out_max, out_max]``.
+    clamped to ``[-out_max, out_max]``. ``in_bits``: the fixed-point bits of the inputs of the
+    integer form (its inputs are ``a * 2**in_bits``; fewer than ``ACT_BITS`` only where the
+    inputs lie on that coarser grid), which keeps its partial sums, and so its products, smaller.
     """
 
     def __init__(self, cin: int, cout: int, k: int = 3, *, relu: bool = True, upsample: bool = False,
-                 in_max: float = ACT_MAX, out_max: float = 2.0**20) -> None:
+                 in_max: float = ACT_MAX, out_max: float = 2.0**15, in_bits: int = ACT_BITS) -> None:
         super().__init__()
         self.cin, self.cout, self.k, self.relu, self.upsample = cin, cout, k, relu, upsample
-        self.in_max, self.out_max = float(in_max), float(out_max)
+        self.in_max, self.out_max, self.in_bits = float(in_max), float(out_max), int(in_bits)
+        if not 0 <= self.in_bits <= ACT_BITS:
+            raise ValueError(f"in_bits={in_bits}: the inputs' fixed-point bits are between 0 and ACT_BITS={ACT_BITS}")
+        if self.in_limit >= FLOAT32_EXACT or self.out_limit >= FLOAT32_EXACT:
+            raise ValueError(f"in_max={in_max}, out_max={out_max}: the integer form's activations must stay below 2**24")
         n_out = 4 * cout if upsample else cout
         self.weight = nn.Parameter(torch.empty(n_out, cin, k, k))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
@@ -203,12 +223,12 @@ class IntConv(nn.Module):
         # derived from the float weights by freeze() (a pure function of them), so not saved
         self.register_buffer("weight_int", torch.zeros(0, dtype=torch.int64), persistent=False)
         self.register_buffer("bias_int", torch.zeros(0, dtype=torch.int64), persistent=False)
-        self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)  # the same integers as float64, on the CPU
+        self._w64 = self._bq = torch.zeros(0, dtype=torch.float64)  # the integer weights and the products' bias, on the CPU
         self._w_taps: dict[tuple[bytes, int | None], WeightMatrix] = {}  # (T * cin, cout) matrices, by tap mask and channels
         self._index: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()  # every position's patch, by image size
 
     def extra_repr(self) -> str:
-        return f"{self.cin}, {self.cout}, k={self.k}, relu={self.relu}, upsample={self.upsample}"
+        return f"{self.cin}, {self.cout}, k={self.k}, relu={self.relu}, upsample={self.upsample}, in_bits={self.in_bits}"
 
     @property
     def frozen(self) -> bool:
@@ -229,7 +249,7 @@ class IntConv(nn.Module):
         """Forget the integer weights (the float weights are about to change)."""
         self.weight_int = self.weight_int.new_zeros(0)
         self.bias_int = self.bias_int.new_zeros(0)
-        self._w64 = self._b64 = torch.zeros(0, dtype=torch.float64)
+        self._w64 = self._bq = torch.zeros(0, dtype=torch.float64)
         self._w_taps = {}
 
     @torch.no_grad()
@@ -239,14 +259,14 @@ class IntConv(nn.Module):
         b = torch.round(self.bias.detach().double() * 2 ** (ACT_BITS + WEIGHT_BITS))
         self.weight_int = w.to(torch.int64)
         self.bias_int = b.to(torch.int64)
-        self._w64, self._b64 = w.cpu(), b.cpu()
+        self._w64 = w.cpu()
+        self._bq = torch.floor(b.cpu() / 2 ** (ACT_BITS - self.in_bits))  # the bias at the products' scale
         self._w_taps = {}
         self.check_bound()
 
     def check_bound(self) -> None:
         """Refuse integer weights whose partial sums could reach :data:`EXACT_BOUND`."""
-        a_max = self.in_max * 2**ACT_BITS
-        worst = float((self.weight_int.abs().double().flatten(1).sum(1) * a_max + self.bias_int.abs().double()).max())
+        worst = float((self._w64.abs().flatten(1).sum(1) * self.in_limit + self._bq.abs()).max())
         if worst >= EXACT_BOUND:
             raise WeightsError(f"integer layer {self.extra_repr()}: partial sums up to {worst:.3g} are not exact in float64")
 
@@ -255,12 +275,22 @@ class IntConv(nn.Module):
         """The integer weights as float64 on the CPU (empty until :meth:`freeze`)."""
         return self._w64
 
+    @property
+    def in_limit(self) -> float:
+        """The largest absolute input of the integer form (``in_max`` at scale ``2**in_bits``)."""
+        return self.in_max * 2**self.in_bits
+
+    @property
+    def out_limit(self) -> float:
+        """The largest absolute output of the integer form (at scale ``2**ACT_BITS``)."""
+        return (ACT_MAX if self.relu else self.out_max) * 2**ACT_BITS
+
     def activate_(self, acc: torch.Tensor) -> torch.Tensor:
-        """``floor(acc / 2**WEIGHT_BITS)``, clamped, in place: accumulators to output activations."""
-        out = acc.div_(2**WEIGHT_BITS).floor_()
-        if self.relu:
-            return out.clamp_(0.0, ACT_MAX * 2**ACT_BITS)
-        return out.clamp_(-self.out_max * 2**ACT_BITS, self.out_max * 2**ACT_BITS)
+        """Products plus bias (:meth:`WeightMatrix.product`) to output activations, float32:
+        ``floor(acc / 2**(WEIGHT_BITS - ACT_BITS + in_bits))`` (exact: a power of two), clamped."""
+        out = acc.div_(2 ** (WEIGHT_BITS - ACT_BITS + self.in_bits)).floor_()
+        out = out.clamp_(0.0, self.out_limit) if self.relu else out.clamp_(-self.out_limit, self.out_limit)
+        return out.float()
 
     def _check_frozen(self) -> None:
         if not self.frozen or self._w64.numel() == 0:
@@ -268,59 +298,66 @@ class IntConv(nn.Module):
 
     def _matrix(self, taps: torch.Tensor | None, channels: int | None) -> WeightMatrix:
         """The integer weights of ``taps`` (all when None) and the first ``channels`` input
-        channels (all when None) as a ``(T * c, cout)`` :class:`WeightMatrix`, rows tap-major as
-        :func:`patch_rows` lays out a patch; made once per tap mask and channel count."""
+        channels (all when None) as a ``(T * c, cout)`` :class:`WeightMatrix` with the bias, rows
+        tap-major as :func:`patch_rows` lays out a patch; made once per tap mask and channel count."""
         key = (b"" if taps is None else taps.cpu().numpy().tobytes(), channels)
         if key not in self._w_taps:
             w = self._w64.flatten(2) if taps is None else self._w64[:, :, taps.cpu()]  # (cout, cin, T)
-            self._w_taps[key] = WeightMatrix.of(w[:, :channels].permute(2, 1, 0).reshape(-1, w.shape[0]))
+            self._w_taps[key] = WeightMatrix.of(w[:, :channels].permute(2, 1, 0).reshape(-1, w.shape[0]), self._bq)
         return self._w_taps[key]
-
-    @property
-    def in_limit(self) -> float:
-        """The largest absolute input of the integer form (``in_max`` at scale ``2**ACT_BITS``)."""
-        return self.in_max * 2**ACT_BITS
 
     def forward_int_rows(self, rows: torch.Tensor, taps: torch.Tensor | None = None,
                          channels: int | None = None, *, clamped: bool = False) -> torch.Tensor:
-        """The integer form on patches laid out as rows: ``rows`` ``(n, T * c)`` float64 integers
+        """The integer form on patches laid out as rows: ``rows`` ``(n, T * c)`` float integers
         (from :func:`patch_rows` for the same ``taps``; all ``k * k`` when None; ``c``: the first
-        ``channels`` input channels, the others read as zero) gives ``(n, cout)``. ``rows`` is
-        clamped to :attr:`in_limit` in place, unless ``clamped`` says the caller did it (before
+        ``channels`` input channels, the others read as zero) gives float32 ``(n, cout)``. ``rows``
+        is clamped to :attr:`in_limit` in place, unless ``clamped`` says the caller did it (before
         gathering the patches, where there are fewer values). One matrix product
         (:meth:`WeightMatrix.product`, exact); leaving out taps and channels whose inputs are
         zero leaves out zero products only, so the sums are the same integers."""
         self._check_frozen()
         if not clamped:
             rows = rows.clamp_(-self.in_limit, self.in_limit)
-        return self.activate_(self._matrix(taps, channels).product(rows).add_(self._b64))
+        return self.activate_(self._matrix(taps, channels).product(rows))
 
     def forward_int(self, a: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
-        """The integer form: ``a`` float64 integers at scale ``2**ACT_BITS``; returns the same kind.
+        """The integer form: ``a`` ``(B, C, H, W)`` float integers at scale ``2**in_bits``; returns float32
+        integers at scale ``2**ACT_BITS`` (a channels-last view; :meth:`forward_int_nhwc` without the views).
 
         With ``where`` (bool ``(H, W)``; not for ``upsample``), only those output positions are
         computed (:meth:`forward_int_rows` over their patches); the others are left at 0.
         """
         self._check_frozen()
-        a = a.double().cpu()
-        b, _, h, w = a.shape
-        a_clamped = a.flatten(2).clamp(-self.in_limit, self.in_limit)
-        if where is not None and not self.upsample:
-            where = where.cpu()
-            rows = patch_rows(a_clamped, patch_index((h, w), self.k, where))  # (B, n, k * k * cin)
-            n = rows.shape[1]
-            out = torch.zeros(b, h * w, self.cout, dtype=torch.float64)
-            out[:, where.reshape(-1)] = self.forward_int_rows(rows.view(b * n, -1), clamped=True).view(b, n, -1)
-            return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+        nhwc = a.cpu().permute(0, 2, 3, 1)
+        if where is None or self.upsample:
+            return self.forward_int_nhwc(nhwc).permute(0, 3, 1, 2)
+        b, h, w, _ = nhwc.shape
+        out = torch.zeros(b, h * w, self.cout)
+        out[:, where.cpu().reshape(-1)] = self._patches_int(nhwc, patch_index((h, w), self.k, where.cpu()))
+        return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def forward_int_nhwc(self, a: torch.Tensor) -> torch.Tensor:
+        """The integer form over a whole grid, channels last: ``a`` ``(B, H, W, C)`` float integers at
+        scale ``2**in_bits`` gives float32 ``(B, H, W, cout)`` (``(B, 2H, 2W, cout)`` for ``upsample``)."""
+        self._check_frozen()
+        b, h, w, _ = a.shape
         index = lru_get(self._index, (h, w), lambda: patch_index((h, w), self.k, torch.ones(h, w, dtype=torch.bool)))
-        rows = patch_rows(a_clamped, index)
-        out = self.forward_int_rows(rows.view(b * h * w, -1), clamped=True).view(b, h, w, -1).permute(0, 3, 1, 2)
-        return F.pixel_shuffle(out, 2) if self.upsample else out
+        out = self._patches_int(a, index)
+        if not self.upsample:
+            return out.view(b, h, w, -1)
+        # the pixel shuffle, channels last: output channel c * 4 + i * 2 + j goes to (2h + i, 2w + j, c)
+        return out.view(b, h, w, self.cout, 2, 2).permute(0, 1, 4, 2, 5, 3).reshape(b, 2 * h, 2 * w, self.cout)
+
+    def _patches_int(self, a: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The integer form ``(B, n, outputs)`` at the positions of ``index`` (:func:`patch_index`) of ``a`` ``(B, H, W, C)``."""
+        b, h, w, c = a.shape
+        rows = patch_rows(a.reshape(b, h * w, c).clamp(-self.in_limit, self.in_limit), index)
+        return self.forward_int_rows(rows.view(b * index.shape[0], -1), clamped=True).view(b, index.shape[0], -1)
 
 
 def patch_index(shape: tuple[int, int], k: int, where: torch.Tensor, taps: torch.Tensor | None = None,
                 source: torch.Tensor | None = None) -> torch.Tensor:
-    """``(T, n)`` int64: for each output position where ``where`` (bool ``(H, W)``) is True, in
+    """``(n, T)`` int64: for each output position where ``where`` (bool ``(H, W)``) is True, in
     row-major order, and each kernel tap where ``taps`` (bool ``(k, k)``; all when None) is True,
     the input it reads, as an index among the ``source`` positions (bool ``(H, W)``, row-major;
     all when None), or the number of source positions for one outside the image or not a
@@ -334,15 +371,14 @@ def patch_index(shape: tuple[int, int], k: int, where: torch.Tensor, taps: torch
     inner[src] = torch.arange(n_src)
     rows, cols = where.cpu().nonzero(as_tuple=True)
     di, dj = (torch.ones(k, k, dtype=torch.bool) if taps is None else taps.cpu()).nonzero(as_tuple=True)
-    return lookup[rows[None, :] + di[:, None], cols[None, :] + dj[:, None]]
+    return lookup[rows[:, None] + di[None, :], cols[:, None] + dj[None, :]]
 
 
 def patch_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """The patches ``(B, n, T * C)`` (each row tap-major, contiguous) of ``values`` (``(B, C,
-    n_source)``, the inputs at the source positions) that :func:`patch_index` describes, zeros
-    where it says so: whole runs of ``C`` values gathered per position and tap."""
-    b, c, n_src = values.shape
-    rows = torch.cat([values, values.new_zeros(b, c, 1)], 2).transpose(1, 2).contiguous()  # (B, n_src + 1, C)
-    t, n = index.shape
-    return rows.index_select(1, index.t().reshape(-1)).view(b, n, t * c)
-
+    """The patches ``(B, n, T * C)`` (each row tap-major, contiguous) of ``values`` (``(B, n_source,
+    C)``, the inputs at the source positions, positions first) that :func:`patch_index` describes,
+    zeros where it says so: whole runs of ``C`` values gathered per position and tap."""
+    b, n_src, c = values.shape
+    rows = torch.cat([values, values.new_zeros(b, 1, c)], 1)  # (B, n_src + 1, C), contiguous
+    n, t = index.shape
+    return rows.index_select(1, index.view(-1)).view(b, n, t * c)
