@@ -3,10 +3,12 @@
 Counts the multiply-accumulates of ``compress`` (encoder) and ``decompress`` (decoder) of
 one 250x250 face with torch's ``FlopCounterMode`` (MACs = FLOPs / 2; convolutions and
 matrix products, the integer networks' float64 convolutions included; element-wise work
-such as GDN's square roots is not counted), then times encode and decode on one thread,
-face by face (median of ``--rounds`` rounds over ``--n`` images), beside OpenJPEG
-(``jpeg2000``) and AVIF (``avif``) in the same run, each at the setting of its default
-sweep whose bpp is nearest the learned codec's; the decoder also with bfloat16 convolutions
+such as GDN's square roots is not counted), then times encode and decode on one thread, image
+to file to uint8 pixels as each codec's ``encode`` and ``decode`` run, face by face (median of
+``--rounds`` rounds over ``--n`` images), beside OpenJPEG (``jpeg2000``) and AVIF (``avif``), each
+at the setting of its default sweep whose bpp is nearest the learned codec's. Every round times
+every codec once (:func:`interleaved_ms`), so a slow spell of a shared machine slows them alike
+and the ratios between them hold. The decoder is timed also with bfloat16 convolutions
 in its synthesis (``facekit-hyperprior+bf16``: ``decompress --synthesis bfloat16``, the same
 files), saying whether this CPU has bfloat16 dot products. Times are wall clock and, beside them, the
 CPU time of the timing thread (which a loaded machine inflates less); the load average is
@@ -83,16 +85,23 @@ def macs_per_pixel(fn, pixels: int) -> float:  # type: ignore[no-untyped-def]
     return counter.get_total_flops() / 2.0 / pixels
 
 
-def median_ms(fn, items, rounds: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Medians over rounds of the mean ms per item of ``fn(item)``: wall clock, and CPU time of this thread."""
-    wall, cpu = [], []
-    for _ in range(rounds):
-        t, c = time.perf_counter(), time.thread_time()
-        for it in items:
-            fn(it)
-        wall.append(1000 * (time.perf_counter() - t) / len(items))
-        cpu.append(1000 * (time.thread_time() - c) / len(items))
-    return statistics.median(wall), statistics.median(cpu)
+def interleaved_ms(jobs: dict[str, tuple], rounds: int) -> dict[str, tuple[float, float]]:  # type: ignore[type-arg]
+    """For each job ``name: (fn, items)``, medians over rounds of the mean ms per item of ``fn(item)``:
+    wall clock, and CPU time of this thread. Each round times every job once, in an order that
+    rotates from round to round, so that a slow spell of a shared machine falls on all of them
+    alike, and the ratios between them hold."""
+    wall: dict[str, list[float]] = {name: [] for name in jobs}
+    cpu: dict[str, list[float]] = {name: [] for name in jobs}
+    names = list(jobs)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            fn, items = jobs[name]
+            t, c = time.perf_counter(), time.thread_time()
+            for it in items:
+                fn(it)
+            wall[name].append(1000 * (time.perf_counter() - t) / len(items))
+            cpu[name].append(1000 * (time.thread_time() - c) / len(items))
+    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in jobs}
 
 
 #: the row of the decoder with bfloat16 convolutions in its synthesis (the encoder is the same)
@@ -160,38 +169,41 @@ def main(argv: list[str] | None = None) -> dict:
     enc_macs = macs_per_pixel(lambda: model.compress(xs[0], args.rate), pixels)
     dec_macs = macs_per_pixel(lambda: model.decompress(enc0["strings"], enc0["shape"]), pixels)
 
-    encoded = [model.compress(x, args.rate) for x in xs]  # warm-up and the payloads to decode
-    bpp = float(np.mean([8 * len(e["strings"][0]) / pixels for e in encoded]))
-    enc_ms = median_ms(lambda x: model.compress(x, args.rate), xs, args.rounds)
+    # encode and decode as every codec here does, image to file to pixels: facekit-hyperprior with this
+    # model, and its bfloat16 synthesis on the same files (facekit decompress --synthesis bfloat16)
+    ours, fast = HyperpriorCodec(model), HyperpriorCodec(model, synthesis="bfloat16")
+    files = [ours.encode(im, args.rate) for im in images]
+    fast.decode(files[0])  # makes its coding form
     faults = minor_faults()
-    dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"]), encoded, args.rounds)
-    faults = (minor_faults() - faults) / (args.rounds * len(encoded))
-    rows = {"facekit-hyperprior": {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
-                                   "decode_cpu_ms": dec_ms[1], "bpp": bpp, "setting": args.rate}}
-    # the same files decoded with bfloat16 convolutions in the synthesis (facekit decompress --synthesis bfloat16)
-    model.decompress(encoded[0]["strings"], encoded[0]["shape"], "bfloat16")  # makes its coding form
-    dec_ms = median_ms(lambda e: model.decompress(e["strings"], e["shape"], "bfloat16"), encoded, args.rounds)
-    rows[BF16_ROW] = {**rows["facekit-hyperprior"], "decode_ms": dec_ms[0], "decode_cpu_ms": dec_ms[1],
-                      "synthesis": "bfloat16"}
-    if args.store and args.refine_steps:  # the refining encoder, as facekit-hyperprior-refined runs it (whole files)
+    for f in files:
+        ours.decode(f)
+    faults = (minor_faults() - faults) / len(files)
+    rows = {"facekit-hyperprior": {"bpp": float(np.mean([8 * len(f) / pixels for f in files])), "setting": args.rate},
+            BF16_ROW: {"synthesis": "bfloat16"}}
+    jobs = {"facekit-hyperprior/encode": (lambda im: ours.encode(im, args.rate), images),
+            "facekit-hyperprior/decode": (ours.decode, files), f"{BF16_ROW}/decode": (fast.decode, files)}
+    if args.store and args.refine_steps:  # the refining encoder, as facekit-hyperprior-refined runs it
         refined = HyperpriorCodec.from_store(name=args.store, refine_steps=args.refine_steps)
         datas = [refined.encode(im, args.rate) for im in images]
-        enc_ms = median_ms(lambda im: refined.encode(im, args.rate), images, args.rounds)
-        dec_ms = median_ms(refined.decode, datas, args.rounds)
-        rows[HYPERPRIOR_REFINED] = {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1],
-                                    "decode_cpu_ms": dec_ms[1], "setting": args.rate, "refine_steps": args.refine_steps,
+        rows[HYPERPRIOR_REFINED] = {"setting": args.rate, "refine_steps": args.refine_steps,
                                     "bpp": float(np.mean([8 * len(d) / pixels for d in datas]))}
+        jobs[f"{HYPERPRIOR_REFINED}/encode"] = (lambda im: refined.encode(im, args.rate), images)
+        jobs[f"{HYPERPRIOR_REFINED}/decode"] = (refined.decode, datas)
+    bpp = rows["facekit-hyperprior"]["bpp"]
     for name in ("jpeg2000", "avif"):
         codec = get_codec(name)
         probe = {s: float(np.mean([8 * len(codec.encode(im, s)) / pixels for im in images[:4]])) for s in codec.settings}
         setting = min(probe, key=lambda s: abs(probe[s] - bpp))
         datas = [codec.encode(im, setting) for im in images]
-        enc_ms = median_ms(lambda im, c=codec, s=setting: c.encode(im, s), images, args.rounds)
-        dec_ms = median_ms(lambda d, c=codec: c.decode(d), datas, args.rounds)
-        rows[name] = {"encode_ms": enc_ms[0], "decode_ms": dec_ms[0], "encode_cpu_ms": enc_ms[1], "decode_cpu_ms": dec_ms[1],
-                      "bpp": float(np.mean([8 * len(d) / pixels for d in datas])), "setting": setting}
+        rows[name] = {"bpp": float(np.mean([8 * len(d) / pixels for d in datas])), "setting": setting}
+        jobs[f"{name}/encode"] = (lambda im, c=codec, s=setting: c.encode(im, s), images)
+        jobs[f"{name}/decode"] = (lambda d, c=codec: c.decode(d), datas)
+    for job, (wall, cpu) in interleaved_ms(jobs, args.rounds).items():
+        name, side = job.split("/")
+        rows[name].update({f"{side}_ms": wall, f"{side}_cpu_ms": cpu})
+    rows[BF16_ROW] = {**rows["facekit-hyperprior"], **rows[BF16_ROW]}  # the same files, so the same encoder
 
-    ours = rows["facekit-hyperprior"]
+    ref = rows["facekit-hyperprior"]
     print(f"facekit.models.hyperprior {model.arch}")
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
     print(f"MACs per pixel (250x250, FlopCounterMode): encoder {enc_macs:,.0f}, decoder {dec_macs:,.0f}")
@@ -205,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
           f" {'enc cpu ms':>11s} {'dec cpu ms':>11s}")
     for name, r in rows.items():
         print(f"{name:24s} {r['setting']!s:>8s} {r['bpp']:7.3f} {r['encode_ms']:10.2f} {r['decode_ms']:10.2f} "
-              f"{ours['encode_ms'] / r['encode_ms']:10.2f} {ours['decode_ms'] / r['decode_ms']:10.2f}"
+              f"{ref['encode_ms'] / r['encode_ms']:10.2f} {ref['decode_ms'] / r['decode_ms']:10.2f}"
               f" {r['encode_cpu_ms']:11.2f} {r['decode_cpu_ms']:11.2f}")
     print(f"(ratio: facekit-hyperprior's wall time over that codec's; {BF16_ROW}: the same files decoded with\n"
           " bfloat16 convolutions in the synthesis; targets: decode <= 10 ms, encode <= 20 ms;\n"

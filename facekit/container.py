@@ -41,8 +41,10 @@ told apart by their magic (:func:`file_kind`; :func:`parse_any` parses either ki
     0   4  magic b"FKH1" | 4  2  height | 6  2  width (uint16, little-endian; 1..4096)
     8   4  first 4 bytes of the sha256 fingerprint of the model | 12  m  model string
 
-where the model string (:meth:`facekit.models.hyperprior.FaceHyperprior.compress`) carries
-its own CRC32, which covers the image size too, and the rate parameter.
+where the model string (:meth:`facekit.models.hyperprior.FaceHyperprior.compress`;
+:func:`pack_hyperprior_stream`, :func:`parse_hyperprior_stream`) is ``CRC32 (4 bytes) | t
+(uint16) | range-coded words`` (little-endian, the words' trailing zero bytes left out): its
+CRC32 covers the image size too, so a damaged, truncated or mis-sized string fails it.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from .codecs.names import VARIANTS, ModelId
 from .errors import BitstreamError, CodecError
@@ -336,6 +340,26 @@ def parse_hyperprior(data: bytes) -> HyperpriorFile:
     height, width = struct.unpack("<HH", data[at : at + 4])
     _check_size(height, width, HYPERPRIOR_MAX_SIDE)
     return HyperpriorFile(height, width, data[at + 4 : HYPERPRIOR_HEADER], data[HYPERPRIOR_HEADER:])
+
+
+def pack_hyperprior_stream(t16: int, words: np.ndarray, height: int, width: int) -> bytes:
+    """A model string: the stored rate ``t16`` and the range coder's uint32 ``words`` of one
+    ``height x width`` image, under a CRC32 that covers the image size too."""
+    body = struct.pack("<H", t16) + np.asarray(words).astype("<u4").tobytes().rstrip(b"\x00")
+    return struct.pack("<I", zlib.crc32(struct.pack("<II", height, width) + body)) + body
+
+
+def parse_hyperprior_stream(data: bytes, height: int, width: int) -> tuple[int, np.ndarray]:
+    """``(t16, words)`` of a model string after its CRC check; :class:`BitstreamError` when it is
+    damaged, cut, or was made for another image size. The words end with the stripped zero
+    bytes and then zeros (what a range decoder reads past the end)."""
+    if len(data) < 6:
+        raise BitstreamError(f"hyperprior stream of {len(data)} bytes is too short (truncated)")
+    crc, body = struct.unpack("<I", data[:4])[0], data[4:]
+    if zlib.crc32(struct.pack("<II", height, width) + body) != crc:
+        raise BitstreamError("hyperprior stream fails its CRC32 check (truncated, damaged, or another image size)")
+    raw = body[2:] + b"\x00" * ((-(len(body) - 2)) % 4 + 8)
+    return struct.unpack("<H", body[:2])[0], np.frombuffer(raw, dtype="<u4").astype(np.uint32)
 
 
 def parse_any(data: bytes) -> Container | HyperpriorFile:

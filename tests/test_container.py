@@ -177,3 +177,17 @@ def test_format_1_files_written_before_format_2_still_decode_and_repack_byte_for
         assert container.pack_format1(c.model, c.model_hash, c.height, c.width, c.payload) == data
         now = (corpus / "face.q1.fkc").read_bytes()  # the same payload, written by this facekit
         assert container.parse(now).payload == c.payload and len(now) == len(data) - 8 - len(c.model)
+
+
+def test_hyperprior_model_string_round_trip_and_damage():
+    import numpy as np
+
+    words = np.array([0x12345678, 0x9ABC, 0, 0], dtype=np.uint32)
+    data = container.pack_hyperprior_stream(40000, words, 250, 250)
+    assert len(data) == 4 + 2 + 6  # the trailing zero bytes are left out
+    t16, back = container.parse_hyperprior_stream(data, 250, 250)
+    assert t16 == 40000 and list(back[:4]) == list(words) and not back[4:].any()
+    flipped = data[:-1] + bytes([data[-1] ^ 1])
+    for bad, shape in ((flipped, (250, 250)), (data[:-1], (250, 250)), (data, (250, 251)), (data[:5], (250, 250))):
+        with pytest.raises(BitstreamError):
+            container.parse_hyperprior_stream(bad, *shape)

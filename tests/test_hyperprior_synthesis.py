@@ -1,6 +1,7 @@
 """The decoder's synthesis arithmetic (facekit.models.coding_transforms.SYNTHESIS): bfloat16
 convolutions read the same files as float32 and give nearly the same pixels; an unknown
-arithmetic is one clear error. Bit-exactness across thread counts and processes, for both:
+arithmetic is one clear error; the uint8 pixels a decoder returns are the float images' exactly.
+Bit-exactness across thread counts and processes, for both:
 tests/test_hyperprior.py; the codec and ``facekit decompress --synthesis``: tests/test_hyperprior_codec.py."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 pytest.importorskip("constriction")
 
 from facekit.errors import CodecError  # noqa: E402
-from facekit.models.coding_transforms import SYNTHESIS, Inference, synthesis_dtype  # noqa: E402
+from facekit.models.coding_transforms import SYNTHESIS, Inference, shuffled_pixels, synthesis_dtype  # noqa: E402
 from facekit.models.hyperprior import HyperpriorArch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,3 +76,40 @@ def test_the_benchmark_prints_both_decodes(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert [row["t"] for row in rows] == [0, 1] and "bfloat16 dB" in r.stdout
     assert all(abs(row["psnr_bfloat16"] - row["psnr_float32"]) < 0.1 and row["max_pixel_difference"] <= 8 for row in rows)
+
+
+@pytest.mark.parametrize("synthesis", list(SYNTHESIS))
+@pytest.mark.parametrize("shape", [(1, 3, 250, 250), (2, 3, 37, 70), (1, 3, 1, 1), (1, 3, 65, 63)])
+def test_pixels_are_the_float_images_rounded(synthesis: str, shape: tuple[int, ...]) -> None:
+    m = tiny_hyperprior(3)
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    enc = m.compress(x, 0.8)
+    x_hat = m.decompress(enc["strings"], enc["shape"], synthesis)["x_hat"]
+    got = m.decompress_pixels(enc["strings"], enc["shape"], synthesis)
+    assert got.dtype == torch.uint8 and got.shape == (shape[0], shape[2], shape[3], 3)
+    assert torch.equal(got, (x_hat * 255).round().to(torch.uint8).permute(0, 2, 3, 1))
+    with pytest.raises(CodecError, match="unknown synthesis arithmetic"):
+        m.decompress_pixels(enc["strings"], enc["shape"], "int8")
+
+
+def test_shuffled_pixels_shuffles_crops_and_refuses_a_larger_crop() -> None:
+    x = torch.arange(2 * 12 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4, 12).permute(0, 3, 1, 2) / 400 - 0.25
+    out = shuffled_pixels(x, 2, 0.25, 5, 7)  # channels (i, j, c) of 3 colours: a 6x8 image, cropped to 5x7
+    full = x.permute(0, 2, 3, 1).reshape(2, 3, 4, 2, 2, 3).permute(0, 1, 3, 2, 4, 5).reshape(2, 6, 8, 3)
+    assert torch.equal(out, ((full + 0.25).clamp(0, 1) * 255).round().to(torch.uint8)[:, :5, :7])
+    with pytest.raises(ValueError, match="crop"):
+        shuffled_pixels(x, 2, 0.0, 7, 8)
+
+
+def test_the_complexity_benchmark_times_every_codec_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "complexity.json"
+    env = {k: v for k, v in os.environ.items() if k != "FACEKIT_LFW"} | {"OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "model_complexity.py"), "--n", "1", "--rounds", "2",
+                        "--json", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert list(rows) == ["facekit-hyperprior", "facekit-hyperprior+bf16", "jpeg2000", "avif"]
+    assert all(row[k] > 0 for row in rows.values() for k in ("encode_ms", "decode_ms", "decode_cpu_ms", "bpp"))
+    assert rows["facekit-hyperprior+bf16"]["bpp"] == rows["facekit-hyperprior"]["bpp"]  # the same files
+    assert 1000 < result["macs_per_pixel"]["decoder"] <= 6000 and "dec ratio" in r.stdout

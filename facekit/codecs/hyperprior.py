@@ -214,8 +214,7 @@ class HyperpriorCodec(Codec):
         if f.height * f.width > self.max_pixels:
             raise BitstreamError(f"declared image size {f.width}x{f.height} exceeds this decoder's limit of "
                                  f"{self.max_pixels} pixels (too large: a decompression bomb?)")
-        x_hat = self.model_of(f.model_hash).decompress([f.stream], (f.height, f.width), self.synthesis)["x_hat"][0]
-        return (x_hat * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return self.model_of(f.model_hash).decompress_pixels([f.stream], (f.height, f.width), self.synthesis)[0].cpu().numpy()
 
     def model_of(self, tag: bytes) -> FaceHyperprior:
         """The model whose fingerprint a file records: this codec's, or earlier weights of its store entry

@@ -114,8 +114,20 @@ class Inference:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (any layout) through the transform; the output is channels-last."""
+        return self._run(x, self.ops)
+
+    def pixels(self, x: torch.Tensor, offset: float, height: int, width: int) -> torch.Tensor:
+        """``round(clamp(self(x) + offset, 0, 1) * 255)`` cropped to ``height x width``, as uint8
+        ``(B, height, width, C)``: the values the float output gives, with a final pixel shuffle
+        done by the one copy into uint8 (:func:`shuffled_pixels`)."""
+        ops, r = self.ops, 1
+        if ops and ops[-1][0] == "shuffle":
+            ops, r = ops[:-1], ops[-1][1]
+        return shuffled_pixels(self._run(x, ops), r, offset, height, width)
+
+    def _run(self, x: torch.Tensor, ops: list[tuple[Any, ...]]) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
-        for op in self.ops:
+        for op in ops:
             if op[0] == "conv":  # .to and .float: no-ops in float32
                 x = F.conv2d(x.to(self.dtype), op[1], op[2], op[3], op[4]).float()
             elif op[0] == "tconv":
@@ -151,6 +163,21 @@ def shuffle_channels_last(x: torch.Tensor, r: int = 2) -> torch.Tensor:
     n, c, h, w = x.shape
     v = x.permute(0, 2, 3, 1).reshape(n, h, w, r, r * c // (r * r)).permute(0, 1, 3, 2, 4)
     return v.reshape(n, h * r, w * r, c // (r * r)).permute(0, 3, 1, 2)
+
+
+def shuffled_pixels(x: torch.Tensor, r: int, offset: float, height: int, width: int) -> torch.Tensor:
+    """uint8 ``(B, height, width, C)`` pixels ``round(clamp(v + offset, 0, 1) * 255)`` of ``v``, the
+    pixel shuffle (factor ``r``) of a channels-last ``x`` whose channels are ordered ``(i, j, c)``
+    (:func:`shuffled_conv`), cropped: the arithmetic on ``x`` in place, then the shuffle and the crop
+    in the copy to uint8 (the values are integers in ``[0, 255]``, so the copy is exact)."""
+    n, c, h, w = x.shape
+    hr, wr, ch = -(-height // r), -(-width // r), c // (r * r)
+    if hr > h or wr > w:
+        raise ValueError(f"a {height}x{width} crop of a {h * r}x{w * r} image")
+    v = x.add(offset).clamp_(0, 1).mul_(255).round_().permute(0, 2, 3, 1)[:, :hr, :wr].unflatten(3, (r, r, ch))
+    out = torch.empty(n, hr * r, wr * r, ch, dtype=torch.uint8, device=x.device)
+    out.view(n, hr, r, wr, r, ch).copy_(v.transpose(2, 3))
+    return out[:, :height, :width]
 
 
 def gdn_op(mod: GDN) -> tuple[Any, ...]:

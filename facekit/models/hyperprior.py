@@ -51,29 +51,27 @@ taps; no context for the anchors), channels last, on float32 integers, the conte
 The contract is CompressAI's: ``forward(x, rate)`` returns ``{"x_hat", "likelihoods":
 {"y", "z"}, "rate"}`` (``rate=None`` draws one ``t`` per batch); ``compress(x, rate)`` returns
 ``{"strings": [bytes per image], "shape": (H, W)}``; ``decompress(strings, shape)`` returns
-``{"x_hat"}``. A string is ``CRC32 (4 bytes) | t (uint16) | range-coded words`` (``z``, anchors,
-non-anchors in one queue coder); the CRC covers the image size too, so a damaged, truncated or
-mis-sized string fails it (:class:`~facekit.errors.BitstreamError`); a rate outside ``[0, 1]``
-is a :class:`~facekit.errors.CodecError`. :mod:`facekit.models.refine` refines a latent for ``compress``.
+``{"x_hat"}`` (:meth:`~FaceHyperprior.decompress_pixels`: the same images as uint8 pixels). A string
+is ``CRC32 | t | range-coded words`` (``z``, anchors, non-anchors in one queue coder;
+:func:`~facekit.container.pack_hyperprior_stream`): a damaged, truncated or mis-sized string
+fails its CRC (:class:`~facekit.errors.BitstreamError`); a rate outside ``[0, 1]`` is a
+:class:`~facekit.errors.CodecError`. :mod:`facekit.models.refine` refines a latent for ``compress``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import struct
-import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..container import HYPERPRIOR_MAX_SIDE
+from ..container import HYPERPRIOR_MAX_SIDE, pack_hyperprior_stream, parse_hyperprior_stream
 from ..entropy_models import gaussian
 from ..errors import BitstreamError, CodecError
 from .cache import lru_get
@@ -337,7 +335,7 @@ class FaceHyperprior(nn.Module):
         if isinstance(module, FaceHyperprior):
             module.unfreeze()
 
-    def _transform(self, name: str, x: torch.Tensor, arithmetic: str = "float32") -> torch.Tensor:
+    def _coding_form(self, name: str, arithmetic: str = "float32") -> Inference:
         """``g_a``, ``h_a`` or ``g_s`` in its frozen coding form (made again if the model moved), its
         convolutions in ``arithmetic`` (:data:`~facekit.models.coding_transforms.SYNTHESIS`)."""
         if name not in self._inference or self._inference[name].device != self.log_gain.device:
@@ -345,7 +343,7 @@ class FaceHyperprior(nn.Module):
         key = name if arithmetic == "float32" else f"{name}/{arithmetic}"
         if key not in self._inference:
             self._inference[key] = Inference(getattr(self, name), synthesis_dtype(arithmetic))
-        return self._inference[key](x)
+        return self._inference[key]
 
     def _synthesis_scale(self, t16: int) -> torch.Tensor:
         """``gains(t, inverse=True) / 16`` (``(1, M, 1, 1)``) at the stored rate ``t16``: from latents in
@@ -420,8 +418,8 @@ class FaceHyperprior(nn.Module):
         if latent is not None and tuple(latent.shape) != (b, self.arch.latent, -(-hh // 64) * 4, -(-ww // 64) * 4):
             raise CodecError(f"a latent of shape {tuple(latent.shape)} does not code {b} image(s) of {hh}x{ww}")
         t = torch.full((b,), t16 / RATE_STEPS, dtype=x.dtype, device=x.device)
-        y_f = self._transform("g_a", self._centred_padded(x)) * self.gains(t) if latent is None else latent
-        z_sym = torch.round(self._transform("h_a", y_f).double().cpu()).long()
+        y_f = self._coding_form("g_a")(self._centred_padded(x)) * self.gains(t) if latent is None else latent
+        z_sym = torch.round(self._coding_form("h_a")(y_f).double().cpu()).long()
         y = y_f.double().cpu().flatten(2)
         z_idx = self.z_index_int.cpu()[None, :, None, None].expand_as(z_sym)
         z_sym = torch.from_numpy(gaussian.clip_symbols(z_sym.numpy(), z_idx.numpy()))
@@ -442,14 +440,28 @@ class FaceHyperprior(nn.Module):
             gaussian.encode_symbols(enc, z_sym[i].numpy(), z_idx[i].numpy())
             gaussian.encode_symbols(enc, sym_a[i].numpy(), idx_a[i].numpy())
             gaussian.encode_symbols(enc, sym_n[i].numpy(), idx_n[i].numpy())
-            body = struct.pack("<H", t16) + enc.get_compressed().astype("<u4").tobytes().rstrip(b"\x00")
-            strings.append(struct.pack("<I", zlib.crc32(struct.pack("<II", hh, ww) + body)) + body)
+            strings.append(pack_hyperprior_stream(t16, enc.get_compressed(), hh, ww))
         return {"strings": strings, "shape": (int(hh), int(ww))}
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[bytes], shape: Sequence[int], synthesis: str = "float32") -> dict[str, torch.Tensor]:
         """Images ``(B, 3, H, W)`` in [0, 1] (channels-last in memory) from :meth:`compress`'s strings and shape;
         ``synthesis``: ``g_s``'s arithmetic, ``"float32"`` or ``"bfloat16"`` (:data:`~facekit.models.coding_transforms.SYNTHESIS`)."""
+        hh, ww = int(shape[0]), int(shape[1])
+        outs = [g_s(y)[..., :hh, :ww].add(0.5).clamp_(0, 1) for g_s, y in self._synthesis_inputs(strings, shape, synthesis)]
+        return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
+
+    @torch.no_grad()
+    def decompress_pixels(self, strings: Sequence[bytes], shape: Sequence[int], synthesis: str = "float32") -> torch.Tensor:
+        """:meth:`decompress`'s images as uint8 pixels ``(B, H, W, 3)``, ``round(x_hat * 255)``: the same
+        values, computed with fewer copies (:meth:`~facekit.models.coding_transforms.Inference.pixels`)."""
+        hh, ww = int(shape[0]), int(shape[1])
+        outs = [g_s.pixels(y, 0.5, hh, ww) for g_s, y in self._synthesis_inputs(strings, shape, synthesis)]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+
+    def _synthesis_inputs(self, strings: Sequence[bytes], shape: Sequence[int],
+                          synthesis: str) -> Iterator[tuple[Inference, torch.Tensor]]:
+        """For each string, ``g_s``'s coding form in ``synthesis`` and its input: the entropy decoding."""
         synthesis_dtype(synthesis)  # an unknown name fails before any decoding
         if not self.frozen:
             self.freeze()
@@ -461,9 +473,8 @@ class FaceHyperprior(nn.Module):
         board = self._checkerboard(hy, wy)
         z_idx = self.z_index_int.cpu()[:, None, None].expand(-1, hy // 4, wy // 4).numpy()
         import constriction
-        outs = []
         for data in strings:
-            t16, words = self._parse(bytes(data), (hh, ww))
+            t16, words = parse_hyperprior_stream(bytes(data), hh, ww)
             dec = constriction.stream.queue.RangeDecoder(words)
             z_sym = torch.from_numpy(gaussian.decode_symbols(dec, z_idx))[None]
             h = self._hyper_rows(z_sym)
@@ -473,20 +484,4 @@ class FaceHyperprior(nn.Module):
             mean16_n, idx_n = self._params_at(h.index_select(1, board.others_at), context)
             y16_n = torch.from_numpy(gaussian.decode_symbols(dec, idx_n[0].numpy()))[None] * 16 + mean16_n
             y_hat = self._latent_grid(y16_a, y16_n, board).to(self.log_gain.device)
-            x_hat = self._transform("g_s", y_hat.mul_(self._synthesis_scale(t16)), synthesis)
-            outs.append(x_hat[..., :hh, :ww].add(0.5).clamp_(0, 1))
-        return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
-
-    @staticmethod
-    def _parse(data: bytes, shape: tuple[int, int]) -> tuple[int, np.ndarray]:
-        """``(t16, words)`` of a string after its CRC check (which covers the image size too);
-        BitstreamError when damaged, cut, or given another size."""
-        if len(data) < 6:
-            raise BitstreamError(f"hyperprior stream of {len(data)} bytes is too short (truncated)")
-        crc, body = struct.unpack("<I", data[:4])[0], data[4:]
-        if zlib.crc32(struct.pack("<II", *shape) + body) != crc:
-            raise BitstreamError("hyperprior stream fails its CRC32 check (truncated, damaged, or another image size)")
-        t16 = struct.unpack("<H", body[:2])[0]
-        raw = body[2:]
-        raw += b"\x00" * ((-len(raw)) % 4 + 8)  # the stripped zero bytes, and zeros past the end
-        return t16, np.frombuffer(raw, dtype="<u4").astype(np.uint32)
+            yield self._coding_form("g_s", synthesis), y_hat.mul_(self._synthesis_scale(t16))
