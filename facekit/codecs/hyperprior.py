@@ -214,7 +214,8 @@ class HyperpriorCodec(Codec):
         if f.height * f.width > self.max_pixels:
             raise BitstreamError(f"declared image size {f.width}x{f.height} exceeds this decoder's limit of "
                                  f"{self.max_pixels} pixels (too large: a decompression bomb?)")
-        return self.model_of(f.model_hash).decompress_pixels([f.stream], (f.height, f.width), self.synthesis)[0].cpu().numpy()
+        pixels = self.model_of(f.model_hash).decompress_pixels([f.stream], (f.height, f.width), self.synthesis)[0]
+        return np.ascontiguousarray(pixels.cpu().numpy())  # a copy only where an odd side was cropped
 
     def model_of(self, tag: bytes) -> FaceHyperprior:
         """The model whose fingerprint a file records: this codec's, or earlier weights of its store entry
