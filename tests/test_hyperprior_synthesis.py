@@ -7,6 +7,7 @@ tests/test_hyperprior.py; the codec and ``facekit decompress --synthesis``: test
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -113,3 +114,38 @@ def test_the_complexity_benchmark_times_every_codec_side_by_side(tmp_path: Path)
     assert all(row[k] > 0 for row in rows.values() for k in ("encode_ms", "decode_ms", "decode_cpu_ms", "bpp"))
     assert rows["facekit-hyperprior+bf16"]["bpp"] == rows["facekit-hyperprior"]["bpp"]  # the same files
     assert 1000 < result["macs_per_pixel"]["decoder"] <= 6000 and "dec ratio" in r.stdout
+
+
+def test_a_synthesis_cut_to_its_own_widths_is_the_same_function() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("synthesis_width", REPO / "benchmarks" / "synthesis_width.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    m = tiny_hyperprior(4, HyperpriorArch(gdn_offdiag_init=0.01))
+    y = torch.randn(1, m.arch.latent, 4, 5)
+    same = bench.narrower(m, m.arch.dec_widths)
+    with torch.no_grad():
+        assert torch.equal(same.g_s(y), m.g_s(y))
+    cut = bench.narrower(m, (16, 8, 8))
+    assert cut.arch.dec_widths == (16, 8, 8) and cut.g_s(y).shape == m.g_s(y).shape
+    kept = {k: v for k, v in cut.state_dict().items() if not k.startswith("g_s.")}
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in kept.items())  # everything else is the model's own
+
+
+def test_the_width_benchmark_fine_tunes_on_the_same_bits(tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(face_image(seed=i)).save(folder / f"face{i}.png")
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "synthesis_width.py"), "--widths", "48", "32", "16",
+                        "--steps", "3", "--crop", "64", "--batch", "2", "--held-out", "2", "--images", str(folder),
+                        "--out", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["steps"] == 3 and result["held_out"] == 2 and (tmp_path / "out" / "model.pt").exists()
+    for t, row in result["stored"].items():  # the same encoder and entropy model: the same bits
+        assert result["tuned"][t]["bpp"] == row["bpp"] and math.isfinite(result["tuned"][t]["psnr"])
