@@ -448,7 +448,8 @@ class FaceHyperprior(nn.Module):
         """Images ``(B, 3, H, W)`` in [0, 1] (channels-last in memory) from :meth:`compress`'s strings and shape;
         ``synthesis``: ``g_s``'s arithmetic, ``"float32"`` or ``"bfloat16"`` (:data:`~facekit.models.coding_transforms.SYNTHESIS`)."""
         hh, ww = int(shape[0]), int(shape[1])
-        outs = [g_s(y)[..., :hh, :ww].add(0.5).clamp_(0, 1) for g_s, y in self._synthesis_inputs(strings, shape, synthesis)]
+        g_s = self._coding_form("g_s", synthesis)  # an unknown arithmetic fails before any decoding
+        outs = [g_s(y)[..., :hh, :ww].add(0.5).clamp_(0, 1) for y in self._synthesis_inputs(strings, shape)]
         return {"x_hat": outs[0] if len(outs) == 1 else torch.cat(outs, 0)}
 
     @torch.no_grad()
@@ -456,13 +457,12 @@ class FaceHyperprior(nn.Module):
         """:meth:`decompress`'s images as uint8 pixels ``(B, H, W, 3)``, ``round(x_hat * 255)``: the same
         values, computed with fewer copies (:meth:`~facekit.models.coding_transforms.Inference.pixels`)."""
         hh, ww = int(shape[0]), int(shape[1])
-        outs = [g_s.pixels(y, 0.5, hh, ww) for g_s, y in self._synthesis_inputs(strings, shape, synthesis)]
+        g_s = self._coding_form("g_s", synthesis)  # an unknown arithmetic fails before any decoding
+        outs = [g_s.pixels(y, 0.5, hh, ww) for y in self._synthesis_inputs(strings, shape)]
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
-    def _synthesis_inputs(self, strings: Sequence[bytes], shape: Sequence[int],
-                          synthesis: str) -> Iterator[tuple[Inference, torch.Tensor]]:
-        """For each string, ``g_s``'s coding form in ``synthesis`` and its input: the entropy decoding."""
-        synthesis_dtype(synthesis)  # an unknown name fails before any decoding
+    def _synthesis_inputs(self, strings: Sequence[bytes], shape: Sequence[int]) -> Iterator[torch.Tensor]:
+        """``g_s``'s input for each string: the entropy decoding."""
         if not self.frozen:
             self.freeze()
         hh, ww = int(shape[0]), int(shape[1])
@@ -484,4 +484,4 @@ class FaceHyperprior(nn.Module):
             mean16_n, idx_n = self._params_at(h.index_select(1, board.others_at), context)
             y16_n = torch.from_numpy(gaussian.decode_symbols(dec, idx_n[0].numpy()))[None] * 16 + mean16_n
             y_hat = self._latent_grid(y16_a, y16_n, board).to(self.log_gain.device)
-            yield self._coding_form("g_s", synthesis), y_hat.mul_(self._synthesis_scale(t16))
+            yield y_hat.mul_(self._synthesis_scale(t16))
