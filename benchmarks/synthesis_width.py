@@ -41,6 +41,8 @@ import facekit  # noqa: E402, F401  (before torch, so that facekit's thread defa
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from facekit.codecs.hyperprior import HyperpriorCodec  # noqa: E402
+from facekit.metrics import rate_and_psnr  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
 from facekit.training.data import training_sets  # noqa: E402
 from facekit.zoo import load_hyperprior  # noqa: E402
@@ -70,7 +72,7 @@ def narrower(model: FaceHyperprior, widths: tuple[int, int, int]) -> FaceHyperpr
                 dst.weight.copy_(w[:, keep[j]])
                 dst.bias.copy_(src.bias.detach()[keep[j]])
             else:  # the last convolution (12, in, k, k)
-                dst.weight.copy_(w[:, keep[-1]])
+                dst.weight.copy_(w[:, ins[j]])
                 dst.bias.copy_(src.bias.detach())
         for j, i in enumerate((1, 3, 5)):
             k = keep[j]
@@ -80,19 +82,9 @@ def narrower(model: FaceHyperprior, widths: tuple[int, int, int]) -> FaceHyperpr
 
 
 def psnr_table(model: FaceHyperprior, images: list[np.ndarray]) -> dict[str, dict[str, float]]:
-    """Mean PSNR (dB, rounded pixels) and bpp of ``images`` coded for real at each of :data:`RATES`."""
-    model.eval().freeze()
-    out = {}
-    for t in RATES:
-        psnr, bits = [], 0
-        for im in images:
-            x = torch.from_numpy(np.array(im, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255
-            enc = model.compress(x, t)
-            pixels = model.decompress_pixels(enc["strings"], enc["shape"])[0].numpy().astype(np.float64)
-            psnr.append(10 * math.log10(255**2 / float(np.mean((pixels - im.astype(np.float64)) ** 2))))
-            bits += 8 * len(enc["strings"][0])
-        out[str(t)] = {"psnr": float(np.mean(psnr)), "bpp": bits / sum(im.shape[0] * im.shape[1] for im in images)}
-    return out
+    """Mean bpp (whole files) and PSNR (dB) of ``images`` coded for real at each of :data:`RATES`."""
+    codec = HyperpriorCodec(model)
+    return {str(t): rate_and_psnr(codec, images, t) for t in RATES}
 
 
 def main(argv: list[str] | None = None) -> dict:
