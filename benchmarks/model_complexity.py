@@ -21,7 +21,7 @@ checked); neither: untrained weights, which cost the same.
     python benchmarks/model_complexity.py --n 8 --rounds 3
     python benchmarks/model_complexity.py --weights runs/hp/rd/checkpoint.pt --rate 0.3
     python benchmarks/model_complexity.py --store hyperprior    # and the refining encoder, 10 steps
-    python benchmarks/model_complexity.py --dec-widths 48 32 16     # a smaller synthesis, untrained
+    python benchmarks/model_complexity.py --dec-widths 56 40 24     # a wider synthesis, untrained
     python benchmarks/model_complexity.py --keep-freed-memory        # glibc keeps freed memory
 
 ``--keep-freed-memory`` raises glibc's trim and mmap thresholds before timing
@@ -144,8 +144,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rate", type=float, default=0.5, help="the rate parameter t in [0, 1]")
     ap.add_argument("--weights", help="a run's model.pt or checkpoint.pt, or a store file (default: untrained, same cost)")
     ap.add_argument("--store", help="a model in the weights store, by name")
-    ap.add_argument("--enc-widths", type=int, nargs=3, help="analysis widths of an untrained variant (default 24 40 56)")
-    ap.add_argument("--dec-widths", type=int, nargs=3, help="synthesis widths of an untrained variant (default 56 40 24)")
+    default = HyperpriorArch()
+    ap.add_argument("--enc-widths", type=int, nargs=3,
+                    help=f"analysis widths of an untrained variant (default {' '.join(map(str, default.enc_widths))})")
+    ap.add_argument("--dec-widths", type=int, nargs=3,
+                    help=f"synthesis widths of an untrained variant (default {' '.join(map(str, default.dec_widths))})")
     ap.add_argument("--keep-freed-memory", action="store_true", help="keep freed memory in the process (glibc mallopt)")
     ap.add_argument("--refine-steps", type=int, default=STEPS,
                     help=f"with --store: also time the refining encoder ({HYPERPRIOR_REFINED}) at this many steps; 0: not")
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     tuned = keep_freed_memory() if args.keep_freed_memory else False
 
-    arch = HyperpriorArch()
+    arch = default
     if args.enc_widths:
         arch = HyperpriorArch.from_dict({**arch.to_dict(), "enc_widths": args.enc_widths})
     if args.dec_widths:

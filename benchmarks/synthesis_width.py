@@ -1,20 +1,21 @@
-"""What a narrower synthesis costs: fine-tune one on the shipped codec's own bits, compare PSNR at equal rate.
+"""What a synthesis of other widths costs: fine-tune one on a stored codec's own bits, compare PSNR at equal rate.
 
-The decoder's time goes mostly to ``g_s`` (``results/README.md``, model card), whose widths
-(56, 40, 24) are not multiples of 16, so oneDNN's AVX-512 kernels pad them to 64, 48 and 32
-channels. This experiment keeps everything of a stored model but ``g_s`` (analysis,
-hyperprior, context, gains: the files are byte for byte the same), starts a synthesis of other
-widths from the stored one (each layer keeps the channels the next layer reads most, by weight
-norm; GDN's matrices cut alike), and fine-tunes only it, for ``log10(MSE)`` on random crops of
-LFW's identity-disjoint split at a random rate ``t`` per batch (the straight-through training
-pass of :meth:`~facekit.models.hyperprior.FaceHyperprior.forward`). It prints, on the recipe's
-32 held-out faces coded for real at five rates, the PSNR of the stored model and of the new
-synthesis on the same bits. Run it also with the stored widths (``--widths 56 40 24``): the
-same fine-tuning without narrowing, the control that separates the two effects (the stored
-synthesis was trained for the joint loss, not for PSNR alone).
+The decoder's time goes mostly to ``g_s`` (``results/README.md``, model card). oneDNN's AVX-512
+kernels compute 16 output channels at a time, so widths that are not multiples of 16 (56, 40, 24)
+run as if padded to the next (64, 48, 32). This experiment keeps everything of a stored model but
+``g_s`` (analysis, hyperprior, context, gains: the files are byte for byte the same), starts a
+synthesis of other widths from the stored one (each layer keeps the channels the next layer reads
+most, by weight norm; GDN's matrices cut alike), and fine-tunes only it, for ``log10(MSE)`` on
+random crops of LFW's identity-disjoint split at a random rate ``t`` per batch (the
+straight-through training pass of :meth:`~facekit.models.hyperprior.FaceHyperprior.forward`). It
+prints, on the recipe's 32 held-out faces coded for real at five rates, the PSNR of the stored
+model and of the new synthesis on the same bits. Run it also with the stored widths: the same
+fine-tuning without a cut, the control that separates the two effects (a jointly trained
+synthesis was not trained for PSNR alone). ``results/synthesis_width.json`` started from the
+weights shipped before, whose synthesis was 56-40-24 (``hyperprior@0cec36fc`` in the store):
 
-    python benchmarks/synthesis_width.py --widths 48 32 16 --time-limit 3600 --out runs/gs48
-    python benchmarks/synthesis_width.py --widths 56 40 24 --time-limit 3600 --out runs/gs56
+    python benchmarks/synthesis_width.py --store hyperprior@0cec36fc --widths 48 32 16 --time-limit 3600 --out runs/gs48
+    python benchmarks/synthesis_width.py --store hyperprior@0cec36fc --widths 56 40 24 --time-limit 3600 --out runs/gs56
     python benchmarks/model_complexity.py --weights runs/gs48/model.pt --refine-steps 0   # its speed
 
 ``--images DIR`` trains and checks on a folder of images instead. ``--out`` receives ``model.pt`` (the whole model, loadable by ``model_complexity.py --weights``)

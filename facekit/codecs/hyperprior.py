@@ -26,7 +26,7 @@ latent on the training objective before coding (:mod:`facekit.models.refine`), a
 slower, for fewer bits at the same quality; its files are ordinary FKH1 files.
 ``synthesis="bfloat16"`` (``facekit decompress --synthesis bfloat16``) decodes the same files with
 ``g_s``'s convolutions in bfloat16: the same PSNR, pixels a few levels apart from float32's, and
-a decode about a quarter faster where the CPU has bfloat16 dot products (its convolutions twice as fast).
+a decode about 15 % faster where the CPU has bfloat16 dot products.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class HyperpriorCodec(Codec):
             from ``entry``'s recipe when not given.
         synthesis: the decoder's synthesis arithmetic, ``"float32"`` (default) or ``"bfloat16"``
             (:data:`~facekit.models.coding_transforms.SYNTHESIS`: the same files and PSNR, pixels a few
-            levels apart, a decode about a quarter faster on a CPU with bfloat16 dot products).
+            levels apart, a decode about 15 % faster on a CPU with bfloat16 dot products).
 
     Example: ``HyperpriorCodec(model).decode(HyperpriorCodec(model).encode(image, "q3"))``.
     """
