@@ -5,7 +5,7 @@
 
 A ``-entropy`` codec codes the same integer codes as its PNG twin (``facekit-<variant>``,
 or ``facekit-<variant>-roi``): the prior only changes how many bytes they take. So when a
-new prior is fitted (:func:`facekit.zoo.fit_prior`), the decoded images, and with them
+new prior is fitted (:func:`facekit.training.prior.fit_prior`), the decoded images, and with them
 every embedding and the accuracy, are those already measured; only ``bpp`` moves.
 
 This script proves that for each point rather than assuming it: it compresses every image

@@ -30,10 +30,11 @@ def test_bitstreams_and_decodes_are_unchanged(lfw, codec_name, rate):
     from facekit.codecs import get_codec
     from facekit.codecs.hyperprior import HyperpriorCodec
     from facekit.codecs.names import HYPERPRIOR_WEIGHTS
+    from facekit.zoo import retired_name
 
     current, _, retired = codec_name.partition("@")
     codec = get_codec(current)
-    encoder = HyperpriorCodec.from_store(name=f"{HYPERPRIOR_WEIGHTS}@{retired}") if retired else codec
+    encoder = HyperpriorCodec.from_store(name=retired_name(HYPERPRIOR_WEIGHTS, retired)) if retired else codec
     for key, want in GOLDEN.items():
         name, r, image = key.split("/", 2)
         if (name, r) != (codec_name, rate):

@@ -207,7 +207,7 @@ def test_files_of_replaced_weights_still_decode(tmp_path):
     install_tiny(folder, seed=2)  # new weights under the same name: the old ones are kept, retired
     install_tiny(folder, seed=2)  # the same weights again: nothing more is kept
     manifest = zoo.read_manifest(folder)["models"]
-    keep = f"{HYPERPRIOR_WEIGHTS}@{first.entry['fingerprint'][:8]}"
+    keep = zoo.retired_name(HYPERPRIOR_WEIGHTS, first.entry["fingerprint"])
     assert sorted(manifest) == sorted([HYPERPRIOR_WEIGHTS, keep]) and manifest[keep]["retired"]
     assert manifest[keep]["sha256"] == first.entry["sha256"] and not zoo.verify(folder)
     codec = HyperpriorCodec.from_store(folder=folder)

@@ -340,7 +340,7 @@ def test_manifest_json_is_valid():
 
 @pytest.fixture
 def weights_with_prior(weights, smooth_image) -> Path:
-    from facekit.zoo import fit_prior
+    from facekit.training.prior import fit_prior
 
     rng = np.random.default_rng(0)
     imgs = [np.clip(smooth_image.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8) for _ in range(6)]
@@ -368,7 +368,8 @@ def test_entropy_variant_decodes_the_same_integers(weights_with_prior, smooth_im
 
 def test_neural_prior_installs_and_codes_the_same_integers(weights, smooth_image):
     """``fit_prior(layout=4)``: a facekit-prior/4 prior is trained, listed and used by the codec."""
-    from facekit.zoo import fit_prior, read_manifest
+    from facekit.training.prior import fit_prior
+    from facekit.zoo import read_manifest
 
     rng = np.random.default_rng(0)
     imgs = [np.clip(smooth_image.astype(int) + rng.integers(-20, 20, (1, 1, 3)), 0, 255).astype(np.uint8) for _ in range(4)]

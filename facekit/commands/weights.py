@@ -107,7 +107,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_fit_prior(args: argparse.Namespace) -> int:
     from ..training.data import load_split
-    from ..zoo import fit_prior
+    from ..training.prior import fit_prior
 
     images, names = load_split(args.root)
     for rate in args.rates:

@@ -17,7 +17,9 @@ phase two is phase one with more loss terms. The modules:
 * :mod:`~facekit.training.jointrd`: its joint phase (rate, face-weighted distortion, identity);
 * :mod:`~facekit.training.recipe`: ``recipes/*.toml``, one per shipped model: run both phases,
   resume, install (``facekit train --recipe``, ``make weights``); read by
-  :mod:`~facekit.training.recipe_toml`.
+  :mod:`~facekit.training.recipe_toml`;
+* :mod:`~facekit.training.prior`: the context prior fitted on installed weights' training codes
+  (``facekit weights fit-prior``).
 
 Finished runs become shipped weights through :mod:`facekit.zoo` (``facekit weights install``).
 Example::
