@@ -1,8 +1,10 @@
 """The LFW split folder that a lent GPU machine trains phase one on (scripts/gpu_hyperprior.sh pack):
-the same identity-disjoint split and held-out images as the full LFW, byte for byte."""
+the same identity-disjoint split and held-out images as the full LFW, byte for byte, carried in
+parts that each fit beside the working tree, and joined there exactly."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -67,7 +69,7 @@ def test_the_packed_lfw_gives_the_full_split_and_held_out_images(lfw_root, tmp_p
 
 
 def test_git_ignores_the_pack():
-    done = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "gpu/lfw/pairs.txt"], capture_output=True)
+    done = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "gpu/1/pack.part"], capture_output=True)
     if done.returncode == 128:
         pytest.skip("not a git checkout")
     assert done.returncode == 0, "add gpu/ to .gitignore: scripts/gpu_hyperprior.sh pack writes it"
@@ -81,3 +83,74 @@ def test_time_limit_goes_with_a_recipe(tmp_path, capsys):
     recipe = str(ROOT / "recipes" / "hyperprior.toml")
     assert main(["train", "--recipe", recipe, "--out", str(tmp_path / "run"), "--time-limit", "0"]) == 2
     assert "seconds > 0" in capsys.readouterr().err
+
+
+SCRIPT = ROOT / "scripts" / "gpu_hyperprior.sh"
+#: what a device call carries at most, the working tree included (the device tool's limit)
+CARRY_LIMIT = 64 * 1024 * 1024
+
+
+def pack_script(*args: str, part_bytes: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"PART_BYTES": str(part_bytes)} if part_bytes else {})}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, check=False)
+
+
+def fake_pack(folder: Path) -> Path:
+    rng = np.random.default_rng(1)
+    (folder / "lfw" / "lfw-deepfunneled" / "Cid").mkdir(parents=True)
+    (folder / "lfw" / "split.json").write_text("{}\n")
+    (folder / "lfw" / "lfw-deepfunneled" / "Cid" / "Cid_0001.jpg").write_bytes(rng.bytes(5000))
+    (folder / "wheels").mkdir()
+    (folder / "wheels" / "tqdm.whl").write_bytes(rng.bytes(3000))
+    return folder
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_pack_is_cut_into_parts_that_join_exactly(tmp_path):
+    pack = fake_pack(tmp_path / "gpu")
+    done = pack_script("split", str(pack), part_bytes=3000)
+    assert done.returncode == 0, done.stderr
+    parts = sorted(p for p in pack.iterdir() if p.name.isdigit())
+    assert [p.name for p in parts] == ["1", "2", "3"]
+    assert all(sorted(q.name for q in p.iterdir()) == ["PACK", "pack.part"] for p in parts)
+    assert all((p / "pack.part").stat().st_size <= 3000 for p in parts)
+    done = pack_script("join", str(pack), str(tmp_path / "joined"))
+    assert done.returncode == 0, done.stderr
+    assert files_of(tmp_path / "joined") == {k: v for k, v in files_of(pack).items() if not k[0].isdigit()}
+
+
+def test_a_missing_damaged_or_foreign_part_is_one_clear_error(tmp_path):
+    pack = fake_pack(tmp_path / "gpu")
+    assert pack_script("split", str(pack), part_bytes=3000).returncode == 0
+    other = fake_pack(tmp_path / "other")
+    (other / "wheels" / "tqdm.whl").write_bytes(b"another wheel")
+    assert pack_script("split", str(other), part_bytes=3000).returncode == 0
+    part = (pack / "2" / "pack.part").read_bytes()
+    (pack / "2" / "pack.part").unlink()
+    cases = {"missing": "part 2 of 3 is missing: carry"}
+    (pack / "2" / "pack.part").write_bytes(part[:-1] + bytes([part[-1] ^ 1]))
+    cases["damaged"] = "a part is damaged"
+    for i, (case, message) in enumerate(cases.items()):
+        if case == "missing":
+            (pack / "2" / "pack.part").rename(tmp_path / "kept")
+        done = pack_script("join", str(pack), str(tmp_path / f"joined{i}"))
+        assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1, (case, done.stderr)
+        if case == "missing":
+            (tmp_path / "kept").rename(pack / "2" / "pack.part")
+    (other / "1" / "PACK").replace(pack / "1" / "PACK")
+    done = pack_script("join", str(pack), str(tmp_path / "joined9"))
+    assert done.returncode == 1 and "is a part of another pack" in done.stderr
+
+
+def test_the_working_tree_leaves_room_for_a_part_of_the_pack():
+    """Every device call carries the tracked tree; ``pack`` cuts the 14 MB pack into parts of what is left."""
+    done = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                          capture_output=True, check=False)
+    if done.returncode:
+        pytest.skip("not a git checkout")
+    tree = sum((ROOT / f).stat().st_size for f in done.stdout.decode().split("\0") if f and (ROOT / f).is_file())
+    room = CARRY_LIMIT - tree - 1024 * 1024
+    assert room >= 4 * 1024 * 1024, f"the working tree is {tree} bytes: a device call carries {CARRY_LIMIT} in all"
