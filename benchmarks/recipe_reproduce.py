@@ -3,7 +3,7 @@
 The shipped weights' manifest entry keeps each phase's training curve: the held-out PSNR and
 bpp (real coding of the recipe's held-out faces) at ``t`` = 0, 0.5 and 1 every
 ``val_every`` steps. This compares another run of the same recipe with that curve
-(:func:`facekit.training.recipe.compare_curves`), in one of two ways:
+(:func:`facekit.training.curve.compare_curves`), in one of two ways:
 
 * ``--run DIR``: a finished run (``make weights`` writes ``runs/weights/<name>``; give it
   another ``WEIGHTS_FOLDER`` so that it does not replace the shipped weights it is compared
@@ -37,16 +37,15 @@ sys.path.insert(0, str(REPO))
 
 from facekit.cli import positive_int  # noqa: E402
 from facekit.errors import TrainingError  # noqa: E402
-from facekit.training.jointrd import JointRDConfig  # noqa: E402
-from facekit.training.rd import RDConfig  # noqa: E402
-from facekit.training.recipe import (  # noqa: E402
-    PHASES,
+from facekit.training.curve import (  # noqa: E402
     REPRODUCE_BPP_REL,
     REPRODUCE_PSNR_DB,
     compare_curves,
-    load_recipe,
     training_curve,
 )
+from facekit.training.jointrd import JointRDConfig  # noqa: E402
+from facekit.training.rd import RDConfig  # noqa: E402
+from facekit.training.recipe import PHASES, load_recipe  # noqa: E402
 from facekit.zoo import read_manifest  # noqa: E402
 
 #: a run's phase folder (:data:`~facekit.training.recipe.PHASES`) by the ``phase`` its manifest record names

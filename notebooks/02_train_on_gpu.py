@@ -302,22 +302,32 @@ print("largest pixel difference:", int(np.abs(backs["float32"].astype(int) - bac
 # %% [markdown]
 # How far from convergence are the shipped weights? Their manifest entry keeps each phase's
 # curve: held-out PSNR and bpp (real coding of 32 faces no training step saw) against
-# steps, at each rate `t` it was validated at. A curve still rising at its end says more training would pay.
+# steps, at each rate `t` it was validated at. One rate's PSNR can rise only because its bits
+# rose too, so the third panel measures the whole rate-PSNR curve of each step against the
+# phase's last one: Bjøntegaard's delta PSNR over 0.1-0.5 bpp. A line still rising at its end
+# says more steps would pay; a flat one says they would not, on this schedule and data.
 
 # %%
-fig, (ax_q, ax_r) = plt.subplots(1, 2, figsize=(11, 3.4))
+from facekit.training.curve import bd_psnr_by_step
+
+fig, (ax_q, ax_r, ax_bd) = plt.subplots(1, 3, figsize=(15, 3.4))
 offset = 0
 for phase in hp_entry["phases"]:
     steps = [offset + r["step"] for r in phase["curve"]]
     rates = sorted((k.removeprefix("val_psnr_t") for k in phase["curve"][0] if k.startswith("val_psnr_t")), key=float)
+    style = "-" if phase["phase"] == "rate-distortion" else "--"
     for i, t in enumerate(rates):
         colour = f"C{i}"
-        style = "-" if phase["phase"] == "rate-distortion" else "--"
         ax_q.plot(steps, [r[f"val_psnr_t{t}"] for r in phase["curve"]], style, color=colour, label=f"t = {t}, {phase['phase']}")
         ax_r.plot(steps, [r[f"val_bpp_t{t}"] for r in phase["curve"]], style, color=colour)
+    bd = bd_psnr_by_step(phase["curve"])
+    ax_bd.plot([offset + r["step"] for r in bd], [r["bd_psnr_db"] for r in bd], style, color="k", label=phase["phase"])
     offset += phase["steps"]
 ax_q.set(xlabel="step", ylabel="held-out PSNR (dB)")
 ax_r.set(xlabel="step", ylabel="held-out bpp", yscale="log")
+ax_bd.set(xlabel="step", ylabel="BD-PSNR against the phase's end (dB)", ylim=(-3, 0.5))
+ax_bd.axhline(0, color="grey", lw=0.5)
+ax_bd.legend(fontsize=7)
 ax_q.legend(fontsize=7)
 fig.suptitle(f"the shipped facekit-hyperprior ({hp_entry['hardware']}, {hp_entry['train_time_s'] / 3600:.1f} h)")
 plt.show()

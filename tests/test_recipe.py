@@ -295,7 +295,7 @@ def test_make_weights_trains_and_installs_every_recipe(tmp_path: Path) -> None:
 
 
 def test_compare_curves_checks_each_shared_step_and_rate() -> None:
-    from facekit.training.recipe import compare_curves
+    from facekit.training.curve import compare_curves
 
     shipped = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.05, "val_psnr_t1": 30.0, "val_bpp_t1": 0.5},
                {"step": 2000, "val_psnr_t0": 21.0, "val_bpp_t0": 0.04, "val_psnr_t1": 31.0, "val_bpp_t1": 0.45}]
@@ -309,7 +309,7 @@ def test_compare_curves_checks_each_shared_step_and_rate() -> None:
 
 
 def test_compare_curves_skips_missing_figures_and_a_zero_shipped_bpp_is_not_ok() -> None:
-    from facekit.training.recipe import compare_curves
+    from facekit.training.curve import compare_curves
 
     shipped = [{"step": 1000, "val_psnr_t0": 20.0, "val_bpp_t0": 0.0, "val_psnr_t1": 30.0, "val_bpp_t1": 0.5,
                 "val_psnr_t0.5": 25.0}]  # no bpp at t = 0.5
@@ -320,6 +320,25 @@ def test_compare_curves_skips_missing_figures_and_a_zero_shipped_bpp_is_not_ok()
     assert [(r["t"], r["ok"], r["d_bpp_rel"]) for r in rows] == [("0", False, None)]
     rows = compare_curves(shipped, [{**rerun[0], "val_bpp_t1": 0.5}])
     assert [(r["t"], r["ok"]) for r in rows] == [("0", False), ("1", True)]
+
+
+def test_bd_psnr_by_step_measures_the_curve_not_one_rate() -> None:
+    """A step whose top rate gained PSNR only by spending more bits is on the same curve as the last."""
+    from facekit.training.curve import bd_psnr_by_step
+
+    def row(step, *points):  # type: ignore[no-untyped-def]
+        return {"step": step, **{k: v for t, (b, q) in zip(("0", "0.5", "1"), points, strict=True)
+                                 for k, v in ((f"val_bpp_t{t}", b), (f"val_psnr_t{t}", q))}}
+
+    # the last curve gains 2 dB each time the bits double; a step on the same line, at fewer bits, is 0 dB off
+    curve = [row(1000, (0.05, 24.0), (0.1, 26.0), (0.2, 28.0)),  # 2 dB below
+             row(2000, (0.05, 26.0), (0.1, 28.0), (0.2, 30.0)),  # the same line: its PSNR rose later with its bits
+             row(3000, (0.01, 0.0), (0.02, 1.0), (0.05, 2.0)),   # below 0.1 bpp: nothing to compare
+             row(4000, (0.1, 28.0), (0.2, 30.0), (0.4, 32.0))]
+    got = [(r["step"], None if r["bd_psnr_db"] is None else round(r["bd_psnr_db"], 6)) for r in bd_psnr_by_step(curve)]
+    assert got == [(1000, -2.0), (2000, 0.0), (3000, None), (4000, 0.0)]
+    with pytest.raises(TrainingError, match="empty training curve"):
+        bd_psnr_by_step([])
 
 
 def _reproduce_bench():  # type: ignore[no-untyped-def]

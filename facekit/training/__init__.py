@@ -18,6 +18,7 @@ phase two is phase one with more loss terms. The modules:
 * :mod:`~facekit.training.recipe`: ``recipes/*.toml``, one per shipped model: run both phases,
   resume, install (``facekit train --recipe``, ``make weights``); read by
   :mod:`~facekit.training.recipe_toml`;
+* :mod:`~facekit.training.curve`: a run's held-out curve: reproduced? converged?
 * :mod:`~facekit.training.prior`: the context prior fitted on installed weights' training codes
   (``facekit weights fit-prior``).
 

@@ -38,12 +38,13 @@ from typing import Any, TypeVar
 
 from ..errors import TrainingError
 from ..fileio import atomic_write
+from .curve import training_curve
 from .jointrd import JointRDConfig
 from .rd import RDConfig
 from .recipe_toml import parse_toml, parse_toml_subset
 
-__all__ = ["Recipe", "RecipeError", "compare_curves", "git_commit", "install_recipe_run", "load_recipe", "parse_toml",
-           "parse_toml_subset", "run_recipe", "training_curve"]
+__all__ = ["Recipe", "RecipeError", "git_commit", "install_recipe_run", "load_recipe", "parse_toml",
+           "parse_toml_subset", "run_recipe"]
 
 PathLike = str | os.PathLike[str]
 C = TypeVar("C", bound=RDConfig)
@@ -340,67 +341,6 @@ def run_recipe(
                           resume=joint_begun, stop_after=left,
                           device=device or joptions["device"], threads=joptions["threads"],
                           time_limit_s=time_limit_s or joptions["time_limit_s"], verbose=verbose)
-
-
-def training_curve(run_dir: PathLike) -> list[dict[str, Any]]:
-    """The held-out rows of a run's history: step, training time and ``val_*`` figures."""
-    rows = []
-    path = Path(run_dir) / "history.jsonl"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        r = json.loads(line)
-        if any(k.startswith("val_") for k in r):
-            rows.append({"step": r["step"], "elapsed_s": round(r["elapsed_s"], 1),
-                         **{k: round(v, 4) for k, v in r.items() if k.startswith("val_")}})
-    return rows
-
-
-#: how close a rerun of a recipe must come to the shipped weights' held-out figures (issue 28)
-REPRODUCE_PSNR_DB = 0.2
-REPRODUCE_BPP_REL = 0.02
-
-
-def compare_curves(
-    shipped: list[dict[str, Any]], rerun: list[dict[str, Any]], *,
-    psnr_db: float = REPRODUCE_PSNR_DB, bpp_rel: float = REPRODUCE_BPP_REL,
-) -> list[dict[str, Any]]:
-    """Held-out figures of a rerun against the shipped ones, at every step both curves have.
-
-    Args:
-        shipped: a manifest's training curve (rows of :func:`training_curve`).
-        rerun: the same recipe's curve from another run (the whole run, or its first steps).
-        psnr_db: the largest PSNR difference that counts as reproduced, in dB.
-        bpp_rel: the largest relative bpp difference that counts as reproduced.
-
-    Returns:
-        one row per step and rate ``t``: the two PSNRs and bpps, their differences and
-        ``ok``. A step and ``t`` that either curve lacks a figure of is left out; a shipped bpp of 0
-        gives ``ok`` False and ``d_bpp_rel`` None. A TrainingError when the curves share no step.
-
-    Example:
-        >>> rows = compare_curves([{"step": 1000, "val_psnr_t1": 24.0, "val_bpp_t1": 0.5}],
-        ...                       [{"step": 1000, "val_psnr_t1": 24.1, "val_bpp_t1": 0.505}])
-        >>> rows[0]["ok"], round(rows[0]["d_psnr_db"], 2)
-        (True, 0.1)
-    """
-    by_step = {r["step"]: r for r in rerun}
-    rows = []
-    for ship in shipped:
-        other = by_step.get(ship["step"])
-        if other is None:
-            continue
-        for key in sorted(k for k in ship if k.startswith("val_psnr_t") and k in other):
-            t = key.removeprefix("val_psnr_t")
-            bpp_key = f"val_bpp_t{t}"
-            if any(r.get(k) is None for r in (ship, other) for k in (key, bpp_key)):
-                continue  # a figure missing from either curve: nothing to compare at this t
-            d_psnr = other[key] - ship[key]
-            d_bpp = (other[bpp_key] - ship[bpp_key]) / ship[bpp_key] if ship[bpp_key] else None
-            rows.append({"step": ship["step"], "t": t, "psnr": ship[key], "psnr_rerun": other[key],
-                         "bpp": ship[bpp_key], "bpp_rerun": other[bpp_key], "d_psnr_db": d_psnr, "d_bpp_rel": d_bpp,
-                         "ok": d_bpp is not None and abs(d_psnr) <= psnr_db and abs(d_bpp) <= bpp_rel})
-    if not rows:
-        raise TrainingError("the two training curves share no held-out step")
-    return rows
 
 
 def finished_phase(recipe: Recipe, out_dir: PathLike, folder: str, preset: str) -> dict[str, Any]:

@@ -1,0 +1,124 @@
+"""A run's held-out curve: PSNR and bpp of real coding against training steps (issue 28).
+
+Every ``val_every`` steps a run codes its held-out faces at a few rates ``t`` (the loop's
+``history.jsonl``); the manifest entry of shipped weights keeps that curve for each phase. Two
+questions are asked of it:
+
+* does another run of the recipe reproduce it (:func:`compare_curves`, within
+  :data:`REPRODUCE_PSNR_DB` and :data:`REPRODUCE_BPP_REL`)?
+* how far from convergence is it (:func:`bd_psnr_by_step`)? A single rate's PSNR can rise
+  only because its rate rose too; Bjøntegaard's delta PSNR of each step's rate-PSNR curve
+  against the last step's (Bjøntegaard, VCEG-M33) measures the curve itself: a flat line means
+  more steps of the same schedule do not pay.
+
+Example::
+
+    from facekit.training.curve import bd_psnr_by_step, training_curve
+
+    for row in bd_psnr_by_step(training_curve("runs/hp/rd")):
+        print(row["step"], row["bd_psnr_db"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..bdrate import bd_quality
+from ..errors import TrainingError
+
+PathLike = str | os.PathLike[str]
+
+
+def training_curve(run_dir: PathLike) -> list[dict[str, Any]]:
+    """The held-out rows of a run's history: step, training time and ``val_*`` figures."""
+    rows = []
+    path = Path(run_dir) / "history.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        r = json.loads(line)
+        if any(k.startswith("val_") for k in r):
+            rows.append({"step": r["step"], "elapsed_s": round(r["elapsed_s"], 1),
+                         **{k: round(v, 4) for k, v in r.items() if k.startswith("val_")}})
+    return rows
+
+
+#: how close a rerun of a recipe must come to the shipped weights' held-out figures (issue 28)
+REPRODUCE_PSNR_DB = 0.2
+REPRODUCE_BPP_REL = 0.02
+
+
+def compare_curves(
+    shipped: list[dict[str, Any]], rerun: list[dict[str, Any]], *,
+    psnr_db: float = REPRODUCE_PSNR_DB, bpp_rel: float = REPRODUCE_BPP_REL,
+) -> list[dict[str, Any]]:
+    """Held-out figures of a rerun against the shipped ones, at every step both curves have.
+
+    Args:
+        shipped: a manifest's training curve (rows of :func:`training_curve`).
+        rerun: the same recipe's curve from another run (the whole run, or its first steps).
+        psnr_db: the largest PSNR difference that counts as reproduced, in dB.
+        bpp_rel: the largest relative bpp difference that counts as reproduced.
+
+    Returns:
+        one row per step and rate ``t``: the two PSNRs and bpps, their differences and
+        ``ok``. A step and ``t`` that either curve lacks a figure of is left out; a shipped bpp of 0
+        gives ``ok`` False and ``d_bpp_rel`` None. A TrainingError when the curves share no step.
+
+    Example:
+        >>> rows = compare_curves([{"step": 1000, "val_psnr_t1": 24.0, "val_bpp_t1": 0.5}],
+        ...                       [{"step": 1000, "val_psnr_t1": 24.1, "val_bpp_t1": 0.505}])
+        >>> rows[0]["ok"], round(rows[0]["d_psnr_db"], 2)
+        (True, 0.1)
+    """
+    by_step = {r["step"]: r for r in rerun}
+    rows = []
+    for ship in shipped:
+        other = by_step.get(ship["step"])
+        if other is None:
+            continue
+        for key in sorted(k for k in ship if k.startswith("val_psnr_t") and k in other):
+            t = key.removeprefix("val_psnr_t")
+            bpp_key = f"val_bpp_t{t}"
+            if any(r.get(k) is None for r in (ship, other) for k in (key, bpp_key)):
+                continue  # a figure missing from either curve: nothing to compare at this t
+            d_psnr = other[key] - ship[key]
+            d_bpp = (other[bpp_key] - ship[bpp_key]) / ship[bpp_key] if ship[bpp_key] else None
+            rows.append({"step": ship["step"], "t": t, "psnr": ship[key], "psnr_rerun": other[key],
+                         "bpp": ship[bpp_key], "bpp_rerun": other[bpp_key], "d_psnr_db": d_psnr, "d_bpp_rel": d_bpp,
+                         "ok": d_bpp is not None and abs(d_psnr) <= psnr_db and abs(d_bpp) <= bpp_rel})
+    if not rows:
+        raise TrainingError("the two training curves share no held-out step")
+    return rows
+
+
+def bd_psnr_by_step(curve: list[dict[str, Any]], lo: float = 0.1, hi: float = 0.5) -> list[dict[str, Any]]:
+    """Bjøntegaard's delta PSNR of each held-out step against the curve's last step, over ``lo``-``hi`` bpp.
+
+    Args:
+        curve: rows of :func:`training_curve` (or a manifest phase's ``curve``), each with
+            ``val_psnr_t<t>`` and ``val_bpp_t<t>`` at two rates or more.
+        lo, hi: the bpp range compared, where both curves reach (the issue's 0.1-0.5 bpp).
+
+    Returns:
+        ``[{"step", "bd_psnr_db"}, ...]``, one per row, ``bd_psnr_db`` None where the two curves
+        share no rate in the range; 0 at the last step. A TrainingError for an empty curve.
+
+    Example:
+        >>> rows = bd_psnr_by_step([{"step": 1, "val_psnr_t0": 27.0, "val_bpp_t0": 0.1, "val_psnr_t1": 31.0, "val_bpp_t1": 0.4},
+        ...                         {"step": 2, "val_psnr_t0": 28.0, "val_bpp_t0": 0.1, "val_psnr_t1": 32.0, "val_bpp_t1": 0.4}])
+        >>> [round(r["bd_psnr_db"], 2) for r in rows]
+        [-1.0, 0.0]
+    """
+    if not curve:
+        raise TrainingError("an empty training curve has no last step to compare with")
+
+    def points(row: dict[str, Any]) -> tuple[list[float], list[float]]:
+        rates = [k.removeprefix("val_psnr_t") for k in row if k.startswith("val_psnr_t")]
+        pairs = [(row[f"val_bpp_t{t}"], row[f"val_psnr_t{t}"]) for t in rates
+                 if row.get(f"val_bpp_t{t}") is not None and row.get(f"val_psnr_t{t}") is not None]
+        return [b for b, _ in pairs], [q for _, q in pairs]
+
+    last = points(curve[-1])
+    return [{"step": row["step"], "bd_psnr_db": bd_quality(*points(row), *last, lo=lo, hi=hi)["delta"]} for row in curve]
