@@ -374,3 +374,27 @@ def test_recipe_reproduce_maps_phases_by_name_and_says_what_steps_must_reach(mon
     written = json.loads(out.read_text())
     assert written["reproduced"] and written["rerun"] == "first 1000 steps" and written["shipped_sha256"] == "ab" * 32
     assert [(r["step"], r["t"], r["ok"]) for r in written["phases"]["rd"]] == [(1000, "0", True)]
+
+
+@pytest.mark.lfw
+def test_the_convergence_benchmark_reads_the_shipped_curve_another_run_and_training_faces(lfw, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    run = tmp_path / "more" / "rd"
+    run.mkdir(parents=True)
+    row = {"step": 500, "elapsed_s": 1.0, "val_psnr_t0": 20.0, "val_bpp_t0": 0.05, "val_psnr_t1": 33.0, "val_bpp_t1": 0.8}
+    (run / "history.jsonl").write_text(json.dumps(row) + "\n")
+    out = tmp_path / "convergence.json"
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "convergence.py"), "--run", str(run),
+                           "--train-faces", "2", "--json", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(out.read_text())
+    assert set(got["phases"]) == {"rate-distortion", "joint-rate-distortion"}
+    assert all(rows[-1]["bd_psnr_db"] == 0 for rows in got["phases"].values())
+    assert [r["step"] for r in got["run"]["rows"]] == [500] and got["run"]["rows"][0]["bd_psnr_db"] is not None
+    assert got["faces"]["train_faces"] == 2 and {"held-out", "training"} <= set(got["faces"])
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "convergence.py"), "--store", "nothing"],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "no weights for 'nothing'" in done.stderr and "Traceback" not in done.stderr

@@ -93,13 +93,25 @@ def compare_curves(
     return rows
 
 
-def bd_psnr_by_step(curve: list[dict[str, Any]], lo: float = 0.1, hi: float = 0.5) -> list[dict[str, Any]]:
+def curve_points(row: dict[str, Any]) -> tuple[list[float], list[float], list[str]]:
+    """``(bpps, psnrs, rates)`` of one held-out row (``val_bpp_t<t>``, ``val_psnr_t<t>``), by rising ``t``;
+    a rate missing either figure is left out."""
+    rates = sorted((k.removeprefix("val_psnr_t") for k in row if k.startswith("val_psnr_t")), key=float)
+    rates = [t for t in rates if row.get(f"val_bpp_t{t}") is not None and row.get(f"val_psnr_t{t}") is not None]
+    return [row[f"val_bpp_t{t}"] for t in rates], [row[f"val_psnr_t{t}"] for t in rates], rates
+
+
+def bd_psnr_by_step(
+    curve: list[dict[str, Any]], lo: float = 0.1, hi: float = 0.5, end: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Bjøntegaard's delta PSNR of each held-out step against the curve's last step, over ``lo``-``hi`` bpp.
 
     Args:
         curve: rows of :func:`training_curve` (or a manifest phase's ``curve``), each with
             ``val_psnr_t<t>`` and ``val_bpp_t<t>`` at two rates or more.
         lo, hi: the bpp range compared, where both curves reach (the issue's 0.1-0.5 bpp).
+        end: the row to compare with instead of the last (e.g. the shipped phase's end, for the
+            curve of a run that trained it further).
 
     Returns:
         ``[{"step", "bd_psnr_db"}, ...]``, one per row, ``bd_psnr_db`` None where the two curves
@@ -113,12 +125,6 @@ def bd_psnr_by_step(curve: list[dict[str, Any]], lo: float = 0.1, hi: float = 0.
     """
     if not curve:
         raise TrainingError("an empty training curve has no last step to compare with")
-
-    def points(row: dict[str, Any]) -> tuple[list[float], list[float]]:
-        rates = [k.removeprefix("val_psnr_t") for k in row if k.startswith("val_psnr_t")]
-        pairs = [(row[f"val_bpp_t{t}"], row[f"val_psnr_t{t}"]) for t in rates
-                 if row.get(f"val_bpp_t{t}") is not None and row.get(f"val_psnr_t{t}") is not None]
-        return [b for b, _ in pairs], [q for _, q in pairs]
-
-    last = points(curve[-1])
-    return [{"step": row["step"], "bd_psnr_db": bd_quality(*points(row), *last, lo=lo, hi=hi)["delta"]} for row in curve]
+    ref = curve_points(curve[-1] if end is None else end)[:2]
+    return [{"step": row["step"], "bd_psnr_db": bd_quality(*curve_points(row)[:2], *ref, lo=lo, hi=hi)["delta"]}
+            for row in curve]

@@ -1,0 +1,114 @@
+"""How far from convergence is a shipped recipe model? (issue 28: "how far from convergence the shipped weights are")
+
+Three figures, each printed as a table (``--json`` writes them too):
+
+* for each training phase in the weights' manifest entry, the Bjøntegaard delta PSNR of each held-out
+  step's rate-PSNR curve against the phase's last step, over 0.1-0.5 bpp
+  (:func:`facekit.training.curve.bd_psnr_by_step`). If the line is flat at its end, more steps of that
+  schedule would not pay. A single rate's PSNR can still rise, but only by spending more bits.
+* ``--run DIR`` (a phase folder of another run, such as phase one trained further from the shipped
+  phase one's final weights): each of its held-out steps against the end of the shipped phase named by ``--phase``.
+* ``--train-faces N``: the shipped weights code N training faces (drawn by a seed) and the recipe's held-out
+  faces at the same rates. Equal figures mean the model is not over-fitted to its 1,517 training faces,
+  so more data would not be the first thing to try.
+
+    OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --train-faces 64
+    OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-more/rd
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from facekit.bdrate import bd_quality  # noqa: E402
+from facekit.cli import positive_int  # noqa: E402
+from facekit.errors import TrainingError, WeightsError  # noqa: E402
+from facekit.training.curve import bd_psnr_by_step, curve_points, training_curve  # noqa: E402
+
+#: the bpp range of the issue's Bjøntegaard comparisons
+LO, HI = 0.1, 0.5
+
+
+def fmt(row: dict[str, Any]) -> str:
+    bpps, psnrs, rates = curve_points(row)
+    return "  ".join(f"t={t}: {q:.2f} @ {b:.3f}" for t, q, b in zip(rates, psnrs, bpps, strict=True))
+
+
+def print_bd(title: str, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> None:
+    print(title)
+    for r, row in zip(rows, curve, strict=True):
+        d = "   —  " if r["bd_psnr_db"] is None else f"{r['bd_psnr_db']:+6.2f}"
+        print(f"  step {r['step']:>6}  {d} dB   {fmt(row)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--store", default="hyperprior", help="the weights' name in the store (a recipe's [model] name)")
+    p.add_argument("--weights-folder", default=None, help="the weights folder (default: facekit/weights)")
+    p.add_argument("--run", type=Path, help="a phase folder of another run (its history.jsonl) to compare with the shipped phase's end")
+    p.add_argument("--phase", default="rate-distortion", help="the shipped phase --run is compared with")
+    p.add_argument("--train-faces", type=positive_int, help="code this many training faces beside the held-out ones")
+    p.add_argument("--seed", type=int, default=0, help="draws the training faces")
+    p.add_argument("--json", type=Path, help="also write every table here")
+    args = p.parse_args(argv)
+
+    from facekit.zoo import load_hyperprior
+
+    model, entry = load_hyperprior(args.store, folder=args.weights_folder)
+    phases = {ph["phase"]: ph["curve"] for ph in entry.get("phases") or [] if ph.get("curve")}
+    if not phases:
+        p.error(f"the manifest entry of {args.store!r} keeps no training curve (weights installed by a recipe do)")
+    print(f"{args.store}: sha256 {entry['sha256'][:12]}; Bjøntegaard PSNR over {LO}-{HI} bpp, held-out faces")
+    out: dict[str, Any] = {"store": args.store, "sha256": entry["sha256"], "bpp_range": [LO, HI], "phases": {}}
+    for name, curve in phases.items():
+        rows = bd_psnr_by_step(curve, LO, HI)
+        print_bd(f"{name}: each step against its last", rows, curve)
+        out["phases"][name] = rows
+    if args.run:
+        if args.phase not in phases:
+            p.error(f"no shipped phase {args.phase!r} (there are {', '.join(phases)})")
+        curve = training_curve(args.run)
+        if not curve:
+            p.error(f"{args.run} holds no held-out curve (history.jsonl with val_* rows)")
+        rows = bd_psnr_by_step(curve, LO, HI, end=phases[args.phase][-1])
+        print_bd(f"{args.run}: each step against the shipped {args.phase} end ({fmt(phases[args.phase][-1])})", rows, curve)
+        out["run"] = {"folder": str(args.run), "against": args.phase, "rows": rows}
+    if args.train_faces:
+        from facekit.training.data import training_sets
+        from facekit.training.rd import evaluate_rd
+        from facekit.training.recipe import load_recipe
+
+        recipe = load_recipe(REPO / "recipes" / entry["recipe"]["file"])
+        cfg, _ = recipe.config(entry["recipe"]["preset"])
+        data, held, _ = training_sets(cfg.val_images)
+        if args.train_faces > len(data):
+            p.error(f"--train-faces {args.train_faces}: the training set has {len(data)} faces")
+        pick = np.random.default_rng(args.seed).choice(len(data), args.train_faces, replace=False)
+        rates = [float(t) for t in curve_points(phases[next(reversed(phases))][-1])[2]]
+        figures = {"held-out": evaluate_rd(model, held, rates),
+                   "training": evaluate_rd(model, [data.images[i].numpy() for i in pick], rates)}
+        print(f"the shipped weights on {len(held)} held-out and {args.train_faces} training faces (seed {args.seed}):")
+        for who, row in figures.items():
+            print(f"  {who:9s} {fmt(row)}")
+        d = bd_quality(*curve_points(figures["training"])[:2], *curve_points(figures["held-out"])[:2], lo=LO, hi=HI)["delta"]
+        print(f"  training against held-out: {'—' if d is None else f'{d:+.2f}'} dB Bjøntegaard PSNR")
+        out["faces"] = {**figures, "train_faces": args.train_faces, "seed": args.seed, "bd_psnr_db": d}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (TrainingError, WeightsError) as e:
+        sys.exit(f"convergence.py: {e}")
