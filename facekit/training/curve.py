@@ -7,7 +7,7 @@ questions are asked of it:
 * does another run of the recipe reproduce it (:func:`compare_curves`, within
   :data:`REPRODUCE_PSNR_DB` and :data:`REPRODUCE_BPP_REL`)?
 * how far from convergence is it (:func:`bd_psnr_by_step`)? A single rate's PSNR can rise
-  only because its rate rose too; Bjøntegaard's delta PSNR of each step's rate-PSNR curve
+  merely because its bits rose too; Bjøntegaard's delta PSNR of each step's rate-PSNR curve
   against the last step's (Bjøntegaard, VCEG-M33) measures the curve itself: a flat line means
   more steps of the same schedule do not pay.
 
@@ -115,7 +115,8 @@ def bd_psnr_by_step(
 
     Returns:
         ``[{"step", "bd_psnr_db"}, ...]``, one per row, ``bd_psnr_db`` None where the two curves
-        share no rate in the range; 0 at the last step. A TrainingError for an empty curve.
+        share no rate in the range (0 at the last step when ``end`` is not given). A TrainingError
+        for an empty curve.
 
     Example:
         >>> rows = bd_psnr_by_step([{"step": 1, "val_psnr_t0": 27.0, "val_bpp_t0": 0.1, "val_psnr_t1": 31.0, "val_bpp_t1": 0.4},
