@@ -387,8 +387,10 @@ def test_coding_path_gives_the_plain_route_bytes_and_pixels(arch: HyperpriorArch
     assert set(m.freeze().state_dict()) == keys
 
 
-def test_roundtrip_agrees_with_training_twin() -> None:
-    m = tiny_model()
+@pytest.mark.parametrize("arch", [TINY, dataclasses.replace(TINY, context=2 * TINY.hyper, params_hidden=3 * TINY.hyper)],
+                         ids=["tiny", "context-wider-than-hyper"])
+def test_roundtrip_agrees_with_training_twin(arch: HyperpriorArch) -> None:
+    m = tiny_model(arch=arch)
     x = face_like()
     enc = m.compress(x, 0.6)
     dec = m.decompress(enc["strings"], enc["shape"])["x_hat"]

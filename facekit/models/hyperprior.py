@@ -286,7 +286,7 @@ class FaceHyperprior(nn.Module):
         for layer in self.h_s:
             h = layer(h)
         anchor = self.anchors(y.shape[-2], y.shape[-1], y.device)
-        mean_a, index_a = self._params_twin(h, torch.zeros_like(h[:, : self.arch.context]))
+        mean_a, index_a = self._params_twin(h, h.new_zeros((h.shape[0], self.arch.context, *h.shape[2:])))  # anchors: no context
         y_anchor = torch.where(anchor, round_ste(y - mean_a) + mean_a, torch.zeros_like(y))
         mean_n, index_n = self._params_twin(h, self.ctx(y_anchor))
         mean = torch.where(anchor, mean_a, mean_n)
