@@ -23,6 +23,9 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+#: a path argument: a string or anything ``os.fspath`` takes
+PathLike = str | os.PathLike[str]
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, fsync: bool = False) -> Iterator[Path]:

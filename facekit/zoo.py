@@ -34,7 +34,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,12 @@ import torch
 from .codecs.names import VARIANTS, model_name
 from .entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior
 from .errors import TrainingError, WeightsError
-from .fileio import atomic_write
+from .fileio import PathLike, atomic_write
 from .metrics import rate_and_psnr
 from .models.autoencoder import FaceCodecNet, RatePoint, load_weights, save_weights
 
 MANIFEST = "manifest.json"
 
-PathLike = str | os.PathLike[str]
 
 
 def weights_dir() -> Path:

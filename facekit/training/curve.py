@@ -22,14 +22,12 @@ Example::
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..bdrate import bd_quality
 from ..errors import TrainingError
-
-PathLike = str | os.PathLike[str]
+from ..fileio import PathLike
 
 
 def training_curve(run_dir: PathLike) -> list[dict[str, Any]]:

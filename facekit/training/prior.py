@@ -21,7 +21,8 @@ import torch
 from ..codecs.names import model_name
 from ..entropy_models import ContextPrior, NeuralPrior
 from ..errors import TrainingError, WeightsError
-from ..zoo import PathLike, install_prior, load_model, read_manifest
+from ..fileio import PathLike
+from ..zoo import install_prior, load_model, read_manifest
 from .data import load_split
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import subprocess
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import TrainingError
-from ..fileio import atomic_write
+from ..fileio import PathLike, atomic_write
 from .curve import training_curve
 from .jointrd import JointRDConfig
 from .rd import RDConfig
@@ -46,7 +45,6 @@ from .recipe_toml import parse_toml, parse_toml_subset
 __all__ = ["Recipe", "RecipeError", "git_commit", "install_recipe_run", "load_recipe", "parse_toml",
            "parse_toml_subset", "run_recipe"]
 
-PathLike = str | os.PathLike[str]
 C = TypeVar("C", bound=RDConfig)
 
 #: the tables a recipe may have, and the keys of each (``train`` and the presets: RDConfig's fields)
