@@ -52,6 +52,16 @@ def tiny_cfg(**kw) -> TrainConfig:
     return cfg
 
 
+def run(cfg: TrainConfig, out: Path, **kw) -> dict:
+    """``train`` on :func:`images`, on the CPU, quietly."""
+    imgs, names = images()
+    return train(cfg, out, images=imgs, names=names, device="cpu", verbose=False, **kw)
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
+
+
 # --------------------------------------------------------------------------- losses
 
 
@@ -116,33 +126,14 @@ def test_data_order_is_a_function_of_seed_and_position():
 
 
 def test_resume_is_bit_identical(tmp_path):
-    imgs, names = images()
-    full = train(
-        tiny_cfg(), tmp_path / "full", images=imgs, names=names, device="cpu", verbose=False
-    )
-    part = train(
-        tiny_cfg(),
-        tmp_path / "part",
-        images=imgs,
-        names=names,
-        device="cpu",
-        stop_after=3,
-        verbose=False,
-    )
+    full = run(tiny_cfg(), tmp_path / "full")
+    part = run(tiny_cfg(), tmp_path / "part", stop_after=3)
     assert part["steps_done"] == 3 and not part["finished"]
     assert not (tmp_path / "part" / "model.pt").exists()
-    resumed = train(
-        tiny_cfg(),
-        tmp_path / "part",
-        images=imgs,
-        names=names,
-        device="cpu",
-        resume=True,
-        verbose=False,
-    )
+    resumed = run(tiny_cfg(), tmp_path / "part", resume=True)
     assert resumed["finished"] and full["finished"]
-    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)["state_dict"]
+    a = weights(tmp_path / "full")
+    b = weights(tmp_path / "part")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ca = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
     cb = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
@@ -160,94 +151,34 @@ def test_resume_is_bit_identical(tmp_path):
 
 
 def test_noise_quantiser_resume_is_bit_identical(tmp_path):
-    imgs, names = images()
     arch = {**ARCH, "quant_mode": "noise"}
-    full = train(
-        tiny_cfg(arch=arch, steps=4),
-        tmp_path / "a",
-        images=imgs,
-        names=names,
-        device="cpu",
-        verbose=False,
-    )
-    train(
-        tiny_cfg(arch=arch, steps=4),
-        tmp_path / "b",
-        images=imgs,
-        names=names,
-        device="cpu",
-        stop_after=2,
-        verbose=False,
-    )
-    train(
-        tiny_cfg(arch=arch, steps=4),
-        tmp_path / "b",
-        images=imgs,
-        names=names,
-        device="cpu",
-        resume=True,
-        verbose=False,
-    )
+    full = run(tiny_cfg(arch=arch, steps=4), tmp_path / "a")
+    run(tiny_cfg(arch=arch, steps=4), tmp_path / "b", stop_after=2)
+    run(tiny_cfg(arch=arch, steps=4), tmp_path / "b", resume=True)
     assert full["finished"]
-    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    a = weights(tmp_path / "a")
+    b = weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_other_config_and_missing_checkpoint(tmp_path):
-    imgs, names = images()
     with pytest.raises(TrainingError, match="no checkpoint"):
-        train(
-            tiny_cfg(),
-            tmp_path / "x",
-            images=imgs,
-            names=names,
-            device="cpu",
-            resume=True,
-            verbose=False,
-        )
-    train(tiny_cfg(steps=2), tmp_path / "x", images=imgs, names=names, device="cpu", verbose=False)
+        run(tiny_cfg(), tmp_path / "x", resume=True)
+    run(tiny_cfg(steps=2), tmp_path / "x")
     with pytest.raises(TrainingError, match="lr"):
-        train(
-            tiny_cfg(steps=4, lr=0.5),
-            tmp_path / "x",
-            images=imgs,
-            names=names,
-            device="cpu",
-            resume=True,
-            verbose=False,
-        )
+        run(tiny_cfg(steps=4, lr=0.5), tmp_path / "x", resume=True)
     # a longer run may continue from it
-    out = train(
-        tiny_cfg(steps=3),
-        tmp_path / "x",
-        images=imgs,
-        names=names,
-        device="cpu",
-        resume=True,
-        verbose=False,
-    )
+    out = run(tiny_cfg(steps=3), tmp_path / "x", resume=True)
     assert out["steps_done"] == 3
     (tmp_path / "x" / "checkpoint.pt").write_bytes(b"garbage")
     with pytest.raises(TrainingError, match="cannot be read"):
-        train(
-            tiny_cfg(steps=4),
-            tmp_path / "x",
-            images=imgs,
-            names=names,
-            device="cpu",
-            resume=True,
-            verbose=False,
-        )
+        run(tiny_cfg(steps=4), tmp_path / "x", resume=True)
 
 
 def test_export_weights_to_shipped_format(tmp_path):
     from facekit.models import load_weights
 
-    imgs, names = images()
-    train(
-        tiny_cfg(steps=2), tmp_path / "run", images=imgs, names=names, device="cpu", verbose=False
-    )
+    run(tiny_cfg(steps=2), tmp_path / "run")
     info = export_weights(tmp_path / "run" / "model.pt", tmp_path / "w.pt")
     model = load_weights(tmp_path / "w.pt", sha256=info["sha256"])
     assert model.fingerprint() == info["fingerprint"]
@@ -324,20 +255,19 @@ def test_ddp_gloo_two_processes_matches_single_process(tmp_path):
     from facekit.cli import main
 
     assert main([*args[2:], "--out", str(tmp_path / "single")]) == 0
-    a = torch.load(tmp_path / "ddp" / "model.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "single" / "model.pt", weights_only=True)["state_dict"]
+    a = weights(tmp_path / "ddp")
+    b = weights(tmp_path / "single")
     # the same global batches: DDP's averaged gradients equal the single-process ones up to rounding
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def test_init_from_weights(tmp_path):
-    imgs, names = images()
-    train(tiny_cfg(steps=2), tmp_path / "a", images=imgs, names=names, device="cpu", verbose=False)
+    run(tiny_cfg(steps=2), tmp_path / "a")
     init = str(tmp_path / "a" / "model.pt")
-    out = train(tiny_cfg(steps=1, lr=1e-12, warmup=0, init=init), tmp_path / "b", images=imgs, names=names, device="cpu", verbose=False)
+    out = run(tiny_cfg(steps=1, lr=1e-12, warmup=0, init=init), tmp_path / "b")
     assert out["finished"]
-    a = torch.load(init, weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)["state_dict"]
+    a = weights(tmp_path / "a")
+    b = weights(tmp_path / "b")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     with pytest.raises(TrainingError, match="init"):
-        train(tiny_cfg(rate="q5", steps=1, init=init), tmp_path / "c", images=imgs, names=names, device="cpu", verbose=False)
+        run(tiny_cfg(rate="q5", steps=1, init=init), tmp_path / "c")
