@@ -6,14 +6,17 @@ Three figures, each printed as a table (``--json`` writes them too):
   step's rate-PSNR curve against the phase's last step, over 0.1-0.5 bpp
   (:func:`facekit.training.curve.bd_psnr_by_step`). If the line is flat at its end, more steps of that
   schedule would not pay. A single rate's PSNR can still rise, but only by spending more bits.
-* ``--run DIR`` (a phase folder of another run, such as phase one trained further from the shipped
-  phase one's final weights): each of its held-out steps against the end of the shipped phase named by ``--phase``.
+* ``--run DIR [DIR ...]`` (phase folders of other runs: phase one trained further from the shipped
+  phase one's final weights, or the recipe with one setting changed): each of their held-out steps against
+  the end of the shipped phase named by ``--phase``, and against that phase after as much training
+  (:func:`facekit.training.curve.bd_psnr_at_equal_training`: the same step, or the same pixels seen when
+  the run's batch or crop differs). The second says whether a change helps at equal compute.
 * ``--train-faces N``: the shipped weights code N training faces (drawn by a seed) and the recipe's held-out
   faces at the same rates. Equal figures mean the model is not over-fitted to its 1,517 training faces,
   so more data would not be the first thing to try.
 
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --train-faces 64
-    OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-more/rd
+    OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-more/rd runs/hp-crop240/rd
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ sys.path.insert(0, str(REPO))
 from facekit.bdrate import bd_quality  # noqa: E402
 from facekit.cli import positive_int  # noqa: E402
 from facekit.errors import TrainingError, WeightsError  # noqa: E402
-from facekit.training.curve import bd_psnr_by_step, curve_points, training_curve  # noqa: E402
+from facekit.training.curve import (  # noqa: E402
+    bd_psnr_at_equal_training,
+    bd_psnr_by_step,
+    curve_points,
+    training_curve,
+    training_pixels_per_step,
+)
 
 #: the bpp range of the issue's Bjøntegaard comparisons
 LO, HI = 0.1, 0.5
@@ -43,18 +52,48 @@ def fmt(row: dict[str, Any]) -> str:
     return "  ".join(f"t={t}: {q:.2f} @ {b:.3f}" for t, q, b in zip(rates, psnrs, bpps, strict=True))
 
 
-def print_bd(title: str, rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> None:
+def db(value: float | None) -> str:
+    return "   —  " if value is None else f"{value:+6.2f}"
+
+
+def print_bd(title: str, rows: list[dict[str, Any]], curve: list[dict[str, Any]],
+             equal: list[dict[str, Any]] | None = None) -> None:
     print(title)
+    at = {r["step"]: r for r in equal or []}
     for r, row in zip(rows, curve, strict=True):
-        d = "   —  " if r["bd_psnr_db"] is None else f"{r['bd_psnr_db']:+6.2f}"
-        print(f"  step {r['step']:>6}  {d} dB   {fmt(row)}")
+        e = at.get(r["step"])
+        same = "" if equal is None else (f"{db(e['bd_psnr_db'])} dB (step {e['reference_step']:>6})" if e else " " * 24)
+        print(f"  step {r['step']:>6}  {db(r['bd_psnr_db'])} dB  {same}  {fmt(row)}")
+
+
+def compare_run(folder: Path, phase: str, shipped: dict[str, Any]) -> dict[str, Any]:
+    """One run's held-out curve against the shipped phase's end and after as much training."""
+    curve = training_curve(folder)
+    if not curve:
+        raise TrainingError(f"{folder} holds no held-out curve (history.jsonl with val_* rows)")
+    try:
+        config = json.loads((folder / "config.json").read_text())["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise TrainingError(f"{folder} holds no training config (config.json): {e}") from e
+    summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
+    started_from = config.get("init") or summary.get("init") or summary.get("init_sha256")
+    scale = training_pixels_per_step(config) / training_pixels_per_step(shipped["config"])
+    rows = bd_psnr_by_step(curve, LO, HI, end=shipped["curve"][-1])
+    title = f"{folder}: each step against the shipped {phase} end ({fmt(shipped['curve'][-1])})"
+    if started_from:  # its steps count from trained weights: no step of the shipped run matches them
+        print_bd(f"{title} (it started from trained weights, {str(started_from)[:12]})", rows, curve)
+        return {"folder": str(folder), "against": phase, "started_from": started_from, "rows": rows}
+    equal = bd_psnr_at_equal_training(curve, shipped["curve"], LO, HI, scale=scale)
+    print_bd(f"{title}, then against it after as much training ({scale:g} times its pixels a step)", rows, curve, equal)
+    return {"folder": str(folder), "against": phase, "pixels_per_step_ratio": scale, "rows": rows, "equal_training": equal}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", default="hyperprior", help="the weights' name in the store (a recipe's [model] name)")
     p.add_argument("--weights-folder", default=None, help="the weights folder (default: facekit/weights)")
-    p.add_argument("--run", type=Path, help="a phase folder of another run (its history.jsonl) to compare with the shipped phase's end")
+    p.add_argument("--run", type=Path, nargs="+", default=[],
+                   help="phase folders of other runs (history.jsonl, config.json) to compare with the shipped phase")
     p.add_argument("--phase", default="rate-distortion", help="the shipped phase --run is compared with")
     p.add_argument("--train-faces", type=positive_int, help="code this many training faces beside the held-out ones")
     p.add_argument("--seed", type=int, default=0, help="draws the training faces")
@@ -76,12 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.run:
         if args.phase not in phases:
             p.error(f"no shipped phase {args.phase!r} (there are {', '.join(phases)})")
-        curve = training_curve(args.run)
-        if not curve:
-            p.error(f"{args.run} holds no held-out curve (history.jsonl with val_* rows)")
-        rows = bd_psnr_by_step(curve, LO, HI, end=phases[args.phase][-1])
-        print_bd(f"{args.run}: each step against the shipped {args.phase} end ({fmt(phases[args.phase][-1])})", rows, curve)
-        out["run"] = {"folder": str(args.run), "against": args.phase, "rows": rows}
+        shipped = next(ph for ph in entry["phases"] if ph["phase"] == args.phase)
+        out["runs"] = [compare_run(folder, args.phase, shipped) for folder in args.run]
     if args.train_faces:
         from facekit.training.data import training_sets
         from facekit.training.rd import evaluate_rd

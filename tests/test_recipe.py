@@ -341,6 +341,26 @@ def test_bd_psnr_by_step_measures_the_curve_not_one_rate() -> None:
         bd_psnr_by_step([])
 
 
+def test_bd_psnr_at_equal_training_matches_steps_or_pixels_seen() -> None:
+    """Two runs are compared after as much training: the same step, or the same pixels seen."""
+    from facekit.training.curve import bd_psnr_at_equal_training, training_pixels_per_step
+
+    def row(step, db):  # type: ignore[no-untyped-def]  # a curve db dB above the base line
+        return {"step": step, "val_bpp_t0": 0.1, "val_psnr_t0": 28.0 + db, "val_bpp_t1": 0.4, "val_psnr_t1": 32.0 + db}
+
+    reference = [row(s, s / 1000) for s in (1000, 2000, 3000, 4000)]
+    same = [row(1000, 1.5), row(3000, 3.0), row(6000, 9.0)]  # step 6,000: beyond the reference, left out
+    assert [(r["step"], r["reference_step"], round(r["bd_psnr_db"], 6)) for r in bd_psnr_at_equal_training(same, reference)] == [
+        (1000, 1000, 0.5), (3000, 3000, 0.0)]
+    scale = training_pixels_per_step({"batch_size": 8, "crop": 256}) / training_pixels_per_step({"batch_size": 8, "crop": 128})
+    bigger = [row(250, 1.0), row(500, 1.0), row(1000, 4.5)]  # 4x the pixels a step: steps 1,000, 2,000, 4,000
+    assert scale == 4 and [(r["reference_step"], round(r["bd_psnr_db"], 6))
+                           for r in bd_psnr_at_equal_training(bigger, reference, scale=scale)] == [(1000, 0.0), (2000, -1.0), (4000, 0.5)]
+    assert bd_psnr_at_equal_training([row(1000, 0.0) | {"val_bpp_t0": 0.01, "val_bpp_t1": 0.02}], reference)[0]["bd_psnr_db"] is None
+    with pytest.raises(TrainingError, match="empty reference"):
+        bd_psnr_at_equal_training(same, [])
+
+
 def _reproduce_bench():  # type: ignore[no-untyped-def]
     import importlib.util
 
@@ -386,15 +406,26 @@ def test_the_convergence_benchmark_reads_the_shipped_curve_another_run_and_train
     run.mkdir(parents=True)
     row = {"step": 500, "elapsed_s": 1.0, "val_psnr_t0": 20.0, "val_bpp_t0": 0.05, "val_psnr_t1": 33.0, "val_bpp_t1": 0.8}
     (run / "history.jsonl").write_text(json.dumps(row) + "\n")
+    bench = [sys.executable, str(repo / "benchmarks" / "convergence.py")]
+    done = subprocess.run([*bench, "--run", str(run)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "holds no training config (config.json)" in done.stderr and "Traceback" not in done.stderr
+    (run / "config.json").write_text(json.dumps({"config": {"batch_size": 8, "crop": 256}}))  # 4x the recipe's pixels a step
     out = tmp_path / "convergence.json"
-    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "convergence.py"), "--run", str(run),
+    done = subprocess.run([*bench, "--run", str(run),
                            "--train-faces", "2", "--json", str(out)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     got = json.loads(out.read_text())
     assert set(got["phases"]) == {"rate-distortion", "joint-rate-distortion"}
     assert all(rows[-1]["bd_psnr_db"] == 0 for rows in got["phases"].values())
-    assert [r["step"] for r in got["run"]["rows"]] == [500] and got["run"]["rows"][0]["bd_psnr_db"] is not None
+    (compared,) = got["runs"]
+    assert [r["step"] for r in compared["rows"]] == [500] and compared["rows"][0]["bd_psnr_db"] is not None
+    assert compared["pixels_per_step_ratio"] == 4 and [r["reference_step"] for r in compared["equal_training"]] == [2000]
     assert got["faces"]["train_faces"] == 2 and {"held-out", "training"} <= set(got["faces"])
-    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "convergence.py"), "--store", "nothing"],
+    (run / "summary.json").write_text(json.dumps({"init": "cd" * 32}))  # trained further from other weights
+    done = subprocess.run([*bench, "--run", str(run), "--json", str(out)], capture_output=True, text=True, check=False)
+    (compared,) = json.loads(out.read_text())["runs"]
+    assert done.returncode == 0 and compared["started_from"] == "cd" * 32 and "equal_training" not in compared
+    assert "started from trained weights, cdcdcdcdcdcd" in done.stdout
+    done = subprocess.run([*bench, "--store", "nothing"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "no weights for 'nothing'" in done.stderr and "Traceback" not in done.stderr

@@ -127,3 +127,52 @@ def bd_psnr_by_step(
     ref = curve_points(curve[-1] if end is None else end)[:2]
     return [{"step": row["step"], "bd_psnr_db": bd_quality(*curve_points(row)[:2], *ref, lo=lo, hi=hi)["delta"]}
             for row in curve]
+
+
+def training_pixels_per_step(config: dict[str, Any]) -> int:
+    """The pixels one training step of a phase sees: ``batch_size * crop**2`` of its config."""
+    return int(config["batch_size"]) * int(config["crop"]) ** 2
+
+
+def bd_psnr_at_equal_training(
+    curve: list[dict[str, Any]], reference: list[dict[str, Any]], lo: float = 0.1, hi: float = 0.5,
+    scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Bjøntegaard's delta PSNR of each held-out step of ``curve`` against ``reference`` after as much training.
+
+    Two runs that differ in one setting are compared where they have trained as long: the same step,
+    or, when their steps see different pixels (another batch or crop), the same pixels seen.
+
+    Args:
+        curve: rows of :func:`training_curve` of the run compared.
+        reference: rows of the run it is compared with (e.g. a shipped phase's ``curve``).
+        lo, hi: the bpp range compared.
+        scale: the run's training pixels per step over the reference's
+            (:func:`training_pixels_per_step`); 1 for the same batch and crop.
+
+    Returns:
+        ``[{"step", "reference_step", "bd_psnr_db"}, ...]``: each row of ``curve`` against the reference
+        row nearest ``step * scale``. Rows farther than half the reference's held-out spacing from any
+        reference row (beyond its end, say) are left out; ``bd_psnr_db`` is None where the curves share
+        no rate in the range. A TrainingError for an empty reference.
+
+    Example:
+        >>> ref = [{"step": s, "val_psnr_t0": 27.0 + s / 1000, "val_bpp_t0": 0.1,
+        ...         "val_psnr_t1": 31.0 + s / 1000, "val_bpp_t1": 0.4} for s in (1000, 2000, 3000, 4000)]
+        >>> run = [{**ref[0], "step": 500}, {**ref[3], "step": 1000}, {**ref[3], "step": 1500}]  # 4x the pixels a step
+        >>> [(r["step"], r["reference_step"], round(r["bd_psnr_db"], 2)) for r in bd_psnr_at_equal_training(run, ref, scale=4)]
+        [(500, 2000, -1.0), (1000, 4000, 0.0)]
+    """
+    if not reference:
+        raise TrainingError("an empty reference curve has no step to compare with")
+    steps = sorted(r["step"] for r in reference)
+    slack = (steps[-1] - steps[0]) / (len(steps) - 1) / 2 if len(steps) > 1 else 0
+    rows = []
+    for row in curve:
+        want = row["step"] * scale
+        ref = min(reference, key=lambda r: abs(r["step"] - want))
+        if abs(ref["step"] - want) > slack:
+            continue
+        rows.append({"step": row["step"], "reference_step": ref["step"],
+                     "bd_psnr_db": bd_quality(*curve_points(row)[:2], *curve_points(ref)[:2], lo=lo, hi=hi)["delta"]})
+    return rows
