@@ -353,7 +353,7 @@ def reference_strings(m: FaceHyperprior, x: torch.Tensor, rate: float) -> list[b
         return torch.floor((p[:, :mm] + one // 32) / (one // 16)).long(), index.long()
 
     anchor = m.anchors(*y.shape[-2:])
-    mean_a, idx_a = params(torch.zeros_like(h[:, : m.arch.context]))
+    mean_a, idx_a = params(h.new_zeros((h.shape[0], m.arch.context, *h.shape[2:])))
     sym_a = torch.from_numpy(gaussian.clip_symbols(torch.round(y - mean_a.double() / 16).long().numpy(), idx_a.numpy()))
     ctx_in = torch.where(anchor, (sym_a * 16 + mean_a).double(), torch.zeros((), dtype=torch.float64))  # 1/16 steps
     mean_n, idx_n = params(m.ctx.forward_int(ctx_in, where=~anchor))
