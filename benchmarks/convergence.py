@@ -32,10 +32,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facekit.bdrate import bd_quality  # noqa: E402
 from facekit.cli import positive_int  # noqa: E402
 from facekit.errors import TrainingError, WeightsError  # noqa: E402
 from facekit.training.curve import (  # noqa: E402
+    bd_psnr,
     bd_psnr_at_equal_training,
     bd_psnr_by_step,
     curve_points,
@@ -77,12 +77,12 @@ def compare_run(folder: Path, phase: str, shipped: dict[str, Any]) -> dict[str, 
         raise TrainingError(f"{folder} holds no training config (config.json): {e}") from e
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
     started_from = config.get("init") or summary.get("init") or summary.get("init_sha256")
-    scale = training_pixels_per_step(config) / training_pixels_per_step(shipped["config"])
     rows = bd_psnr_by_step(curve, LO, HI, end=shipped["curve"][-1])
     title = f"{folder}: each step against the shipped {phase} end ({fmt(shipped['curve'][-1])})"
     if started_from:  # its steps count from trained weights: no step of the shipped run matches them
         print_bd(f"{title} (it started from trained weights, {str(started_from)[:12]})", rows, curve)
         return {"folder": str(folder), "against": phase, "started_from": started_from, "rows": rows}
+    scale = training_pixels_per_step(config) / training_pixels_per_step(shipped["config"])
     equal = bd_psnr_at_equal_training(curve, shipped["curve"], LO, HI, scale=scale)
     print_bd(f"{title}, then against it after as much training ({scale:g} times its pixels a step)", rows, curve, equal)
     return {"folder": str(folder), "against": phase, "pixels_per_step_ratio": scale, "rows": rows, "equal_training": equal}
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the shipped weights on {len(held)} held-out and {args.train_faces} training faces (seed {args.seed}):")
         for who, row in figures.items():
             print(f"  {who:9s} {fmt(row)}")
-        d = bd_quality(*curve_points(figures["training"])[:2], *curve_points(figures["held-out"])[:2], lo=LO, hi=HI)["delta"]
+        d = bd_psnr(figures["training"], figures["held-out"], LO, HI)
         print(f"  training against held-out: {'—' if d is None else f'{d:+.2f}'} dB Bjøntegaard PSNR")
         out["faces"] = {**figures, "train_faces": args.train_faces, "seed": args.seed, "bd_psnr_db": d}
     if args.json:

@@ -99,6 +99,12 @@ def curve_points(row: dict[str, Any]) -> tuple[list[float], list[float], list[st
     return [row[f"val_bpp_t{t}"] for t in rates], [row[f"val_psnr_t{t}"] for t in rates], rates
 
 
+def bd_psnr(row: dict[str, Any], ref: dict[str, Any], lo: float = 0.1, hi: float = 0.5) -> float | None:
+    """Bjøntegaard's delta PSNR of one held-out row's rate-PSNR curve against another's over ``lo``-``hi``
+    bpp (:func:`curve_points` of each); None where they share no rate in the range."""
+    return bd_quality(*curve_points(row)[:2], *curve_points(ref)[:2], lo=lo, hi=hi)["delta"]
+
+
 def bd_psnr_by_step(
     curve: list[dict[str, Any]], lo: float = 0.1, hi: float = 0.5, end: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
@@ -124,9 +130,8 @@ def bd_psnr_by_step(
     """
     if not curve:
         raise TrainingError("an empty training curve has no last step to compare with")
-    ref = curve_points(curve[-1] if end is None else end)[:2]
-    return [{"step": row["step"], "bd_psnr_db": bd_quality(*curve_points(row)[:2], *ref, lo=lo, hi=hi)["delta"]}
-            for row in curve]
+    ref = curve[-1] if end is None else end
+    return [{"step": row["step"], "bd_psnr_db": bd_psnr(row, ref, lo, hi)} for row in curve]
 
 
 def training_pixels_per_step(config: dict[str, Any]) -> int:
@@ -173,6 +178,5 @@ def bd_psnr_at_equal_training(
         ref = min(reference, key=lambda r: abs(r["step"] - want))
         if abs(ref["step"] - want) > slack:
             continue
-        rows.append({"step": row["step"], "reference_step": ref["step"],
-                     "bd_psnr_db": bd_quality(*curve_points(row)[:2], *curve_points(ref)[:2], lo=lo, hi=hi)["delta"]})
+        rows.append({"step": row["step"], "reference_step": ref["step"], "bd_psnr_db": bd_psnr(row, ref, lo, hi)})
     return rows
