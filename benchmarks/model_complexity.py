@@ -53,12 +53,13 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from facekit.codecs import get_codec  # noqa: E402
-from facekit.codecs.hyperprior import HyperpriorCodec  # noqa: E402
+from facekit.codecs.hyperprior import HyperpriorCodec, model_fingerprint  # noqa: E402
 from facekit.codecs.names import HYPERPRIOR_REFINED  # noqa: E402
+from facekit.fileio import sha256_file  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
 from facekit.models.refine import STEPS  # noqa: E402
 from facekit.threads import keep_freed_memory  # noqa: E402
-from facekit.zoo import load_hyperprior  # noqa: E402
+from facekit.zoo import load_hyperprior, read_manifest  # noqa: E402
 
 
 def load_images(n: int) -> tuple[list[np.ndarray], str]:
@@ -137,6 +138,23 @@ def load_weights(path: str | None, store: str | None, arch: HyperpriorArch) -> F
     return model
 
 
+def weights_record(path: str | None, store: str | None, model: FaceHyperprior) -> dict[str, str | None]:
+    """Which weights a benchmark ran, for its JSON: ``source`` (``store:NAME``, the file, or ``untrained``),
+    the file's ``sha256`` (the name results/README.md gives weights by) and the model's ``fingerprint``."""
+    if store:
+        source, sha = f"store:{store}", read_manifest()["models"][store]["sha256"]
+    elif path:
+        source, sha = path, sha256_file(path)
+    else:
+        source, sha = "untrained", None
+    return {"source": source, "sha256": sha, "fingerprint": model_fingerprint(model)}
+
+
+def weights_label(record: dict[str, str | None]) -> str:
+    """:func:`weights_record` in a printed line: its source and the start of its sha256."""
+    return f"{record['source']} (sha256 {(record['sha256'] or '-')[:12]})"
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=8, help="images to time (default 8)")
@@ -211,9 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"parameters: {sum(p.numel() for p in model.parameters()):,}")
     print(f"MACs per pixel (250x250, FlopCounterMode): encoder {enc_macs:,.0f}, decoder {dec_macs:,.0f}")
     load_after = os.getloadavg()[0]
-    weights = args.store and f"store:{args.store}" or args.weights or "untrained"
+    weights = weights_record(args.weights, args.store, model)
     print(f"one thread, {args.n} {source}, median of {args.rounds} rounds; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, load {load_before:.2f} before, {load_after:.2f} after; weights {weights}")
+          f"{os.cpu_count()} CPUs, load {load_before:.2f} before, {load_after:.2f} after; weights {weights_label(weights)}")
     print(f"page faults a decode: {faults:,.0f} (freed memory {'kept' if tuned else 'handed back, as glibc is configured'})")
     print(f"bfloat16 dot products on this CPU: {'yes' if native_bf16 else 'no (the bfloat16 synthesis is emulated)'}")
     print(f"{'codec':24s} {'setting':>8s} {'bpp':>7s} {'encode ms':>10s} {'decode ms':>10s} {'enc ratio':>10s} {'dec ratio':>10s}"

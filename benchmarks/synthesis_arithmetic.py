@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 # this folder's benchmarks; importing them puts the repository on sys.path
-from model_complexity import to_tensor
+from model_complexity import to_tensor, weights_label, weights_record
 from transform_ceiling import model_and_images, rate_sweep_parser, to_image
 
 # isort: split
@@ -44,7 +44,8 @@ def arithmetic_row(model: FaceHyperprior, images: list[np.ndarray], t: float) ->
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     args = rate_sweep_parser(__doc__, 100, [0.0, 0.25, 0.5, 0.75, 1.0]).parse_args(argv)
     model, images, source = model_and_images(args)
-    print(f"{args.n} {source}; weights {args.store or args.weights or 'untrained'}")
+    weights = weights_record(args.weights, args.store, model)
+    print(f"{args.n} {source}; weights {weights_label(weights)}")
     print(f"{'t':>5s} {'bpp':>7s} {'float32 dB':>11s} {'bfloat16 dB':>12s} {'diff dB':>8s} {'max px diff':>12s} {'px differ':>10s}")
     rows = []
     for t in args.rates:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
               f"{r['psnr_bfloat16'] - r['psnr_float32']:+8.4f} {r['max_pixel_difference']:12d} {r['pixels_differing']:10.1%}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"images": source, "n": args.n, "weights": args.store or args.weights, "rows": rows}, f, indent=2)
+            json.dump({"images": source, "n": args.n, "weights": weights, "rows": rows}, f, indent=2)
     return rows
 
 

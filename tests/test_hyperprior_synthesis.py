@@ -74,8 +74,10 @@ def test_the_benchmark_prints_both_decodes(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "synthesis_arithmetic.py"), "--n", "2", "--rates", "0", "1",
                         "--json", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
     assert [row["t"] for row in rows] == [0, 1] and "bfloat16 dB" in r.stdout
+    assert result["weights"]["source"] == "untrained" and len(result["weights"]["fingerprint"]) == 64
     assert all(abs(row["psnr_bfloat16"] - row["psnr_float32"]) < 0.1 and row["max_pixel_difference"] <= 8 for row in rows)
 
 
@@ -114,6 +116,7 @@ def test_the_complexity_benchmark_times_every_codec_side_by_side(tmp_path: Path)
     assert all(row[k] > 0 for row in rows.values() for k in ("encode_ms", "decode_ms", "decode_cpu_ms", "bpp"))
     assert rows["facekit-hyperprior+bf16"]["bpp"] == rows["facekit-hyperprior"]["bpp"]  # the same files
     assert 1000 < result["macs_per_pixel"]["decoder"] <= 6000 and "dec ratio" in r.stdout
+    assert result["weights"] == {"source": "untrained", "sha256": None, "fingerprint": result["weights"]["fingerprint"]}
 
 
 def test_a_synthesis_cut_to_its_own_widths_is_the_same_function() -> None:
