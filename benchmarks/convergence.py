@@ -11,12 +11,16 @@ Three figures, each printed as a table (``--json`` writes them too):
   the end of the shipped phase named by ``--phase``, and against that phase after as much training
   (:func:`facekit.training.curve.bd_psnr_at_equal_training`: the same step, or the same pixels seen when
   the run's batch or crop differs). The second says whether a change helps at equal compute.
+* runs among them that are the recipe's phase at another length (equal configs but for ``steps``,
+  each finished): the Bjøntegaard PSNR of each run's end against the shipped end, and the gain per
+  doubling of the steps fitted through them and the shipped end (:func:`facekit.training.curve.gain_per_doubling`).
 * ``--train-faces N``: the shipped weights code N training faces (drawn by a seed) and the recipe's held-out
   faces at the same rates. Equal figures mean the model is not over-fitted to its 1,517 training faces,
   so more data would not be the first thing to try.
 
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --train-faces 64
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-more/rd runs/hp-crop240/rd
+    OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-10k/rd runs/hp-20k/rd
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from facekit.training.curve import (  # noqa: E402
     bd_psnr_at_equal_training,
     bd_psnr_by_step,
     curve_points,
+    differs_only_in_steps,
+    gain_per_doubling,
     training_curve,
     training_pixels_per_step,
 )
@@ -85,7 +91,28 @@ def compare_run(folder: Path, phase: str, shipped: dict[str, Any]) -> dict[str, 
     scale = training_pixels_per_step(config) / training_pixels_per_step(shipped["config"])
     equal = bd_psnr_at_equal_training(curve, shipped["curve"], LO, HI, scale=scale)
     print_bd(f"{title}, then against it after as much training ({scale:g} times its pixels a step)", rows, curve, equal)
-    return {"folder": str(folder), "against": phase, "pixels_per_step_ratio": scale, "rows": rows, "equal_training": equal}
+    out = {"folder": str(folder), "against": phase, "pixels_per_step_ratio": scale, "rows": rows, "equal_training": equal}
+    if differs_only_in_steps(config, shipped["config"]) and config["steps"] != shipped["config"]["steps"]:
+        out["schedule_steps"] = config["steps"]  # the recipe at another length
+    return out
+
+
+def schedule_lengths(runs: list[dict[str, Any]], shipped: dict[str, Any]) -> dict[str, Any] | None:
+    """The ends of the runs that are the shipped phase's schedule at another length, and the gain per
+    doubling of the steps fitted through them and the shipped end; None without such a finished run."""
+    ends = [(r["schedule_steps"], r["rows"][-1]["bd_psnr_db"], r["folder"]) for r in runs
+            if "schedule_steps" in r and r["rows"][-1]["step"] == r["schedule_steps"] and r["rows"][-1]["bd_psnr_db"] is not None]
+    if not ends:
+        return None
+    steps = shipped["config"]["steps"]
+    points = sorted([(s, d) for s, d, _ in ends] + [(steps, 0.0)])
+    gain = gain_per_doubling(points)
+    print(f"the shipped {shipped['phase']} schedule at other lengths: each end against the shipped end ({steps:,} steps)")
+    for s, d, folder in sorted(ends):
+        print(f"  {s:>7,} steps  {db(d)} dB  {folder}")
+    print(f"  gain per doubling of the steps (least squares): {db(gain)} dB")
+    return {"ends": [{"steps": s, "bd_psnr_db": d, "folder": f} for s, d, f in sorted(ends)],
+            "shipped_steps": steps, "gain_per_doubling_db": gain}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"no shipped phase {args.phase!r} (there are {', '.join(phases)})")
         shipped = next(ph for ph in entry["phases"] if ph["phase"] == args.phase)
         out["runs"] = [compare_run(folder, args.phase, shipped) for folder in args.run]
+        if lengths := schedule_lengths(out["runs"], shipped):
+            out["schedule_lengths"] = lengths
     if args.train_faces:
         from facekit.training.data import training_sets
         from facekit.training.rd import evaluate_rd

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -361,6 +362,17 @@ def test_bd_psnr_at_equal_training_matches_steps_or_pixels_seen() -> None:
         bd_psnr_at_equal_training(same, [])
 
 
+def test_schedule_lengths_are_runs_equal_but_for_steps_and_their_gain_is_a_slope_in_log2_steps() -> None:
+    from facekit.training.curve import differs_only_in_steps, gain_per_doubling
+
+    shipped = {"steps": 40000, "lr": 6e-4, "crop": 128, "val_every": 1000, "log_every": 100}
+    assert differs_only_in_steps({**shipped, "steps": 10000, "val_every": 500, "log_every": 10}, shipped)
+    assert not differs_only_in_steps({**shipped, "steps": 10000, "lr": 3e-4}, shipped)
+    assert not differs_only_in_steps({**shipped, "seed": 1}, shipped)  # a key one of them lacks
+    assert gain_per_doubling([(10000, -0.5), (20000, -0.2), (40000, 0.0)]) == pytest.approx(0.25)
+    assert gain_per_doubling([(40000, 0.0), (40000, 0.1)]) is None and gain_per_doubling([]) is None
+
+
 def _reproduce_bench():  # type: ignore[no-untyped-def]
     import importlib.util
 
@@ -426,6 +438,17 @@ def test_the_convergence_benchmark_reads_the_shipped_curve_another_run_and_train
     (compared,) = json.loads(out.read_text())["runs"]
     assert done.returncode == 0 and compared["started_from"] == "cd" * 32 and "equal_training" not in compared
     assert "started from trained weights, cdcdcdcdcdcd" in done.stdout
+    shipped = next(ph for ph in zoo.read_manifest()["models"]["hyperprior"]["phases"] if ph["phase"] == "rate-distortion")
+    short = tmp_path / "short" / "rd"  # the recipe's phase one as a whole schedule of 500 steps
+    short.mkdir(parents=True)
+    (short / "history.jsonl").write_text(json.dumps({**shipped["curve"][2], "step": 500}) + "\n")
+    (short / "config.json").write_text(json.dumps({"config": {**shipped["config"], "steps": 500}}))
+    done = subprocess.run([*bench, "--run", str(run), str(short), "--json", str(out)], capture_output=True, text=True, check=False)
+    lengths = json.loads(out.read_text())["schedule_lengths"]
+    assert done.returncode == 0 and [e["steps"] for e in lengths["ends"]] == [500] and lengths["shipped_steps"] == 40000
+    d = lengths["ends"][0]["bd_psnr_db"]
+    assert d < 0 and lengths["gain_per_doubling_db"] == pytest.approx(-d / math.log2(40000 / 500))
+    assert "gain per doubling of the steps" in done.stdout
     done = subprocess.run([*bench, "--store", "nothing"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "no weights for 'nothing'" in done.stderr and "Traceback" not in done.stderr

@@ -1,7 +1,7 @@
 """A run's held-out curve: PSNR and bpp of real coding against training steps (issue 28).
 
 Every ``val_every`` steps a run codes its held-out faces at a few rates ``t`` (the loop's
-``history.jsonl``); the manifest entry of shipped weights keeps that curve for each phase. Two
+``history.jsonl``); the manifest entry of shipped weights keeps that curve for each phase. Three
 questions are asked of it:
 
 * does another run of the recipe reproduce it (:func:`compare_curves`, within
@@ -9,7 +9,11 @@ questions are asked of it:
 * how far from convergence is it (:func:`bd_psnr_by_step`)? A single rate's PSNR can rise
   merely because its bits rose too; Bjøntegaard's delta PSNR of each step's rate-PSNR curve
   against the last step's (Bjøntegaard, VCEG-M33) measures the curve itself: a flat line means
-  more steps of the same schedule do not pay.
+  more steps of the same schedule do not pay;
+* what would a longer schedule give? Whole runs of the recipe at other lengths
+  (:func:`differs_only_in_steps`) give its gain per doubling of the steps
+  (:func:`gain_per_doubling`), which the last steps of one schedule cannot: its learning rate
+  is decaying there.
 
 Example::
 
@@ -22,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +185,36 @@ def bd_psnr_at_equal_training(
             continue
         rows.append({"step": row["step"], "reference_step": ref["step"], "bd_psnr_db": bd_psnr(row, ref, lo, hi)})
     return rows
+
+
+#: training settings that do not change what a run learns: how often it logs, checks and saves
+BOOKKEEPING = frozenset({"log_every", "val_every", "checkpoint_every"})
+
+
+def differs_only_in_steps(config: dict[str, Any], reference: dict[str, Any]) -> bool:
+    """Whether two training configs are one schedule at another length: equal but for ``steps``
+    (and :data:`BOOKKEEPING`). The learning rate's warm-up and cosine decay follow ``steps``, so such a
+    run is a whole schedule of its own, not a prefix of the reference."""
+    keys = (set(config) | set(reference)) - BOOKKEEPING - {"steps"}
+    return all(config.get(k) == reference.get(k) for k in keys)
+
+
+def gain_per_doubling(ends: list[tuple[int, float]]) -> float | None:
+    """The least-squares slope of a figure against ``log2(steps)``: what each doubling of a schedule's
+    length gained, from the ends of whole schedules of different lengths.
+
+    Args:
+        ends: ``(steps, figure)`` pairs, e.g. each run's Bjøntegaard PSNR at its end against one reference.
+
+    Returns:
+        dB (or the figure's unit) per doubling of the steps; None with fewer than two lengths.
+
+    Example:
+        >>> round(gain_per_doubling([(10_000, -0.6), (20_000, -0.3), (40_000, 0.0)]), 3)
+        0.3
+    """
+    xs = [math.log2(s) for s, _ in ends]
+    if len(set(xs)) < 2:
+        return None
+    mx, my = sum(xs) / len(xs), sum(v for _, v in ends) / len(ends)
+    return sum((x - mx) * (v - my) for x, (_, v) in zip(xs, ends, strict=True)) / sum((x - mx) ** 2 for x in xs)
