@@ -1,11 +1,12 @@
 """How far from convergence is a shipped recipe model? (issue 28: "how far from convergence the shipped weights are")
 
-Three figures, each printed as a table (``--json`` writes them too):
+Four figures, each printed as a table (``--json`` writes them too):
 
 * for each training phase in the weights' manifest entry, the Bjøntegaard delta PSNR of each held-out
   step's rate-PSNR curve against the phase's last step, over 0.1-0.5 bpp
-  (:func:`facekit.training.curve.bd_psnr_by_step`). If the line is flat at its end, more steps of that
-  schedule would not pay. A single rate's PSNR can still rise, but only by spending more bits.
+  (:func:`facekit.training.curve.bd_psnr_by_step`). A line flat at its end says that more steps at
+  the schedule's final learning rate would not pay, not that a longer schedule would not (the third
+  figure measures that). A single rate's PSNR can still rise, but only by spending more bits.
 * ``--run DIR [DIR ...]`` (phase folders of other runs: phase one trained further from the shipped
   phase one's final weights, or the recipe with one setting changed): each of their held-out steps against
   the end of the shipped phase named by ``--phase``, and against that phase after as much training

@@ -305,7 +305,10 @@ print("largest pixel difference:", int(np.abs(backs["float32"].astype(int) - bac
 # steps, at each rate `t` it was validated at. One rate's PSNR can rise only because its bits
 # rose too, so the third panel measures the whole rate-PSNR curve of each step against the
 # phase's last one: Bjøntegaard's delta PSNR over 0.1-0.5 bpp. A line still rising at its end
-# says more steps would pay; a flat one says they would not, on this schedule and data.
+# says more steps at the final learning rate would pay; a flat one says they would not. A longer
+# schedule is another question, since its learning rate decays later: whole runs of the recipe at
+# other lengths answer it (`benchmarks/convergence.py`; the model card in `results/README.md`
+# gives what each doubling of the steps gained).
 
 # %%
 from facekit.training.curve import bd_psnr_by_step

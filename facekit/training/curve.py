@@ -8,8 +8,8 @@ questions are asked of it:
   :data:`REPRODUCE_PSNR_DB` and :data:`REPRODUCE_BPP_REL`)?
 * how far from convergence is it (:func:`bd_psnr_by_step`)? A single rate's PSNR can rise
   merely because its bits rose too; Bjøntegaard's delta PSNR of each step's rate-PSNR curve
-  against the last step's (Bjøntegaard, VCEG-M33) measures the curve itself: a flat line means
-  more steps of the same schedule do not pay;
+  against the last step's (Bjøntegaard, VCEG-M33) measures the curve itself: a flat end means
+  more steps at the schedule's final learning rate do not pay;
 * what would a longer schedule give? Whole runs of the recipe at other lengths
   (:func:`differs_only_in_steps`) give its gain per doubling of the steps
   (:func:`gain_per_doubling`), which the last steps of one schedule cannot: its learning rate
