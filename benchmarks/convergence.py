@@ -101,18 +101,18 @@ def compare_run(folder: Path, phase: str, shipped: dict[str, Any]) -> dict[str, 
 def schedule_lengths(runs: list[dict[str, Any]], shipped: dict[str, Any]) -> dict[str, Any] | None:
     """The ends of the runs that are the shipped phase's schedule at another length, and the gain per
     doubling of the steps fitted through them and the shipped end; None without such a finished run."""
-    ends = [(r["schedule_steps"], r["rows"][-1]["bd_psnr_db"], r["folder"]) for r in runs
-            if "schedule_steps" in r and r["rows"][-1]["step"] == r["schedule_steps"] and r["rows"][-1]["bd_psnr_db"] is not None]
+    ends = sorted((r["schedule_steps"], r["rows"][-1]["bd_psnr_db"], r["folder"]) for r in runs
+                  if "schedule_steps" in r and r["rows"][-1]["step"] == r["schedule_steps"]
+                  and r["rows"][-1]["bd_psnr_db"] is not None)
     if not ends:
         return None
     steps = shipped["config"]["steps"]
-    points = sorted([(s, d) for s, d, _ in ends] + [(steps, 0.0)])
-    gain = gain_per_doubling(points)
+    gain = gain_per_doubling([(s, d) for s, d, _ in ends] + [(steps, 0.0)])
     print(f"the shipped {shipped['phase']} schedule at other lengths: each end against the shipped end ({steps:,} steps)")
-    for s, d, folder in sorted(ends):
+    for s, d, folder in ends:
         print(f"  {s:>7,} steps  {db(d)} dB  {folder}")
     print(f"  gain per doubling of the steps (least squares): {db(gain)} dB")
-    return {"ends": [{"steps": s, "bd_psnr_db": d, "folder": f} for s, d, f in sorted(ends)],
+    return {"ends": [{"steps": s, "bd_psnr_db": d, "folder": f} for s, d, f in ends],
             "shipped_steps": steps, "gain_per_doubling_db": gain}
 
 
