@@ -11,7 +11,6 @@ all of them. Prints a table and writes ``--out`` (JSON). One thread, as the swee
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -63,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from facekit.codecs import get_codec
     from facekit.data.lfw import open_lfw
+    from facekit.fileio import write_json
 
     lfw = open_lfw(None)
     names = lfw.pair_images()
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:16s} PSNR {' '.join(f'{v:6.2f}' for v in at[label])}  mean {np.mean(at[label]) if grid else float('nan'):.2f} dB"
                   f"  encode {ms:.0f} ms/face  bpp {min(r['bpp'] for r in c):.3f}-{max(r['bpp'] for r in c):.3f}", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        write_json(args.out, result)
     return 0
 
 

@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from facekit.codecs import get_codec
     from facekit.codecs.learned import LearnedCodec
+    from facekit.fileio import write_json
 
     torch.set_num_threads(args.threads)
     images, source = load_images(args.n, args.root)
@@ -185,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 "classical codecs on one thread (their presets' default)",
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result, indent=2)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from facekit.cli import positive_int  # noqa: E402
 from facekit.errors import TrainingError, WeightsError  # noqa: E402
+from facekit.fileio import write_json  # noqa: E402
 from facekit.training.curve import (  # noqa: E402
     bd_psnr,
     bd_psnr_at_equal_training,
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  training against held-out: {'—' if d is None else f'{d:+.2f}'} dB Bjøntegaard PSNR")
         out["faces"] = {**figures, "train_faces": args.train_faces, "seed": args.seed, "bd_psnr_db": d}
     if args.json:
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        write_json(args.json, out)
     return 0
 
 

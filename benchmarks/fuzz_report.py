@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import random
 import re
@@ -41,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "tests" / "corpus"
 sys.path.insert(0, str(CORPUS))
 
+from facekit.fileio import write_json  # noqa: E402
 from facekit.safety import apply_ops, classify, random_ops, reseal  # noqa: E402
 
 
@@ -274,8 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     from facekit.provenance import provenance
 
     report["provenance"] = provenance("cpu", args.seed)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out_path, report)
     print(f"total: {report['total_inputs']} inputs, {report['total_crashes']} crashes in {report['wall_s']} s "
           f"-> {out_path}")
     return 1 if report["total_crashes"] else 0

@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("runs", type=Path, help="folder of run folders")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
+    from facekit.fileio import write_json
     from facekit.zoo import read_manifest
 
     models = read_manifest()["models"]
@@ -52,7 +53,7 @@ def main() -> None:
                     t.get("device") == "cuda":
                 shipped[run.name] = f"{name} ({e['sha256'][:12]})"
     out = [summarise(run, shipped) for run in sorted(p for p in a.runs.iterdir() if (p / "summary.json").exists())]
-    a.out.write_text(json.dumps({"about": __doc__.split("\n\n")[0], "runs": out}, indent=1) + "\n")
+    write_json(a.out, {"about": __doc__.split("\n\n")[0], "runs": out})
     for r in out:
         h = r["held_out"]
         print(f"{r['run']:22s} {r['config']['steps']:6d} steps  PSNR {h.get('val_psnr', 0):.2f} dB (face "

@@ -13,7 +13,6 @@ same images is closest to (at most) the learned codec's, and its mean PSNR there
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facekit.fileio import write_json  # noqa: E402
 from facekit.metrics import rate_and_psnr  # noqa: E402
 
 
@@ -104,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": learned_codecs[0].describe()["models"],
     }
     out = Path(args.out) if args.out else REPO / "results" / (f"learned_rate_table_{args.n}.json" if args.n else "learned_rate_table.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json(out, result, indent=2)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -33,7 +33,6 @@ as fresh pages, a few hundred page faults a decode.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -55,7 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from facekit.codecs import get_codec  # noqa: E402
 from facekit.codecs.hyperprior import HyperpriorCodec, model_fingerprint  # noqa: E402
 from facekit.codecs.names import HYPERPRIOR_REFINED  # noqa: E402
-from facekit.fileio import sha256_file  # noqa: E402
+from facekit.fileio import sha256_file, write_json  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
 from facekit.models.refine import STEPS  # noqa: E402
 from facekit.threads import keep_freed_memory  # noqa: E402
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
               "load": [load_before, load_after], "weights": weights, "keep_freed_memory": tuned,
               "page_faults_per_decode": faults, "bfloat16_dot_products": native_bf16}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result, indent=2)
     return result
 
 

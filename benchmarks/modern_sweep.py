@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from facekit.data.lfw import open_lfw
     from facekit.evaluate import evaluate, load_results, merge_results, save_results
+    from facekit.fileio import write_json
 
     torch.set_num_threads(1)
     out_dir = Path(args.out_dir)
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         images = [lfw.load(names[i]) for i in np.linspace(0, len(names) - 1, args.plan_images).round().astype(int)]
         plan = make_plan(images)
         plan.update(images=args.plan_images, code_commit=commit, created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        plan_path.write_text(json.dumps(plan, indent=1))
+        write_json(plan_path, plan)
         log(f"plan written to {plan_path}: {plan['points']}")
     done: list[dict] = []
     write_readme(out_dir, plan, done, started, cmd, commit)

@@ -25,7 +25,6 @@ more than the tolerance.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from facekit.cli import positive_int  # noqa: E402
 from facekit.errors import TrainingError  # noqa: E402
+from facekit.fileio import write_json  # noqa: E402
 from facekit.training.curve import (  # noqa: E402
     REPRODUCE_BPP_REL,
     REPRODUCE_PSNR_DB,
@@ -112,10 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     within = f"within {REPRODUCE_PSNR_DB} dB and {100 * REPRODUCE_BPP_REL:.0f} %"
     print(f"reproduced {within}" if ok else f"NOT reproduced {within}")
     if args.json:
-        args.json.write_text(json.dumps({
+        write_json(args.json, {
             "recipe": recipe.name, "shipped_sha256": entry["sha256"], "preset": entry["recipe"]["preset"],
             "rerun": str(args.run) if args.run else f"first {args.steps} steps", "psnr_db": REPRODUCE_PSNR_DB,
-            "bpp_rel": REPRODUCE_BPP_REL, "reproduced": ok, "phases": table}, indent=1))
+            "bpp_rel": REPRODUCE_BPP_REL, "reproduced": ok, "phases": table})
     return 0 if ok else 1
 
 

@@ -152,6 +152,7 @@ def decode_differences(work: Path, root: str | None, n_images: int) -> dict[str,
 
     from facekit.codecs import get_codec
     from facekit.codecs.registry import available_codecs
+    from facekit.fileio import write_json
 
     faces, what = _faces(root, n_images)
     names = [k for k in ("paper-mse", "paper", "facekit-mse-entropy", "facekit-joint-entropy")
@@ -169,7 +170,7 @@ def decode_differences(work: Path, root: str | None, n_images: int) -> dict[str,
                 files[name].append(str(f))
                 here[name].append(codec.decode(data))
     jobs = work / "decode_jobs.json"
-    jobs.write_text(json.dumps(files))
+    write_json(jobs, files)
 
     def child(threads: int, device: str) -> dict[str, list[np.ndarray]]:
         out = work / f"decoded-{device}-{threads}.json"
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", default=None, help="LFW (default $FACEKIT_LFW)")
     ap.add_argument("--json", type=Path, default=REPO / "artifacts" / "reliability.json")
     args = ap.parse_args(argv)
+    from facekit.fileio import write_json
     from facekit.provenance import provenance
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         report["decode"] = decode_differences(work / "decode", args.root, args.images)
         report["wall_s"] = round(time.time() - t0, 1)
     report["provenance"] = provenance("cpu", 0)
-    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report)
 
     f, r, d = report["fuzz"], report["resume"], report["decode"]
     print()

@@ -15,7 +15,6 @@ over LFW pair images (the evaluation images, never trained on). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facekit.fileio import write_json  # noqa: E402
 from facekit.metrics import psnr  # noqa: E402
 
 #: (codec, setting) pairs; each is run as ``name`` and ``name-roi``
@@ -95,11 +95,10 @@ def main() -> None:
             }
             rows.append(row)
             print(f"{name:20s} {setting!s:>7s} {row['bpp']:7.4f} {row['psnr']:6.2f} {row['face_psnr']:9.2f}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
+    write_json(args.out, {
         "images": len(images), "what": "mean over images; face PSNR over the pixels of dlib's chip square",
         "machine": platform.processor() or platform.machine(), "rows": rows,
-    }, indent=1) + "\n")
+    })
     print(f"wrote {args.out}")
 
 

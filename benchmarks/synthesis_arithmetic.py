@@ -10,8 +10,6 @@ the two, and the share of pixels that differ. ``benchmarks/model_complexity.py``
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
@@ -21,6 +19,7 @@ from transform_ceiling import model_and_images, rate_sweep_parser, to_image
 
 # isort: split
 
+from facekit.fileio import write_json  # noqa: E402
 from facekit.metrics import psnr  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior  # noqa: E402
 
@@ -53,8 +52,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         print(f"{t:5.2f} {r['bpp']:7.4f} {r['psnr_float32']:11.3f} {r['psnr_bfloat16']:12.3f} "
               f"{r['psnr_bfloat16'] - r['psnr_float32']:+8.4f} {r['max_pixel_difference']:12d} {r['pixels_differing']:10.1%}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"images": source, "n": args.n, "weights": weights, "rows": rows}, f, indent=2)
+        write_json(args.json, {"images": source, "n": args.n, "weights": weights, "rows": rows}, indent=2)
     return rows
 
 

@@ -25,7 +25,6 @@ and ``result.json`` (the held-out table before and after, steps, seconds). One t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -43,6 +42,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from facekit.codecs.hyperprior import HyperpriorCodec  # noqa: E402
+from facekit.fileio import write_json  # noqa: E402
 from facekit.metrics import rate_and_psnr  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
 from facekit.training.data import training_sets  # noqa: E402
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.save({"arch": model.arch.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
     result = {"widths": args.widths, "store": args.store, "steps": step, "seconds": seconds, "batch": args.batch,
               "crop": args.crop, "lr": args.lr, "held_out": len(val), "stored": before, "cut": start, "tuned": after}
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_json(out / "result.json", result, indent=2)
     print(f"widths {tuple(args.widths)}: {step} steps in {seconds:.0f} s; held-out PSNR dB (bpp) at t:")
     for t in RATES:
         s, c, a = before[str(t)], start[str(t)], after[str(t)]

@@ -14,7 +14,6 @@ model cannot close a fidelity gap; larger transforms (``latent``, the widths) mu
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from model_complexity import load_images, load_weights, to_tensor
 
 # isort: split
 
+from facekit.fileio import write_json  # noqa: E402
 from facekit.metrics import psnr  # noqa: E402
 from facekit.models.hyperprior import FaceHyperprior, HyperpriorArch  # noqa: E402
 from facekit.training.rd import evaluate_rd  # noqa: E402
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         rows.append(row := ceiling_row(model, images, t))
         print(f"{t:5.3g} {row['bpp']:7.3f} {row['psnr']:9.2f} {row['ceiling_psnr']:11.2f}", flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json(args.json, rows)
     return rows
 
 

@@ -33,7 +33,7 @@ from .config import cache_dir
 from .container import VERSION as CONTAINER_FORMAT
 from .data.lfw import LFW, Pair, open_lfw
 from .errors import DataError, RecognizerError
-from .fileio import atomic_path, atomic_write, sha256_file
+from .fileio import atomic_path, sha256_file, write_json
 from .metrics import psnr
 from .protocol import evaluate_pairs, pair_distances
 from .provenance import code_commit, peak_memory_mib, provenance
@@ -395,7 +395,7 @@ def build_codec(name: str, codec_options: dict[str, dict[str, Any]] | None = Non
 
 def save_results(results: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write a results JSON atomically."""
-    return atomic_write(path, json.dumps(results, indent=1, default=_json_default) + "\n")
+    return write_json(path, results)
 
 
 def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -487,13 +487,3 @@ def check_one_weights(name: str, kept: Sequence[dict[str, Any]], new: Sequence[d
             "weights. Measure into another results file, or replace the codec's points whole "
             "(benchmarks/rate_accuracy.py --replace, facekit evaluate --merge --replace-codecs)"
         )
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)

@@ -8,8 +8,9 @@ never a truncated file under the final name.
 
 Example::
 
-    from facekit.fileio import atomic_write, atomic_path
+    from facekit.fileio import atomic_path, atomic_write, write_json
     atomic_write("out/result.json", '{"ok": true}\\n')
+    write_json("out/result.json", {"ok": True, "ms": np.float32(7.8)})   # the same, for any JSON
     with atomic_path("cache/embeddings.npz") as tmp:
         np.savez(tmp, x=x)          # any writer that takes a path
 """
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 #: a path argument: a string or anything ``os.fspath`` takes
 PathLike = str | os.PathLike[str]
@@ -57,6 +60,24 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, fsync: bool
     with atomic_path(path, fsync=fsync) as tmp:
         tmp.write_bytes(raw)
     return Path(path)
+
+
+def json_default(o: Any) -> Any:
+    """``json.dumps``' ``default``: numpy (and torch) scalars and arrays as numbers and lists, anything else as text."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    return str(o)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int = 1) -> Path:
+    """Write ``obj`` to ``path`` as JSON with a final newline, atomically (its folder is created); returns the path.
+
+    Args:
+        path: the file to write.
+        obj: what ``json.dumps`` takes, with numpy scalars and arrays, paths and the like (:func:`json_default`).
+        indent: spaces per level.
+    """
+    return atomic_write(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FacekitError
-from .fileio import atomic_write
+from .fileio import write_json
 
 #: the notebooks, in the order they are run
 NOTEBOOKS = (
@@ -95,16 +95,8 @@ class Record:
 
     def save(self) -> Path:
         path = self.dir / "summary.json"
-        atomic_write(path, json.dumps({**self.numbers, "figures": self.figures}, indent=1, default=_json_default) + "\n")
+        write_json(path, {**self.numbers, "figures": self.figures})
         return path
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
 
 
 def resolve_device(device: Any = "auto") -> str:
@@ -229,7 +221,7 @@ def reproduce(
         if fig.exists():
             shutil.copyfile(fig, out / "rate_accuracy.png")
     summary["ok"] = all(r["status"] == "ok" for r in summary["notebooks"].values())
-    atomic_write(out / "summary.json", json.dumps(summary, indent=1, default=str) + "\n")
+    write_json(out / "summary.json", summary)
     (out / "report.md").write_text(report_markdown(summary, out))
     return summary
 

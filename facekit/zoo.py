@@ -43,7 +43,7 @@ import torch
 from .codecs.names import VARIANTS, model_name
 from .entropy_models import ContextPrior, NeuralPrior, RangeCodedPrior
 from .errors import TrainingError, WeightsError
-from .fileio import PathLike, atomic_write
+from .fileio import PathLike, atomic_write, write_json
 from .metrics import rate_and_psnr
 from .models.autoencoder import FaceCodecNet, RatePoint, load_weights, save_weights
 
@@ -94,7 +94,7 @@ def manifest_lock(folder: PathLike | None = None) -> Iterator[None]:
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     """Rewrite the manifest (models sorted by name); call with :func:`manifest_lock` held."""
     manifest["models"] = dict(sorted(manifest["models"].items()))
-    atomic_write(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    write_json(folder / MANIFEST, manifest, indent=2)
 
 
 def update_manifest(variant: str, rate: str, fields: dict[str, Any], *, folder: PathLike | None = None) -> None:

@@ -287,6 +287,19 @@ def test_atomic_write_cleans_up_on_failure(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_write_json_takes_numpy_and_paths_and_ends_with_a_newline(tmp_path):
+    import json
+
+    from facekit.fileio import write_json
+
+    path = write_json(tmp_path / "new" / "r.json", {"ms": np.float32(7.5), "n": np.int64(3), "bpp": np.arange(2) / 4,
+                                                   "file": tmp_path / "a.fkc"}, indent=2)
+    text = path.read_text()
+    assert text.endswith("}\n") and text.startswith('{\n  "ms"')
+    assert json.loads(text) == {"ms": 7.5, "n": 3, "bpp": [0.0, 0.25], "file": str(tmp_path / "a.fkc")}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no partial file left beside it
+
+
 # --------------------------------------------------------------------------- shipped weights
 
 

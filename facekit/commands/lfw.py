@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..config import cache_dir
 from ..data.lfw import PROTOCOL_FILES, check_checksums, identity_disjoint_split, open_lfw
-from ..fileio import atomic_write
+from ..fileio import write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -136,5 +136,5 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"{r['seconds_embed']} s to embed (both are cached in {cache_dir()}: a second run reads them)"
     )
     if args.out:
-        atomic_write(args.out, json.dumps(r, indent=2, default=str))
+        write_json(args.out, r, indent=2)
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..fileio import write_json
 from .lfw import ARCHIVES, identity_disjoint_split, open_lfw
 
 __all__ = ["FORMAT", "main", "write_split_subset"]
@@ -76,7 +77,7 @@ def write_split_subset(
         record = {"format": FORMAT, "source": (lfw.archive or lfw.images).name, "pairs_files": list(pairs_files),
                   "people": len(split), "images": len(names),
                   "bytes": sum(lfw.path(n).stat().st_size for n in names)}
-        (tmp / "split.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_json(tmp / "split.json", record, indent=2)
         if identity_disjoint_split(open_lfw(tmp), pairs_files) != split:
             raise DataError(f"the split written to {tmp} differs from {lfw.images}'s")
         if dest.exists():

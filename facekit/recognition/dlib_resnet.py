@@ -43,7 +43,7 @@ from torch import nn
 
 from ..config import cache_dir
 from ..errors import RecognizerError, WeightsError
-from ..fileio import atomic_path, atomic_write, sha256_file
+from ..fileio import atomic_path, sha256_file, write_json
 from .align import DLIB_ALIGNMENT_ID, FaceAligner, FaceLocation, read_image, warp_chips
 from .base import Recognizer
 from .dlib_dat import DlibNet, read_dnn
@@ -268,7 +268,7 @@ def save_dlib_weights(
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    atomic_write(Path(str(path) + ".json"), json.dumps(meta, indent=1))
+    write_json(Path(str(path) + ".json"), meta)
     return path
 
 

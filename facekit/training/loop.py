@@ -44,7 +44,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..errors import TrainingError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_json
 from ..models.autoencoder import FaceCodecNet
 from .config import TrainConfig
 from .losses import Objective
@@ -357,7 +357,7 @@ def fit(
             last = history[-1] if history and history[-1]["step"] == step else {}
             summary.update({k: v for k, v in last.items() if k.startswith("val_")} or validate(model))
             atomic_save({"rate_point": model.rate_point.to_dict(), "state_dict": model.state_dict()}, out / "model.pt")
-        atomic_write(out / "summary.json", json.dumps(summary, indent=2))
+        write_json(out / "summary.json", summary, indent=2)
     if distributed:
         dist.barrier()
     return summary
