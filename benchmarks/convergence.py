@@ -13,8 +13,9 @@ Four figures, each printed as a table (``--json`` writes them too):
   (:func:`facekit.training.curve.bd_psnr_at_equal_training`: the same step, or the same pixels seen when
   the run's batch or crop differs). The second says whether a change helps at equal compute.
 * runs among them that are the recipe's phase at another length (equal configs but for ``steps``,
-  each finished): the Bjøntegaard PSNR of each run's end against the shipped end, and the gain per
-  doubling of the steps fitted through them and the shipped end (:func:`facekit.training.curve.gain_per_doubling`).
+  each finished): the Bjøntegaard PSNR of each run's end against the shipped end, the gain per
+  doubling of the steps fitted through them and the shipped end (:func:`facekit.training.curve.gain_per_doubling`),
+  and what each step up from the next shorter length gained per doubling (:func:`~facekit.training.curve.doubling_gains`).
 * ``--train-faces N``: the shipped weights code N training faces (drawn by a seed) and the recipe's held-out
   faces at the same rates. Equal figures mean the model is not over-fitted to its 1,517 training faces,
   so more data would not be the first thing to try.
@@ -46,6 +47,7 @@ from facekit.training.curve import (  # noqa: E402
     bd_psnr_by_step,
     curve_points,
     differs_only_in_steps,
+    doubling_gains,
     gain_per_doubling,
     training_curve,
     training_pixels_per_step,
@@ -100,21 +102,26 @@ def compare_run(folder: Path, phase: str, shipped: dict[str, Any]) -> dict[str, 
 
 
 def schedule_lengths(runs: list[dict[str, Any]], shipped: dict[str, Any]) -> dict[str, Any] | None:
-    """The ends of the runs that are the shipped phase's schedule at another length, and the gain per
-    doubling of the steps fitted through them and the shipped end; None without such a finished run."""
+    """The ends of the runs that are the shipped phase's schedule at another length, the gain per doubling
+    of the steps fitted through them and the shipped end, and the gain of each step up from the next
+    shorter length (where the gains stop, which one fitted line hides); None without such a finished run."""
     ends = sorted((r["schedule_steps"], r["rows"][-1]["bd_psnr_db"], r["folder"]) for r in runs
                   if "schedule_steps" in r and r["rows"][-1]["step"] == r["schedule_steps"]
                   and r["rows"][-1]["bd_psnr_db"] is not None)
     if not ends:
         return None
     steps = shipped["config"]["steps"]
-    gain = gain_per_doubling([(s, d) for s, d, _ in ends] + [(steps, 0.0)])
-    print(f"the shipped {shipped['phase']} schedule at other lengths: each end against the shipped end ({steps:,} steps)")
-    for s, d, folder in ends:
-        print(f"  {s:>7,} steps  {db(d)} dB  {folder}")
-    print(f"  gain per doubling of the steps (least squares): {db(gain)} dB")
+    figures = [(s, d) for s, d, _ in ends] + [(steps, 0.0)]
+    gain, gains = gain_per_doubling(figures), doubling_gains(figures)
+    print(f"the shipped {shipped['phase']} schedule at other lengths: each end against the shipped end ({steps:,} steps), "
+          "and what the step up from the next shorter length gained per doubling")
+    per = {g["to"]: g["per_doubling"] for g in gains}
+    for s, d, folder in sorted([*ends, (steps, 0.0, "(shipped)")]):
+        print(f"  {s:>7,} steps  {db(d)} dB  {'' if s not in per else f'{db(per[s])} dB a doubling'}  {folder}")
+    print(f"  gain per doubling of the steps (least squares, one straight line through them all): {db(gain)} dB")
     return {"ends": [{"steps": s, "bd_psnr_db": d, "folder": f} for s, d, f in ends],
-            "shipped_steps": steps, "gain_per_doubling_db": gain}
+            "shipped_steps": steps, "gain_per_doubling_db": gain,
+            "doubling_gains": [{"from": g["from"], "to": g["to"], "db_per_doubling": g["per_doubling"]} for g in gains]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -363,7 +363,7 @@ def test_bd_psnr_at_equal_training_matches_steps_or_pixels_seen() -> None:
 
 
 def test_schedule_lengths_are_runs_equal_but_for_steps_and_their_gain_is_a_slope_in_log2_steps() -> None:
-    from facekit.training.curve import differs_only_in_steps, gain_per_doubling
+    from facekit.training.curve import differs_only_in_steps, doubling_gains, gain_per_doubling
 
     shipped = {"steps": 40000, "lr": 6e-4, "crop": 128, "val_every": 1000, "log_every": 100}
     assert differs_only_in_steps({**shipped, "steps": 10000, "val_every": 500, "log_every": 10}, shipped)
@@ -371,6 +371,12 @@ def test_schedule_lengths_are_runs_equal_but_for_steps_and_their_gain_is_a_slope
     assert not differs_only_in_steps({**shipped, "seed": 1}, shipped)  # a key one of them lacks
     assert gain_per_doubling([(10000, -0.5), (20000, -0.2), (40000, 0.0)]) == pytest.approx(0.25)
     assert gain_per_doubling([(40000, 0.0), (40000, 0.1)]) is None and gain_per_doubling([]) is None
+    # the fitted line hides where the gains stop; each step up shows it (a repeated length counts once)
+    ends = [(80000, -0.2), (10000, -1.4), (40000, 0.0), (20000, -0.8), (40000, 0.3)]
+    assert gain_per_doubling(ends[:4]) > 0.4
+    assert [(g["from"], g["to"], round(g["per_doubling"], 6)) for g in doubling_gains(ends)] == [
+        (10000, 20000, 0.6), (20000, 40000, 0.8), (40000, 80000, -0.2)]
+    assert doubling_gains([(5000, 1.0)]) == [] and doubling_gains([(10000, -1.0), (40000, 0.0)])[0]["per_doubling"] == 0.5
 
 
 def _reproduce_bench():  # type: ignore[no-untyped-def]
@@ -448,6 +454,7 @@ def test_the_convergence_benchmark_reads_the_shipped_curve_another_run_and_train
     assert done.returncode == 0 and [e["steps"] for e in lengths["ends"]] == [500] and lengths["shipped_steps"] == 40000
     d = lengths["ends"][0]["bd_psnr_db"]
     assert d < 0 and lengths["gain_per_doubling_db"] == pytest.approx(-d / math.log2(40000 / 500))
+    assert lengths["doubling_gains"] == [{"from": 500, "to": 40000, "db_per_doubling": pytest.approx(-d / math.log2(40000 / 500))}]
     assert "gain per doubling of the steps" in done.stdout
     done = subprocess.run([*bench, "--store", "nothing"],
                           capture_output=True, text=True, check=False)

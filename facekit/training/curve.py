@@ -11,9 +11,9 @@ questions are asked of it:
   against the last step's (Bjøntegaard, VCEG-M33) measures the curve itself: a flat end means
   more steps at the schedule's final learning rate do not pay;
 * what would a longer schedule give? Whole runs of the recipe at other lengths
-  (:func:`differs_only_in_steps`) give its gain per doubling of the steps
-  (:func:`gain_per_doubling`), which the last steps of one schedule cannot: its learning rate
-  is decaying there.
+  (:func:`differs_only_in_steps`) give the gain per doubling of the steps, fitted
+  (:func:`gain_per_doubling`) and step by step (:func:`doubling_gains`, which shows where the
+  gains stop), which the last steps of one schedule cannot: its learning rate is decaying there.
 
 Example::
 
@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -218,3 +219,25 @@ def gain_per_doubling(ends: list[tuple[int, float]]) -> float | None:
         return None
     mx, my = sum(xs) / len(xs), sum(v for _, v in ends) / len(ends)
     return sum((x - mx) * (v - my) for x, (_, v) in zip(xs, ends, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def doubling_gains(ends: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """What each step up in a schedule's length gained, per doubling: a least-squares slope
+    (:func:`gain_per_doubling`) draws one straight line in ``log2(steps)`` and hides where the gains stop.
+
+    Args:
+        ends: ``(steps, figure)`` pairs, in any order; lengths that repeat are left out after the first.
+
+    Returns:
+        ``{"from": steps, "to": steps, "per_doubling": figure}`` for each neighbouring pair of lengths, shortest first.
+
+    Example:
+        >>> [round(g["per_doubling"], 2) for g in doubling_gains([(40_000, 0.0), (10_000, -1.0), (20_000, -0.4), (80_000, -0.1)])]
+        [0.6, 0.4, -0.1]
+    """
+    first: dict[int, float] = {}
+    for steps, figure in ends:
+        first.setdefault(steps, figure)
+    lengths = sorted(first)
+    return [{"from": a, "to": b, "per_doubling": (first[b] - first[a]) / math.log2(b / a)}
+            for a, b in itertools.pairwise(lengths)]
