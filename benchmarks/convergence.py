@@ -120,8 +120,7 @@ def schedule_lengths(runs: list[dict[str, Any]], shipped: dict[str, Any]) -> dic
         print(f"  {s:>7,} steps  {db(d)} dB  {'' if s not in per else f'{db(per[s])} dB a doubling'}  {folder}")
     print(f"  gain per doubling of the steps (least squares, one straight line through them all): {db(gain)} dB")
     return {"ends": [{"steps": s, "bd_psnr_db": d, "folder": f} for s, d, f in ends],
-            "shipped_steps": steps, "gain_per_doubling_db": gain,
-            "doubling_gains": [{"from": g["from"], "to": g["to"], "db_per_doubling": g["per_doubling"]} for g in gains]}
+            "shipped_steps": steps, "gain_per_doubling_db": gain, "doubling_gains_db": gains}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -454,7 +454,7 @@ def test_the_convergence_benchmark_reads_the_shipped_curve_another_run_and_train
     assert done.returncode == 0 and [e["steps"] for e in lengths["ends"]] == [500] and lengths["shipped_steps"] == 40000
     d = lengths["ends"][0]["bd_psnr_db"]
     assert d < 0 and lengths["gain_per_doubling_db"] == pytest.approx(-d / math.log2(40000 / 500))
-    assert lengths["doubling_gains"] == [{"from": 500, "to": 40000, "db_per_doubling": pytest.approx(-d / math.log2(40000 / 500))}]
+    assert lengths["doubling_gains_db"] == [{"from": 500, "to": 40000, "per_doubling": pytest.approx(-d / math.log2(40000 / 500))}]
     assert "gain per doubling of the steps" in done.stdout
     done = subprocess.run([*bench, "--store", "nothing"],
                           capture_output=True, text=True, check=False)
