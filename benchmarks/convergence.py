@@ -8,7 +8,8 @@ Four figures, each printed as a table (``--json`` writes them too):
   the schedule's final learning rate would not pay, not that a longer schedule would not (the third
   figure measures that). A single rate's PSNR can still rise, but only by spending more bits.
 * ``--run DIR [DIR ...]`` (phase folders of other runs: phase one trained further from the shipped
-  phase one's final weights, or the recipe with one setting changed): each of their held-out steps against
+  phase one's final weights, or the recipe with one setting changed; each is titled, and recorded, with what
+  its training config changes, :func:`facekit.training.curve.config_changes`): each of their held-out steps against
   the end of the shipped phase named by ``--phase``, and against that phase after as much training
   (:func:`facekit.training.curve.bd_psnr_at_equal_training`: the same step, or the same pixels seen when
   the run's batch or crop differs). The second says whether a change helps at equal compute.
@@ -45,6 +46,7 @@ from facekit.training.curve import (  # noqa: E402
     bd_psnr,
     bd_psnr_at_equal_training,
     bd_psnr_by_step,
+    config_changes,
     curve_points,
     differs_only_in_steps,
     doubling_gains,
@@ -88,14 +90,17 @@ def compare_run(folder: Path, phase: str, shipped: dict[str, Any]) -> dict[str, 
     summary = json.loads((folder / "summary.json").read_text()) if (folder / "summary.json").exists() else {}
     started_from = config.get("init") or summary.get("init") or summary.get("init_sha256")
     rows = bd_psnr_by_step(curve, LO, HI, end=shipped["curve"][-1])
-    title = f"{folder}: each step against the shipped {phase} end ({fmt(shipped['curve'][-1])})"
+    changes = config_changes(config, shipped["config"])
+    changed = ", ".join(f"{k} {'default' if a is None else a} -> {'default' if b is None else b}" for k, (a, b) in changes.items())
+    title = f"{folder}{f' ({changed})' if changed else ''}: each step against the shipped {phase} end ({fmt(shipped['curve'][-1])})"
     if started_from:  # its steps count from trained weights: no step of the shipped run matches them
         print_bd(f"{title} (it started from trained weights, {str(started_from)[:12]})", rows, curve)
-        return {"folder": str(folder), "against": phase, "started_from": started_from, "rows": rows}
+        return {"folder": str(folder), "against": phase, "changes": changes, "started_from": started_from, "rows": rows}
     scale = training_pixels_per_step(config) / training_pixels_per_step(shipped["config"])
     equal = bd_psnr_at_equal_training(curve, shipped["curve"], LO, HI, scale=scale)
     print_bd(f"{title}, then against it after as much training ({scale:g} times its pixels a step)", rows, curve, equal)
-    out = {"folder": str(folder), "against": phase, "pixels_per_step_ratio": scale, "rows": rows, "equal_training": equal}
+    out = {"folder": str(folder), "against": phase, "changes": changes,
+           "pixels_per_step_ratio": scale, "rows": rows, "equal_training": equal}
     if differs_only_in_steps(config, shipped["config"]) and config["steps"] != shipped["config"]["steps"]:
         out["schedule_steps"] = config["steps"]  # the recipe at another length
     return out

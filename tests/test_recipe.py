@@ -363,9 +363,20 @@ def test_bd_psnr_at_equal_training_matches_steps_or_pixels_seen() -> None:
 
 
 def test_schedule_lengths_are_runs_equal_but_for_steps_and_their_gain_is_a_slope_in_log2_steps() -> None:
-    from facekit.training.curve import differs_only_in_steps, doubling_gains, gain_per_doubling
+    from facekit.training.curve import (
+        config_changes,
+        differs_only_in_steps,
+        doubling_gains,
+        gain_per_doubling,
+    )
 
     shipped = {"steps": 40000, "lr": 6e-4, "crop": 128, "val_every": 1000, "log_every": 100}
+    # what a run changes, nested settings as dotted keys, bookkeeping left out
+    arch = {**shipped, "arch": {"latent": 64, "context": 128}}
+    assert config_changes({**arch, "arch": {"latent": 192, "context": 128}, "val_every": 500}, arch) == {
+        "arch.latent": [64, 192]}
+    assert config_changes({**shipped, "seed": 1, "lr": 3e-4}, shipped) == {"lr": [6e-4, 3e-4], "seed": [None, 1]}
+    assert config_changes(arch, arch) == {}
     assert differs_only_in_steps({**shipped, "steps": 10000, "val_every": 500, "log_every": 10}, shipped)
     assert not differs_only_in_steps({**shipped, "steps": 10000, "lr": 3e-4}, shipped)
     assert not differs_only_in_steps({**shipped, "seed": 1}, shipped)  # a key one of them lacks

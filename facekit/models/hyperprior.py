@@ -42,10 +42,12 @@ padded to 256x256; every width in :class:`HyperpriorArch`)::
 The synthesis sets the decoding speed. Its widths are multiples of 16 because oneDNN's AVX-512
 kernels compute 16 output channels at a time. One of 56, 40 and 24 channels, trained by the same
 recipe, codes about 0.3 dB better at equal bits, at the same recognition accuracy, and takes about
-a third longer to decode (``results/README.md``, the model card). The entropy model runs on the
+a third longer to decode (``results/README.md``, the model card); 192 latents instead of 64 code
+about 0.5 dB better at the end of the recipe's phase 1, and decode over a third slower, over the
+10 ms a face aimed at. The entropy model runs on the
 latent grid, 1/256 of the pixels, so its widths cost little: twice those trained before (context
 64, parameters 96) add 214 MACs a pixel to decoding and code 0.43 dB better at the end of the
-recipe's phase 1 (held-out faces, Bjøntegaard PSNR over 0.1-0.5 bpp).
+recipe's phase 1 (held-out faces, Bjøntegaard PSNR over 0.1-0.5 bpp); three times them code no better.
 
 Coding runs on a frozen model: :meth:`~FaceHyperprior.freeze` (called when needed) rounds the
 integer networks' weights and the prior's indices and derives coding forms of ``g_a``, ``h_a``

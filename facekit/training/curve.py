@@ -192,12 +192,32 @@ def bd_psnr_at_equal_training(
 BOOKKEEPING = frozenset({"log_every", "val_every", "checkpoint_every"})
 
 
+def config_changes(config: dict[str, Any], reference: dict[str, Any]) -> dict[str, list[Any]]:
+    """What a run's training config changes from a reference's: ``{key: [reference's, run's]}``, with
+    nested settings as dotted keys (``"arch.latent"``), a key one of them lacks as None, and
+    :data:`BOOKKEEPING` left out.
+
+    Example:
+        >>> config_changes({"steps": 40000, "arch": {"latent": 192}}, {"steps": 40000, "arch": {}})
+        {'arch.latent': [None, 192]}
+    """
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    run, ref = flat(config), flat(reference)
+    keys = sorted((set(run) | set(ref)) - BOOKKEEPING)
+    return {k: [ref.get(k), run.get(k)] for k in keys if run.get(k) != ref.get(k)}
+
+
 def differs_only_in_steps(config: dict[str, Any], reference: dict[str, Any]) -> bool:
     """Whether two training configs are one schedule at another length: equal but for ``steps``
     (and :data:`BOOKKEEPING`). The learning rate's warm-up and cosine decay follow ``steps``, so such a
     run is a whole schedule of its own, not a prefix of the reference."""
-    keys = (set(config) | set(reference)) - BOOKKEEPING - {"steps"}
-    return all(config.get(k) == reference.get(k) for k in keys)
+    return set(config_changes(config, reference)) <= {"steps"}
 
 
 def gain_per_doubling(ends: list[tuple[int, float]]) -> float | None:
