@@ -21,6 +21,11 @@ Four figures, each printed as a table (``--json`` writes them too):
   faces at the same rates. Equal figures mean the model is not over-fitted to its 1,517 training faces,
   so more data would not be the first thing to try.
 
+``--json FILE`` keeps what FILE already records for the same weights (sha256) and this call does not
+measure again: the runs of other folders (a run's folder goes with its machine; its record is what
+lasts) and the training faces' figures. A run given again replaces its record, and the schedule
+lengths are worked out again over every run recorded.
+
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --train-faces 64
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-more/rd runs/hp-crop240/rd
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --store hyperprior --run runs/hp-10k/rd runs/hp-20k/rd
@@ -128,6 +133,24 @@ def schedule_lengths(runs: list[dict[str, Any]], shipped: dict[str, Any]) -> dic
             "shipped_steps": steps, "gain_per_doubling_db": gain, "doubling_gains_db": gains}
 
 
+def earlier_record(path: Path, sha256: str) -> dict[str, Any]:
+    """What ``path`` (a ``--json`` file written earlier) records of the weights ``sha256``; empty when it
+    does not exist or records other weights. A file that cannot be read is a :class:`TrainingError`."""
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"{path} cannot be read as an earlier record ({e}): move it, or write elsewhere") from e
+    return earlier if isinstance(earlier, dict) and earlier.get("sha256") == sha256 else {}
+
+
+def merged_runs(earlier: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The earlier run records, each replaced in place by a new one of the same folder, then the other new ones."""
+    by_folder = {r["folder"]: r for r in new}
+    return [by_folder.pop(r["folder"], r) for r in earlier] + list(by_folder.values())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", default="hyperprior", help="the weights' name in the store (a recipe's [model] name)")
@@ -152,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         rows = bd_psnr_by_step(curve, LO, HI)
         print_bd(f"{name}: each step against its last", rows, curve)
         out["phases"][name] = rows
-    if args.run:
+    earlier = earlier_record(args.json, entry["sha256"]) if args.json else {}
+    if args.run or earlier.get("runs"):
         if args.phase not in phases:
             p.error(f"no shipped phase {args.phase!r} (there are {', '.join(phases)})")
         shipped = next(ph for ph in entry["phases"] if ph["phase"] == args.phase)
-        out["runs"] = [compare_run(folder, args.phase, shipped) for folder in args.run]
-        if lengths := schedule_lengths(out["runs"], shipped):
+        new = [compare_run(folder, args.phase, shipped) for folder in args.run]
+        out["runs"] = merged_runs(earlier.get("runs", []), new)
+        if kept := [r["folder"] for r in out["runs"] if r not in new]:
+            print(f"{args.json} keeps its records of {', '.join(kept)}")
+        if lengths := schedule_lengths([r for r in out["runs"] if r["against"] == args.phase], shipped):
             out["schedule_lengths"] = lengths
     if args.train_faces:
         from facekit.training.data import training_sets
@@ -180,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  training against held-out: {'—' if d is None else f'{d:+.2f}'} dB Bjøntegaard PSNR")
         out["faces"] = {**figures, "train_faces": args.train_faces, "seed": args.seed, "bd_psnr_db": d}
     if args.json:
-        write_json(args.json, out)
+        write_json(args.json, {**{k: v for k, v in earlier.items() if k == "faces"}, **out})
     return 0
 
 

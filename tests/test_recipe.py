@@ -467,6 +467,17 @@ def test_the_convergence_benchmark_reads_the_shipped_curve_another_run_and_train
     assert d < 0 and lengths["gain_per_doubling_db"] == pytest.approx(-d / math.log2(40000 / 500))
     assert lengths["doubling_gains_db"] == [{"from": 500, "to": 40000, "per_doubling": pytest.approx(-d / math.log2(40000 / 500))}]
     assert "gain per doubling of the steps" in done.stdout
+    done = subprocess.run([*bench, "--json", str(out)], capture_output=True, text=True, check=False)
+    kept = json.loads(out.read_text())  # the run folders may be gone: the file keeps their records
+    assert done.returncode == 0 and [r["folder"] for r in kept["runs"]] == [str(run), str(short)]
+    assert kept["schedule_lengths"] == lengths and kept["faces"]["train_faces"] == 2
+    assert f"keeps its records of {run}, {short}" in done.stdout
+    out.write_text(json.dumps({**kept, "sha256": "ab" * 32}))  # a record of other weights is not kept
+    done = subprocess.run([*bench, "--json", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and not {"runs", "faces"} & set(json.loads(out.read_text()))
+    out.write_text("{")
+    done = subprocess.run([*bench, "--json", str(out)], capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "cannot be read as an earlier record" in done.stderr and out.read_text() == "{"
     done = subprocess.run([*bench, "--store", "nothing"],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "no weights for 'nothing'" in done.stderr and "Traceback" not in done.stderr
