@@ -207,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  training against held-out: {'—' if d is None else f'{d:+.2f}'} dB Bjøntegaard PSNR")
         out["faces"] = {**figures, "train_faces": args.train_faces, "seed": args.seed, "bd_psnr_db": d}
     if args.json:
-        write_json(args.json, {**{k: v for k, v in earlier.items() if k == "faces"}, **out})
+        if "faces" in earlier:  # the training faces' figures of an earlier call, when not measured again
+            out.setdefault("faces", earlier["faces"])
+        write_json(args.json, out)
     return 0
 
 
