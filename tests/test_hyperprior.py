@@ -248,6 +248,39 @@ def test_float32_products_are_the_int64_products_and_only_within_the_bound() -> 
     assert ieee_float32_matmul() == (before == "highest")
 
 
+def test_per_input_bound_keeps_float32_where_few_inputs_are_large() -> None:
+    """Where ``max |rows| * abs_sum`` reaches ``2**24`` but each row's ``sum |row_k| * max_j |w_kj|``
+    (plus the bias) stays below it, the product still runs in float32, exactly; at that finer
+    bound itself, float64. The integers are int64's either way."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randint(-200, 201, (300, 40), generator=g)
+    w[7] = 0
+    w[7, 3] = 250  # input 7's largest |w|: 250, far below any output's sum |w|
+    mat = WeightMatrix.of(w.double())
+    assert mat.input_abs_max[7] == 250 and mat.abs_sum > 250 * 100
+    big = int(FLOAT32_EXACT // 250)  # big * 250 < 2**24 <= big * abs_sum
+    while big * 250 >= FLOAT32_EXACT:
+        big -= 1
+    rows = torch.zeros(20, 300, dtype=torch.int64)
+    rows[:, 7] = torch.randint(-big, big + 1, (20,), generator=g)
+    rows[0, 7] = big
+    assert big * mat.abs_sum >= FLOAT32_EXACT
+    given = rows.double()
+    got = mat.product(given)
+    assert got.dtype == torch.float32 and torch.equal(got.long(), rows @ w)
+    assert torch.equal(given, rows.double())  # the bound reads the rows, never changes them
+    assert mat.partial_sum_bound(given) == big * 250
+    for over in (int(-(-FLOAT32_EXACT // 250)), 4 * big):  # at or past 2**24: float64
+        rows[:, 7] = over
+        got = mat.product(rows.double())
+        assert got.dtype == torch.float64 and torch.equal(got.long(), rows @ w)
+    with_bias = WeightMatrix.of(w.double(), torch.full((40,), float(FLOAT32_EXACT - big * 250)))
+    rows[:, 7] = big  # the bias counts in the finer bound too: float64 once it reaches 2**24
+    assert with_bias.product(rows.double()).dtype == torch.float64
+    spread = torch.randint(-30_000, 30_001, (50, 300), generator=g)  # many large inputs: float64, exact
+    assert torch.equal(mat.product(spread.double()).long(), spread @ w)
+
+
 @pytest.mark.parametrize("name", FPMATH_ENV)
 def test_onednn_fpmath_environment_forces_float64(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """oneDNN's fpmath mode set to anything but STRICT (any case) may multiply float32 in bfloat16:
