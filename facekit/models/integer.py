@@ -157,7 +157,7 @@ class WeightMatrix:
     def partial_sum_bound(self, rows: torch.Tensor) -> float:
         """An upper bound on ``|partial sum|`` of ``rows @ w + bias`` in any order of summation
         (``rows``: float integers ``(n, K)``): ``max |rows| * abs_sum``, or where that reaches
-        :data:`FLOAT32_EXACT`, the smaller ``max over rows of sum_k |rows[:, k]| * input_abs_max[k]``
+        :data:`FLOAT32_EXACT`, the smaller largest ``sum_k |rows[i, k]| * input_abs_max[k]`` over the rows ``i``
         (every product in a sum is at most its input's ``|value|`` times that input's largest ``|w|``;
         computed in float64, exact for integers below ``2**53``, so it too is a true bound); plus
         ``bias_max``. The second form is tighter where few of a patch's inputs are large: at high
@@ -178,7 +178,7 @@ class WeightMatrix:
         and sum is an exactly represented integer whatever the order; otherwise float64 (exact
         below :data:`EXACT_BOUND`, which :meth:`IntConv.check_bound` ensures). Either way the
         same integers: which one runs changes the time only."""
-        if self.partial_sum_bound(rows) < FLOAT32_EXACT and ieee_float32_matmul():
+        if ieee_float32_matmul() and self.partial_sum_bound(rows) < FLOAT32_EXACT:
             return torch.addmm(self.b32, rows.float(), self.w32)
         return torch.addmm(self.b64, rows.double(), self.w64)
 
