@@ -258,9 +258,7 @@ def test_per_input_bound_keeps_float32_where_few_inputs_are_large() -> None:
     w[7, 3] = 250  # input 7's largest |w|: 250, far below any output's sum |w|
     mat = WeightMatrix.of(w.double())
     assert mat.input_abs_max[7] == 250 and mat.abs_sum > 250 * 100
-    big = int(FLOAT32_EXACT // 250)  # big * 250 < 2**24 <= big * abs_sum
-    while big * 250 >= FLOAT32_EXACT:
-        big -= 1
+    big = int((FLOAT32_EXACT - 1) // 250)  # big * 250 < 2**24 <= big * abs_sum
     rows = torch.zeros(20, 300, dtype=torch.int64)
     rows[:, 7] = torch.randint(-big, big + 1, (20,), generator=g)
     rows[0, 7] = big
