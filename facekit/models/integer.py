@@ -150,8 +150,9 @@ class WeightMatrix:
     def of(cls, w: torch.Tensor, bias: torch.Tensor | None = None) -> WeightMatrix:
         w = w.double().contiguous()
         b = torch.zeros(w.shape[1], dtype=torch.float64) if bias is None else bias.double().contiguous()
-        abs_sum = float(w.abs().sum(0).max()) if w.numel() else 0.0
-        input_abs_max = w.abs().amax(1) if w.numel() else w.new_zeros(w.shape[0])
+        w_abs = w.abs()
+        abs_sum = float(w_abs.sum(0).max()) if w.numel() else 0.0
+        input_abs_max = w_abs.amax(1) if w.numel() else w.new_zeros(w.shape[0])
         return cls(w, w.float(), b, b.float(), abs_sum, input_abs_max, float(b.abs().max()) if b.numel() else 0.0)
 
     def partial_sum_bound(self, rows: torch.Tensor) -> float:
